@@ -1,0 +1,35 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "VoxFS",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "voxfs", targets: ["voxfs"]),
+        .library(name: "VoxCodec", targets: ["VoxCodec"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // C libraries of the system (Debian: libfuse3-dev, liblmdb-dev, libopenblas-dev).
+        // Used by the archive, filesystem and training modules; declared here once.
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .systemLibrary(name: "CLMDB", providers: [.apt(["liblmdb-dev"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+
+        // Integer hot paths: checksums, fixed-point LSTM kernels, slab coder.
+        .target(name: "CVoxKernels", cSettings: [.define("_GNU_SOURCE")]),
+
+        .target(name: "VoxCore", dependencies: ["CVoxKernels"]),
+        .target(name: "VoxCodec", dependencies: ["VoxCore", "CVoxKernels"]),
+        .executableTarget(name: "voxfs", dependencies: [
+            "VoxCore", "VoxCodec",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "VoxCoreTests", dependencies: ["VoxCore"]),
+        .testTarget(name: "VoxCodecTests", dependencies: ["VoxCodec", "VoxCore", "CVoxKernels"]),
+        .testTarget(name: "VoxCLITests", dependencies: ["VoxCore"]),
+    ]
+)

@@ -1,0 +1,132 @@
+/*
+ * CVoxKernels: the integer hot paths of the VoxFS codec.
+ *
+ *  - CRC-32C and SHA-256 (checksums of decoded voxels, model identity)
+ *  - fixed-point LSTM inference: one scalar reference kernel and AVX2 / AVX-512 VNNI
+ *    kernels that produce identical results (all arithmetic is integer, accumulation is
+ *    modulo 2^32, activations come from shipped tables)
+ *  - the slab coder: causal prediction (classical MED-3D blend or LSTM on top of it) and
+ *    an adaptive binary range coder with context modelling of the residuals.
+ *
+ * Nothing here calls libm or BLAS. See docs/format.md for the bit-exact definitions.
+ */
+#ifndef VOXKERNELS_H
+#define VOXKERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- checksums -------------------------------------------------------------------- */
+
+/** CRC-32C (Castagnoli), initial value `crc` (0 to start), returns the updated CRC. */
+uint32_t vox_crc32c(uint32_t crc, const void *data, size_t len);
+
+typedef struct {
+    uint32_t h[8];
+    uint64_t len;
+    uint8_t buf[64];
+    uint32_t used;
+} vox_sha256_ctx;
+
+void vox_sha256_init(vox_sha256_ctx *ctx);
+void vox_sha256_update(vox_sha256_ctx *ctx, const void *data, size_t len);
+void vox_sha256_final(vox_sha256_ctx *ctx, uint8_t out[32]);
+
+/* ---- fixed-point LSTM --------------------------------------------------------------- */
+
+enum {
+    VOX_KERNEL_SCALAR = 0,
+    VOX_KERNEL_AVX2 = 1,
+    VOX_KERNEL_AVX512VNNI = 2,
+};
+
+/** Which kernels this CPU can run: bit k set means kernel k is available. */
+int vox_kernels_available(void);
+/** The fastest available kernel. */
+int vox_kernel_best(void);
+
+/**
+ * A quantised LSTM predictor. Gates are ordered i, f, g, o (rows 0..H-1, H..2H-1, ...).
+ * W holds 4H rows of K = I + H int16 weights (Q12): the first I columns multiply the
+ * step input x_t (Q12), the next H the previous hidden state h (Q12). b is Q24.
+ * The output is y = bo + sum_j Wo[j] * h_T[j] (fixed point with F fraction bits, F given
+ * by the model file; the slab coder shifts it to voxel units).
+ * Build with vox_model_new; the packed copy used by the SIMD kernels is made there.
+ */
+typedef struct vox_model vox_model;
+
+/** H must be a multiple of 4, 1 <= I <= 256, 1 <= T <= 1024, H <= 512. NULL on bad sizes. */
+vox_model *vox_model_new(int H, int I, int T, const int16_t *W, const int32_t *b,
+                         const int16_t *Wo, int32_t bo);
+void vox_model_free(vox_model *m);
+/** The model's hidden size H, step input size I and sequence length T. */
+void vox_model_shape(const vox_model *m, int *H, int *I, int *T);
+
+/**
+ * Runs the LSTM on n sequences. x holds n * T * I int16 inputs (Q12): sequence s, step t,
+ * slot i at x[(s * T + t) * I + i]. y receives n outputs (wrapped to int32).
+ * kernel: one of VOX_KERNEL_*; an unavailable kernel falls back to the scalar one.
+ * Returns 0, or -1 if scratch memory could not be allocated.
+ */
+int vox_lstm_run(const vox_model *m, int n, const int16_t *x, int32_t *y, int kernel);
+
+/* ---- slab coder --------------------------------------------------------------------- */
+
+typedef struct {
+    int32_t nx, ny, nz;     /* slab dimensions; voxels are [nz][ny][nx], x fastest */
+    int32_t vmin, vmax;     /* valid voxel range of the dtype */
+    int32_t pad;            /* value used where no causal neighbour exists at all */
+    int32_t left;           /* 1: predictions may use voxels left of the target in its row */
+    int32_t norm_shift;     /* r: one normalised unit is 2^r voxel units */
+    int32_t out_shift;      /* LSTM output y (Q_F) becomes voxels as y >> out_shift, out_shift = F - r */
+    int32_t kernel;         /* VOX_KERNEL_* for the LSTM */
+    const vox_model *model; /* NULL: classical predictor only */
+    /* neighbourhood (LSTM input), in sequence order; dz <= 0 and causal */
+    int32_t n_nb;
+    const int32_t *nb_dx, *nb_dy, *nb_dz;
+    const int32_t *nb_slot; /* position t * I + i of each neighbour in the input sequence */
+} vox_slab_params;
+
+enum {
+    VOX_OK = 0,
+    VOX_ERR_PARAM = -1,   /* inconsistent parameters */
+    VOX_ERR_NOMEM = -2,
+    VOX_ERR_CORRUPT = -3, /* decoded a voxel outside the valid range: the stream is damaged */
+    VOX_ERR_RANGE = -4,   /* encoder input outside [vmin, vmax] */
+};
+
+/**
+ * Encodes one slab. On success returns the number of bytes in *out (malloc'ed; free with
+ * vox_free). On failure returns a negative VOX_ERR_* code and *out is NULL.
+ */
+int64_t vox_encode_slab(const vox_slab_params *p, const int32_t *vox, uint8_t **out);
+
+/** Decodes one slab of p->nx * p->ny * p->nz voxels into vox. Returns VOX_OK or VOX_ERR_*.
+ *  Never reads outside in[0..len), always terminates. */
+int vox_decode_slab(const vox_slab_params *p, const uint8_t *in, size_t len, int32_t *vox);
+
+/**
+ * Computes, for every voxel of a slab (all of them already known), the values the coder
+ * would use: the classical (anchor) prediction and, if model != NULL, the final prediction.
+ * For tests and for training-sample generation. anchor and pred may be NULL.
+ */
+int vox_predict_slab(const vox_slab_params *p, const int32_t *vox, int32_t *anchor, int32_t *pred);
+
+/**
+ * Gathers LSTM inputs for the voxels at the given flat indices of a slab (training samples):
+ * x receives count * T * I int16 (as vox_lstm_run expects), anchor count values.
+ * Requires p->model (for T and I) or explicit T, I >= 1 given here.
+ */
+int vox_gather_inputs(const vox_slab_params *p, int T, int I, const int32_t *vox,
+                      const int64_t *index, int64_t count, int16_t *x, int32_t *anchor);
+
+void vox_free(void *ptr);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

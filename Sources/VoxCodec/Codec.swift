@@ -1,0 +1,322 @@
+import CVoxKernels
+import Foundation
+import VoxCore
+
+/// Everything needed to code the slabs of one volume: predictor, model, neighbourhood.
+/// Immutable once built; shared by the worker threads.
+public final class SlabCoder: @unchecked Sendable {
+    public let shape: Shape
+    public let dtype: DType
+    public let left: Bool
+    public let pad: Int32
+    public let model: LSTMModel?
+    public let kernel: Kernel
+    let kmodel: KernelModel?
+    let nb: Neighbourhood?
+    let dx, dy, dz, slot: UnsafeMutableBufferPointer<Int32>
+
+    public init(shape: Shape, dtype: DType, left: Bool, pad: Int32, model: LSTMModel?, kernel: Kernel = .best) throws {
+        self.shape = shape; self.dtype = dtype; self.pad = pad; self.model = model; self.kernel = kernel
+        if let m = model {
+            self.left = m.neighbourhood.left
+            nb = m.neighbourhood
+            kmodel = try m.makeKernelModel()
+        } else {
+            self.left = left
+            nb = nil
+            kmodel = nil
+        }
+        let n = max(nb?.count ?? 0, 1)
+        dx = .allocate(capacity: n); dy = .allocate(capacity: n); dz = .allocate(capacity: n); slot = .allocate(capacity: n)
+        if let nb {
+            for i in 0..<nb.count { dx[i] = nb.dx[i]; dy[i] = nb.dy[i]; dz[i] = nb.dz[i]; slot[i] = nb.slot[i] }
+        }
+    }
+
+    deinit { dx.deallocate(); dy.deallocate(); dz.deallocate(); slot.deallocate() }
+
+    func params(slices: Int) -> vox_slab_params {
+        var p = vox_slab_params()
+        p.nx = Int32(shape.x); p.ny = Int32(shape.y); p.nz = Int32(slices)
+        p.vmin = dtype.minValue; p.vmax = dtype.maxValue
+        p.pad = pad
+        p.left = left ? 1 : 0
+        p.kernel = Int32(kernel.rawValue)
+        if let m = model, let km = kmodel, let nb {
+            p.norm_shift = Int32(m.normShift)
+            p.out_shift = Int32(m.outFracBits - m.normShift)
+            p.model = km.pointer
+            p.n_nb = Int32(nb.count)
+            p.nb_dx = UnsafePointer(dx.baseAddress); p.nb_dy = UnsafePointer(dy.baseAddress)
+            p.nb_dz = UnsafePointer(dz.baseAddress); p.nb_slot = UnsafePointer(slot.baseAddress)
+        }
+        return p
+    }
+
+    static func describe(_ rc: Int32) -> String {
+        switch rc {
+        case Int32(VOX_ERR_PARAM): "inconsistent coding parameters"
+        case Int32(VOX_ERR_NOMEM): "out of memory"
+        case Int32(VOX_ERR_CORRUPT): "decoded values out of range (damaged data)"
+        case Int32(VOX_ERR_RANGE): "voxel values outside the voxel type's range"
+        default: "error \(rc)"
+        }
+    }
+
+    /// Codes `slices` slices of voxels (Int32, within the dtype range).
+    public func encode(_ vox: UnsafeBufferPointer<Int32>, slices: Int) throws -> [UInt8] {
+        precondition(vox.count == shape.sliceVoxels * slices)
+        var p = params(slices: slices)
+        var out: UnsafeMutablePointer<UInt8>? = nil
+        let n = vox_encode_slab(&p, vox.baseAddress, &out)
+        guard n >= 0, let out else {
+            throw VoxError(n == Int64(VOX_ERR_NOMEM) ? .outOfMemory : .invalidArgument, "cannot encode slab: \(SlabCoder.describe(Int32(n)))")
+        }
+        defer { vox_free(out) }
+        return Array(UnsafeBufferPointer(start: out, count: Int(n)))
+    }
+
+    /// Decodes into `vox` (shape.sliceVoxels * slices values).
+    public func decode(_ data: UnsafeRawBufferPointer, slices: Int, into vox: UnsafeMutableBufferPointer<Int32>) throws {
+        precondition(vox.count == shape.sliceVoxels * slices)
+        var p = params(slices: slices)
+        let rc = vox_decode_slab(&p, data.bindMemory(to: UInt8.self).baseAddress, data.count, vox.baseAddress)
+        guard rc == Int32(VOX_OK) else {
+            throw VoxError(rc == Int32(VOX_ERR_NOMEM) ? .outOfMemory : .corrupt, SlabCoder.describe(rc))
+        }
+    }
+
+    /// Anchor (classical) and final predictions of every voxel, for tests and training.
+    public func predictions(_ vox: UnsafeBufferPointer<Int32>, slices: Int) throws -> (anchor: [Int32], pred: [Int32]) {
+        var p = params(slices: slices)
+        var a = [Int32](repeating: 0, count: vox.count), q = [Int32](repeating: 0, count: vox.count)
+        let rc = a.withUnsafeMutableBufferPointer { ab in
+            q.withUnsafeMutableBufferPointer { qb in vox_predict_slab(&p, vox.baseAddress, ab.baseAddress, qb.baseAddress) }
+        }
+        guard rc == Int32(VOX_OK) else { throw VoxError(.invalidArgument, SlabCoder.describe(rc)) }
+        return (a, q)
+    }
+}
+
+public struct EncodeOptions: Sendable {
+    public var preset: Preset
+    public var model: LSTMModel?          // overrides the preset's built-in model
+    public var slabThickness: Int = 8
+    public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    public var kernel: Kernel = .best
+
+    public init(preset: Preset, model: LSTMModel? = nil, slabThickness: Int = 8, threads: Int? = nil, kernel: Kernel = .best) {
+        self.preset = preset
+        self.model = model
+        self.slabThickness = slabThickness
+        if let threads { self.threads = threads }
+        self.kernel = kernel
+    }
+}
+
+/// Runs `body(i)` for i in 0..<count on `threads` workers; stops at the first error.
+func parallelFor(_ count: Int, threads: Int, _ body: @Sendable (Int) throws -> Void) throws {
+    final class State: @unchecked Sendable {
+        let lock = NSLock()
+        var next = 0
+        var error: Error?
+    }
+    let st = State()
+    let workers = max(1, min(threads, count))
+    DispatchQueue.concurrentPerform(iterations: workers) { _ in
+        while true {
+            st.lock.lock()
+            if st.error != nil || st.next >= count { st.lock.unlock(); return }
+            let i = st.next
+            st.next += 1
+            st.lock.unlock()
+            do { try body(i) } catch {
+                st.lock.lock()
+                if st.error == nil { st.error = error }
+                st.lock.unlock()
+                return
+            }
+        }
+    }
+    if let e = st.error { throw e }
+}
+
+/// `.vxz` streams: whole-volume encode and decode, and single-slab random access.
+public enum VXZ {
+    /// Encodes a raw little-endian volume. `progress(done, total)` is called per slab.
+    public static func encode(raw: UnsafeRawBufferPointer, shape: Shape, dtype: DType, options: EncodeOptions,
+                              progress: (@Sendable (Int, Int) -> Void)? = nil) throws -> [UInt8] {
+        guard shape.isValid else { throw VoxError(.invalidArgument, "invalid shape \(shape)") }
+        guard raw.count == shape.voxels * dtype.bytesPerVoxel else {
+            throw VoxError(.invalidArgument, "input has \(raw.count) bytes but shape \(shape) \(dtype) needs \(shape.voxels * dtype.bytesPerVoxel)")
+        }
+        guard options.slabThickness >= 1, options.slabThickness <= 65536 else { throw VoxError(.invalidArgument, "slab thickness must be 1 to 65536") }
+        guard shape.sliceVoxels * min(options.slabThickness, shape.z) <= (1 << 28) else {
+            throw VoxError(.invalidArgument, "slab of \(options.slabThickness) slices is too large (over 2^28 voxels); use a smaller --slab")
+        }
+        var model = options.model
+        var left = false
+        switch options.preset.predictor {
+        case .classical(let l): left = l; model = nil
+        case .lstm: if model == nil { model = try options.preset.builtinModel() }
+        }
+        // pad: the volume's minimum (edges of CT and MRI are background)
+        var vmin = Int32.max
+        let bpv = dtype.bytesPerVoxel
+        do {
+            let chunk = 1 << 20
+            var buf = [Int32](repeating: 0, count: chunk)
+            var i = 0
+            let n = shape.voxels
+            while i < n {
+                let m = min(chunk, n - i)
+                buf.withUnsafeMutableBufferPointer { b in
+                    dtype.decode(UnsafeRawBufferPointer(rebasing: raw[(i * bpv)..<((i + m) * bpv)]), into: UnsafeMutableBufferPointer(rebasing: b[0..<m]))
+                    for k in 0..<m where b[k] < vmin { vmin = b[k] }
+                }
+                i += m
+            }
+        }
+        let coder = try SlabCoder(shape: shape, dtype: dtype, left: left, pad: vmin, model: model, kernel: options.kernel)
+        let thickness = options.slabThickness
+        let nslabs = (shape.z + thickness - 1) / thickness
+        final class Results: @unchecked Sendable {
+            var payloads: [[UInt8]]
+            var entries: [StreamHeader.Slab]
+            var done = 0
+            let lock = NSLock()
+            init(_ n: Int) {
+                payloads = Array(repeating: [], count: n)
+                entries = Array(repeating: StreamHeader.Slab(offset: 0, length: 0, crc: 0, method: .coded), count: n)
+            }
+        }
+        let res = Results(nslabs)
+        struct RawRef: @unchecked Sendable { let b: UnsafeRawBufferPointer }
+        let baseRef = RawRef(b: raw)
+        try parallelFor(nslabs, threads: options.threads) { i in
+            let z0 = i * thickness, z1 = min(shape.z, z0 + thickness)
+            let nv = (z1 - z0) * shape.sliceVoxels
+            let bytes = UnsafeRawBufferPointer(rebasing: baseRef.b[(z0 * shape.sliceVoxels * bpv)..<(z1 * shape.sliceVoxels * bpv)])
+            let crc = Checksum.crc32c(bytes)
+            var vox = [Int32](repeating: 0, count: nv)
+            vox.withUnsafeMutableBufferPointer { dtype.decode(bytes, into: $0) }
+            var payload = try vox.withUnsafeBufferPointer { try coder.encode($0, slices: z1 - z0) }
+            var method = StreamHeader.Method.coded
+            if payload.count >= bytes.count {
+                payload = Array(bytes)
+                method = .stored
+            }
+            res.lock.lock()
+            res.payloads[i] = payload
+            res.entries[i] = StreamHeader.Slab(offset: 0, length: UInt32(payload.count), crc: crc, method: method)
+            res.done += 1
+            let d = res.done
+            res.lock.unlock()
+            progress?(d, nslabs)
+        }
+        let presetName = options.preset.name
+        let spec = model?.neighbourhood.spec ?? (left ? "classical/left" : "classical/noleft")
+        var off = UInt64(StreamHeader.size(preset: presetName, neighbourhood: spec, slabs: nslabs))
+        for i in 0..<nslabs {
+            res.entries[i].offset = off
+            off += UInt64(res.entries[i].length)
+        }
+        let header = StreamHeader(shape: shape, dtype: dtype, usesLSTM: model != nil, left: coder.left,
+                                  normShift: model?.normShift ?? 0, outShift: model.map { $0.outFracBits - $0.normShift } ?? 0,
+                                  pad: vmin, slabThickness: thickness, modelHash: model?.hash ?? [UInt8](repeating: 0, count: 32),
+                                  preset: presetName, neighbourhood: spec, slabs: res.entries)
+        var out = header.serialized()
+        precondition(UInt64(out.count) == res.entries.first?.offset ?? UInt64(out.count))
+        out.reserveCapacity(Int(off))
+        for p in res.payloads { out += p }
+        return out
+    }
+
+    /// A decoder for one stream: parses the header once, then decodes any slab on demand.
+    public final class Decoder: @unchecked Sendable {
+        public let header: StreamHeader
+        let data: [UInt8]
+        let coder: SlabCoder
+        public let name: String
+
+        public init(stream: [UInt8], name: String = "stream", kernel: Kernel = .best, extraModels: [LSTMModel] = []) throws {
+            header = try StreamHeader(parsing: stream, fileSize: stream.count, name: name)
+            data = stream
+            self.name = name
+            var model: LSTMModel? = nil
+            if header.usesLSTM {
+                for m in extraModels { ModelRegistry.shared.register(m) }
+                guard let m = ModelRegistry.shared.model(hash: header.modelHash) else {
+                    throw VoxError(.missingModel, "\(name) was coded with model \(Checksum.hex(header.modelHash)) (preset '\(header.preset)'), which is not installed; pass it with --model or put it in a model folder (\(ModelRegistry.searchPaths.joined(separator: ", ")))")
+                }
+                guard m.neighbourhood.spec == header.neighbourhood, m.normShift == header.normShift,
+                      m.outFracBits - m.normShift == header.outShift else {
+                    throw VoxError(.corrupt, "\(name): model \(m.hashHex) does not match the stream's neighbourhood or normalisation")
+                }
+                model = m
+            }
+            coder = try SlabCoder(shape: header.shape, dtype: header.dtype, left: header.left, pad: header.pad, model: model, kernel: kernel)
+        }
+
+        public var slabCount: Int { header.slabs.count }
+
+        /// Decodes slab i to little-endian dtype bytes, checking its CRC.
+        public func decodeSlab(_ i: Int) throws -> [UInt8] {
+            let e = header.slabs[i]
+            let sl = header.slices(ofSlab: i)
+            let nv = sl.count * header.shape.sliceVoxels
+            let nbytes = nv * header.dtype.bytesPerVoxel
+            var out = [UInt8](repeating: 0, count: nbytes)
+            let range = Int(e.offset)..<(Int(e.offset) + Int(e.length))
+            let where_ = "\(name): slab \(i) (slices \(sl.lowerBound)-\(sl.upperBound - 1))"
+            switch e.method {
+            case .stored:
+                guard e.length == nbytes else { throw VoxError(.corrupt, "\(where_) has the wrong stored size") }
+                out.withUnsafeMutableBytes { o in data.withUnsafeBytes { d in o.copyMemory(from: UnsafeRawBufferPointer(rebasing: d[range])) } }
+            case .coded:
+                var vox = [Int32](repeating: 0, count: nv)
+                do {
+                    try data.withUnsafeBytes { d in
+                        try vox.withUnsafeMutableBufferPointer { v in
+                            try coder.decode(UnsafeRawBufferPointer(rebasing: d[range]), slices: sl.count, into: v)
+                        }
+                    }
+                } catch let err as VoxError {
+                    throw VoxError(err.kind, "\(where_) is damaged: \(err.message)")
+                }
+                vox.withUnsafeBufferPointer { v in out.withUnsafeMutableBytes { header.dtype.encode(v, into: $0) } }
+            }
+            guard Checksum.crc32c(out) == e.crc else { throw VoxError(.corrupt, "\(where_) is damaged: checksum mismatch") }
+            return out
+        }
+
+        /// Decodes every slab on `threads` workers; `sink(i, bytes)` receives each slab
+        /// (possibly out of order, from several threads).
+        public func decodeAll(threads: Int, progress: (@Sendable (Int, Int) -> Void)? = nil,
+                              sink: @escaping @Sendable (Int, [UInt8]) throws -> Void) throws {
+            final class Counter: @unchecked Sendable { var n = 0; let lock = NSLock() }
+            let c = Counter()
+            let total = slabCount
+            try parallelFor(total, threads: threads) { i in
+                let b = try self.decodeSlab(i)
+                try sink(i, b)
+                c.lock.lock(); c.n += 1; let d = c.n; c.lock.unlock()
+                progress?(d, total)
+            }
+        }
+
+        /// Decodes the whole volume into memory.
+        public func decodeVolume(threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws -> [UInt8] {
+            final class Buf: @unchecked Sendable { var bytes: [UInt8]; init(_ n: Int) { bytes = [UInt8](repeating: 0, count: n) } }
+            let h = header
+            let slabBytes = h.slabThickness * h.shape.sliceVoxels * h.dtype.bytesPerVoxel
+            let buf = Buf(h.shape.voxels * h.dtype.bytesPerVoxel)
+            let lock = NSLock()
+            try decodeAll(threads: threads) { i, b in
+                lock.lock(); defer { lock.unlock() }
+                buf.bytes.replaceSubrange((i * slabBytes)..<(i * slabBytes + b.count), with: b)
+            }
+            return buf.bytes
+        }
+    }
+}

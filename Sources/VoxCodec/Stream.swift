@@ -1,0 +1,134 @@
+import CVoxKernels
+import Foundation
+import VoxCore
+
+/// The `.vxz` stream header (format v1, docs/format.md).
+public struct StreamHeader: Equatable, Sendable {
+    public static let magic: [UInt8] = [0x89, 0x56, 0x58, 0x5A, 0x0D, 0x0A, 0x1A, 0x0A] // "\x89VXZ\r\n\x1a\n"
+    public static let version: UInt16 = 1
+
+    public enum Method: UInt8, Sendable { case coded = 0, stored = 1 }
+
+    public struct Slab: Equatable, Sendable {
+        public var offset: UInt64
+        public var length: UInt32
+        public var crc: UInt32       // CRC-32C of the slab's decoded voxels as little-endian dtype bytes
+        public var method: Method
+    }
+
+    public var shape: Shape
+    public var dtype: DType
+    public var usesLSTM: Bool
+    public var left: Bool
+    public var normShift: Int
+    public var outShift: Int
+    public var pad: Int32
+    public var slabThickness: Int
+    public var modelHash: [UInt8]   // 32 zero bytes when no model
+    public var preset: String
+    public var neighbourhood: String
+    public var slabs: [Slab]
+
+    public var slabCount: Int { (shape.z + slabThickness - 1) / slabThickness }
+
+    /// Slices [start, end) of slab i.
+    public func slices(ofSlab i: Int) -> Range<Int> {
+        let s = i * slabThickness
+        return s..<min(shape.z, s + slabThickness)
+    }
+
+    /// Serialises the header; slab offsets are absolute file offsets.
+    public func serialized() -> [UInt8] {
+        var w = ByteWriter()
+        w.raw(StreamHeader.magic)
+        w.u16(StreamHeader.version)
+        w.u16(0) // flags, reserved
+        w.u32(0) // header length, patched below
+        w.u32(UInt32(shape.x)); w.u32(UInt32(shape.y)); w.u32(UInt32(shape.z))
+        w.u8(dtype.rawValue)
+        w.u8(usesLSTM ? 1 : 0)
+        w.u8(left ? 1 : 0)
+        w.u8(UInt8(normShift))
+        w.u8(UInt8(outShift))
+        w.raw([0, 0, 0])
+        w.i32(pad)
+        w.u32(UInt32(slabThickness))
+        w.raw(modelHash)
+        w.string16(preset)
+        w.string16(neighbourhood)
+        w.u32(UInt32(slabs.count))
+        for s in slabs {
+            w.u64(s.offset); w.u32(s.length); w.u32(s.crc); w.u8(s.method.rawValue); w.raw([0, 0, 0])
+        }
+        w.patchU32(at: 12, UInt32(w.count + 4))
+        w.u32(Checksum.crc32c(w.bytes))
+        return w.bytes
+    }
+
+    /// Size of a serialised header for these strings and slab count.
+    static func size(preset: String, neighbourhood: String, slabs: Int) -> Int {
+        8 + 2 + 2 + 4 + 12 + 8 + 4 + 4 + 32 + 2 + preset.utf8.count + 2 + neighbourhood.utf8.count + 4 + 20 * slabs + 4
+    }
+
+    /// Parses and validates a header; `fileSize` bounds the slab table.
+    public init(parsing bytes: [UInt8], fileSize: Int? = nil, name: String = "stream") throws {
+        guard bytes.count >= 8, Array(bytes[0..<8]) == StreamHeader.magic else {
+            throw VoxError(.badFormat, "\(name) is not a VoxFS .vxz stream (bad magic)")
+        }
+        var r = ByteReader(bytes, offset: 8, what: name)
+        let ver = try r.u16()
+        guard ver == StreamHeader.version else {
+            throw VoxError(.badFormat, "\(name) has stream format version \(ver); this voxfs reads version \(StreamHeader.version)")
+        }
+        _ = try r.u16()
+        let hlen = Int(try r.u32())
+        guard hlen >= 64, hlen <= bytes.count else { throw VoxError(.truncated, "\(name) is truncated (header needs \(hlen) bytes, file has \(bytes.count))") }
+        let crcStored = UInt32(bytes[hlen - 4]) | UInt32(bytes[hlen - 3]) << 8 | UInt32(bytes[hlen - 2]) << 16 | UInt32(bytes[hlen - 1]) << 24
+        guard crcStored == Checksum.crc32c(bytes[0..<(hlen - 4)]) else { throw VoxError(.corrupt, "\(name): header is damaged (checksum mismatch)") }
+        shape = Shape(Int(try r.u32()), Int(try r.u32()), Int(try r.u32()))
+        guard shape.isValid else { throw VoxError(.corrupt, "\(name): invalid shape \(shape)") }
+        guard let dt = DType(rawValue: try r.u8()) else { throw VoxError(.badFormat, "\(name): unknown voxel type") }
+        dtype = dt
+        usesLSTM = try r.u8() != 0
+        left = try r.u8() != 0
+        normShift = Int(try r.u8())
+        outShift = Int(try r.u8())
+        _ = try r.raw(3)
+        pad = try r.i32()
+        slabThickness = Int(try r.u32())
+        modelHash = try r.raw(32)
+        preset = try r.string16()
+        neighbourhood = try r.string16()
+        let n = Int(try r.u32())
+        guard slabThickness >= 1, slabThickness <= 65536 else {
+            throw VoxError(.corrupt, "\(name): invalid slab thickness \(slabThickness)")
+        }
+        guard n == (shape.z + slabThickness - 1) / slabThickness else { throw VoxError(.corrupt, "\(name): slab count \(n) does not match the shape") }
+        guard shape.sliceVoxels * min(slabThickness, shape.z) <= (1 << 28) else {
+            throw VoxError(.badFormat, "\(name): slabs of \(shape.sliceVoxels * slabThickness) voxels are larger than this voxfs decodes (2^28)")
+        }
+        guard pad >= dt.minValue, pad <= dt.maxValue else { throw VoxError(.corrupt, "\(name): pad value out of range") }
+        var slabs: [Slab] = []
+        for i in 0..<n {
+            let off = try r.u64(), len = try r.u32(), crc = try r.u32()
+            guard let m = Method(rawValue: try r.u8()) else { throw VoxError(.corrupt, "\(name): slab \(i) has an unknown method") }
+            _ = try r.raw(3)
+            if let fs = fileSize, off < UInt64(hlen) || off + UInt64(len) > UInt64(fs) {
+                throw VoxError(.truncated, "\(name) is truncated or damaged: slab \(i) lies outside the file")
+            }
+            slabs.append(Slab(offset: off, length: len, crc: crc, method: m))
+        }
+        self.slabs = slabs
+        guard r.offset + 4 == hlen else { throw VoxError(.corrupt, "\(name): header length mismatch") }
+        headerLength = hlen
+    }
+
+    public private(set) var headerLength: Int = 0
+
+    public init(shape: Shape, dtype: DType, usesLSTM: Bool, left: Bool, normShift: Int, outShift: Int, pad: Int32,
+                slabThickness: Int, modelHash: [UInt8], preset: String, neighbourhood: String, slabs: [Slab]) {
+        self.shape = shape; self.dtype = dtype; self.usesLSTM = usesLSTM; self.left = left
+        self.normShift = normShift; self.outShift = outShift; self.pad = pad; self.slabThickness = slabThickness
+        self.modelHash = modelHash; self.preset = preset; self.neighbourhood = neighbourhood; self.slabs = slabs
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+
+/// The JSON sidecar written beside raw volumes by scripts/fetch_data.sh (and read by
+/// `voxfs compress`): `{"shape": [x, y, z], "dtype": "int16", "spacing": [..], "source": ".."}`.
+public struct Sidecar: Codable, Sendable {
+    public var shape: [Int]
+    public var dtype: String
+    public var spacing: [Double]?
+    public var source: String?
+    public var sha256: String?
+
+    public init(shape: [Int], dtype: String, spacing: [Double]? = nil, source: String? = nil, sha256: String? = nil) {
+        self.shape = shape
+        self.dtype = dtype
+        self.spacing = spacing
+        self.source = source
+        self.sha256 = sha256
+    }
+
+    /// The sidecar path for a raw file: NAME.raw -> NAME.json (also NAME.raw.json).
+    public static func candidates(for path: String) -> [String] {
+        let url = URL(fileURLWithPath: path)
+        return [url.deletingPathExtension().appendingPathExtension("json").path, path + ".json"]
+    }
+
+    public static func load(forRaw path: String) throws -> Sidecar? {
+        for c in candidates(for: path) where c != path && FileManager.default.fileExists(atPath: c) {
+            let data: Data
+            do { data = try Data(contentsOf: URL(fileURLWithPath: c)) } catch {
+                throw VoxError(.io, "cannot read sidecar \(c): \(error.localizedDescription)")
+            }
+            do { return try JSONDecoder().decode(Sidecar.self, from: data) } catch {
+                throw VoxError(.badFormat, "sidecar \(c) is not valid: expected {\"shape\": [x, y, z], \"dtype\": \"int16\"}")
+            }
+        }
+        return nil
+    }
+
+    public func parsed() throws -> (Shape, DType) {
+        guard shape.count == 3 else { throw VoxError(.badFormat, "sidecar shape must have 3 entries, has \(shape.count)") }
+        let s = Shape(shape[0], shape[1], shape[2])
+        guard s.isValid else { throw VoxError(.badFormat, "sidecar shape \(s) is not a valid volume shape") }
+        guard let d = DType(name: dtype) else { throw VoxError(.badFormat, "sidecar dtype '\(dtype)' is not one of uint8, int16, uint16") }
+        return (s, d)
+    }
+}
+
+public enum FileIO {
+    /// Reads a whole file.
+    public static func read(_ path: String) throws -> [UInt8] {
+        guard let fh = FileHandle(forReadingAtPath: path) else {
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
+                throw VoxError(.io, isDir.boolValue ? "\(path) is a directory" : "\(path): permission denied")
+            }
+            throw VoxError(.io, "\(path): no such file")
+        }
+        defer { try? fh.close() }
+        do {
+            let d = try fh.readToEnd() ?? Data()
+            return [UInt8](d)
+        } catch {
+            throw VoxError(.io, "cannot read \(path): \(error.localizedDescription)")
+        }
+    }
+
+    /// Writes a file atomically (temporary file in the same folder, then rename), so that a
+    /// failed or interrupted write never leaves a partial file under the final name.
+    public static func writeAtomically(_ path: String, _ bytes: [UInt8]) throws {
+        let url = URL(fileURLWithPath: path)
+        do {
+            try Data(bytes).write(to: url, options: .atomic)
+        } catch {
+            let ns = error as NSError
+            if let posix = ns.userInfo[NSUnderlyingErrorKey] as? NSError, posix.domain == NSPOSIXErrorDomain, posix.code == Int(ENOSPC) {
+                throw VoxError(.io, "cannot write \(path): no space left on device")
+            }
+            throw VoxError(.io, "cannot write \(path): \(error.localizedDescription)")
+        }
+    }
+}

@@ -1,0 +1,252 @@
+import ArgumentParser
+import Foundation
+import VoxCodec
+import VoxCore
+
+struct VoxFSCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "voxfs",
+        abstract: "Lossless LSTM compression of 3D medical volumes.",
+        version: "0.1.0",
+        subcommands: [Compress.self, Decompress.self, Info.self, Presets.self, ModelCommand.self]
+    )
+}
+
+struct CodingOptions: ParsableArguments {
+    @Option(help: "Worker threads (default: all cores).")
+    var threads: Int?
+
+    @Option(help: "LSTM kernel: scalar, avx2, avx512-vnni (default: the fastest this CPU runs; all give identical results).")
+    var kernel: String?
+
+    @Flag(name: .shortAndLong, help: "No progress bar or summary.")
+    var quiet = false
+
+    func resolvedKernel() throws -> Kernel {
+        guard let k = kernel else { return .best }
+        guard let kk = Kernel(name: k) else { throw VoxError(.invalidArgument, "unknown kernel '\(k)' (scalar, avx2, avx512-vnni)") }
+        guard Kernel.available.contains(kk) else { throw VoxError(.invalidArgument, "this CPU cannot run the \(k) kernel") }
+        return kk
+    }
+
+    func resolvedThreads() throws -> Int {
+        let t = threads ?? ProcessInfo.processInfo.activeProcessorCount
+        guard t >= 1, t <= 1024 else { throw VoxError(.invalidArgument, "--threads must be 1 to 1024") }
+        return t
+    }
+}
+
+struct Compress: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Compress a raw volume into a .vxz stream.")
+
+    @Argument(help: "Raw little-endian volume (x fastest, z slowest).") var input: String
+    @Argument(help: "Output .vxz file.") var output: String
+    @Option(help: "Shape XxYxZ (default: from the JSON sidecar beside the input).") var shape: String?
+    @Option(help: "Voxel type: uint8, int16, uint16 (default: from the sidecar).") var dtype: String?
+    @Option(help: "Preset: \(Preset.all.map(\.name).joined(separator: ", ")).") var preset: String = Preset.defaultName
+    @Option(help: "Model file (.vxm) to use instead of the preset's.") var model: String?
+    @Option(help: "Slices per slab (random-access unit).") var slab: Int = 8
+    @OptionGroup var coding: CodingOptions
+
+    func run() throws {
+        let start = Date()
+        let sidecar = try Sidecar.load(forRaw: input)
+        var shp: Shape, dt: DType
+        if let s = shape {
+            guard let p = Shape(parsing: s), p.isValid else { throw VoxError(.invalidArgument, "bad --shape '\(s)': expected XxYxZ with positive sizes") }
+            shp = p
+        } else if let sc = sidecar { shp = try sc.parsed().0 } else {
+            throw VoxError(.invalidArgument, "no --shape given and no sidecar \(Sidecar.candidates(for: input)[0]) found")
+        }
+        if let d = dtype {
+            guard let p = DType(name: d) else { throw VoxError(.invalidArgument, "bad --dtype '\(d)': use uint8, int16 or uint16") }
+            dt = p
+        } else if let sc = sidecar { dt = try sc.parsed().1 } else {
+            throw VoxError(.invalidArgument, "no --dtype given and no sidecar found")
+        }
+        let pr = try Preset.named(preset)
+        var m: LSTMModel? = nil
+        if let path = model {
+            guard case .lstm = pr.predictor else { throw VoxError(.invalidArgument, "--model needs an LSTM preset, not '\(pr.name)'") }
+            m = try LSTMModel.load(path: path)
+        }
+        guard slab >= 1, slab <= 65536 else { throw VoxError(.invalidArgument, "--slab must be 1 to 65536") }
+        let raw = try FileIO.read(input)
+        guard raw.count == shp.voxels * dt.bytesPerVoxel else {
+            throw VoxError(.invalidArgument, "\(input) has \(raw.count) bytes, but \(shp) \(dt) needs \(shp.voxels * dt.bytesPerVoxel)")
+        }
+        let opts = EncodeOptions(preset: pr, model: m, slabThickness: slab, threads: try coding.resolvedThreads(), kernel: try coding.resolvedKernel())
+        let bar = ProgressBar(label: "compress", total: (shp.z + slab - 1) / slab, voxelsPerUnit: shp.sliceVoxels * slab, enabled: !coding.quiet)
+        let t0 = Date()
+        let out = try raw.withUnsafeBytes { try VXZ.encode(raw: $0, shape: shp, dtype: dt, options: opts, progress: bar.update) }
+        let secs = Date().timeIntervalSince(t0)
+        bar.finish()
+        try FileIO.writeAtomically(output, out)
+        if !coding.quiet {
+            let bpp = Double(out.count * 8) / Double(shp.voxels)
+            print(String(format: "%@: %@ %@ -> %d bytes, %.3f bpp, ratio %.2f, %.2f Mvox/s (%.2f s coding, %.2f s total, %d threads, preset %@)",
+                         output, shp.description, dt.description, out.count, bpp, Double(raw.count) / Double(out.count),
+                         Double(shp.voxels) / secs / 1e6, secs, Date().timeIntervalSince(start), opts.threads, pr.name))
+        }
+    }
+}
+
+struct Decompress: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Decompress a .vxz stream back to the raw volume, byte for byte.")
+
+    @Argument(help: "Input .vxz file.") var input: String
+    @Argument(help: "Output raw file.") var output: String
+    @Option(help: "Model file (.vxm) the stream was coded with, if not installed.") var model: String?
+    @OptionGroup var coding: CodingOptions
+
+    func run() throws {
+        let stream = try FileIO.read(input)
+        var extra: [LSTMModel] = []
+        if let m = model { extra.append(try LSTMModel.load(path: m)) }
+        let dec = try VXZ.Decoder(stream: stream, name: input, kernel: try coding.resolvedKernel(), extraModels: extra)
+        let h = dec.header
+        let tmp = output + ".voxfs-tmp-\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw VoxError(.io, "cannot create \(output): \(String(cString: strerror(errno)))") }
+        var ok = false
+        defer {
+            close(fd)
+            if !ok { unlink(tmp) }
+        }
+        let slabBytes = h.slabThickness * h.shape.sliceVoxels * h.dtype.bytesPerVoxel
+        let bar = ProgressBar(label: "decompress", total: h.slabs.count, voxelsPerUnit: h.shape.sliceVoxels * h.slabThickness, enabled: !coding.quiet)
+        let t0 = Date()
+        try dec.decodeAll(threads: try coding.resolvedThreads(), progress: bar.update) { i, bytes in
+            var off = 0
+            while off < bytes.count {
+                let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + off, bytes.count - off, off_t(i * slabBytes + off)) }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    let msg = errno == ENOSPC ? "no space left on device" : String(cString: strerror(errno))
+                    throw VoxError(.io, "cannot write \(output): \(msg)")
+                }
+                off += n
+            }
+        }
+        let secs = Date().timeIntervalSince(t0)
+        bar.finish()
+        guard fsync(fd) == 0 else { throw VoxError(.io, "cannot write \(output): \(String(cString: strerror(errno)))") }
+        guard rename(tmp, output) == 0 else { throw VoxError(.io, "cannot create \(output): \(String(cString: strerror(errno)))") }
+        ok = true
+        if !coding.quiet {
+            print(String(format: "%@: %@ %@, %.3f bpp, %.2f Mvox/s (%.2f s, %d threads), all %d slab checksums match",
+                         output, h.shape.description, h.dtype.description, Double(stream.count * 8) / Double(h.shape.voxels),
+                         Double(h.shape.voxels) / secs / 1e6, secs, try coding.resolvedThreads(), h.slabs.count))
+        }
+    }
+}
+
+struct Info: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Describe a .vxz stream without decoding it.")
+
+    @Argument(help: "Input .vxz file.") var input: String
+    @Flag(help: "Also list every slab.") var slabs = false
+
+    func run() throws {
+        let stream = try FileIO.read(input)
+        let h = try StreamHeader(parsing: stream, fileSize: stream.count, name: input)
+        let raw = h.shape.voxels * h.dtype.bytesPerVoxel
+        print("file:          \(input)")
+        print("format:        vxz version \(StreamHeader.version)")
+        print("shape:         \(h.shape) (\(h.shape.voxels) voxels)")
+        print("dtype:         \(h.dtype)")
+        print("preset:        \(h.preset)")
+        print("predictor:     \(h.usesLSTM ? "LSTM" : "classical MED-3D blend"), \(h.left ? "with" : "without") left voxels\(h.left ? " (voxel-serial)" : " (row-parallel)")")
+        print("neighbourhood: \(h.neighbourhood)")
+        if h.usesLSTM {
+            let known = ModelRegistry.shared.model(hash: h.modelHash) != nil
+            print("model:         \(Checksum.hex(h.modelHash))\(known ? "" : " (not installed)")")
+            print("normalisation: r=\(h.normShift), output shift \(h.outShift)")
+        } else {
+            print("model:         none")
+        }
+        print("slabs:         \(h.slabs.count) of \(h.slabThickness) slices")
+        print(String(format: "size:          %d bytes (raw %d), %.3f bpp, ratio %.2f", stream.count, raw, Double(stream.count * 8) / Double(h.shape.voxels), Double(raw) / Double(stream.count)))
+        if slabs {
+            for (i, s) in h.slabs.enumerated() {
+                let sl = h.slices(ofSlab: i)
+                print(String(format: "  slab %4d  slices %4d-%-4d  offset %10llu  %9u bytes  %@  crc32c %08x", i, sl.lowerBound, sl.upperBound - 1, s.offset, s.length, s.method == .coded ? "coded " : "stored", s.crc))
+            }
+        }
+    }
+}
+
+struct Presets: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the coding presets.")
+    func run() throws {
+        for p in Preset.all {
+            var model = "-"
+            if let m = try p.builtinModel() { model = String(m.hashHex.prefix(16)) }
+            print("\(p.name.padding(toLength: 14, withPad: " ", startingAt: 0)) model \(model.padding(toLength: 16, withPad: " ", startingAt: 0))  \(p.summary)")
+        }
+        print("LSTM kernels on this CPU: \(Kernel.available.map(\.description).joined(separator: ", ")) (using \(Kernel.best))")
+    }
+}
+
+struct ModelCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "model", abstract: "Inspect and export model files.",
+                                                    subcommands: [Export.self, Show.self])
+
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Write a preset's built-in model to a .vxm file.")
+        @Option(help: "Preset name.") var preset: String = Preset.defaultName
+        @Argument(help: "Output .vxm file.") var output: String
+        func run() throws {
+            guard let m = try Preset.named(preset).builtinModel() else { throw VoxError(.invalidArgument, "preset '\(preset)' has no model") }
+            try FileIO.writeAtomically(output, m.serialized())
+            print("\(output): model \(m.hashHex)")
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Describe a .vxm model file.")
+        @Argument(help: "Model file.") var input: String
+        func run() throws {
+            let m = try LSTMModel.load(path: input)
+            print("model:         \(m.hashHex)")
+            print("hidden:        \(m.hidden)")
+            print("neighbourhood: \(m.neighbourhood.spec) (T=\(m.steps), I=\(m.stepInputs))")
+            print("normalisation: r=\(m.normShift), F=\(m.outFracBits)")
+            print("metadata:      \(m.metadata)")
+        }
+    }
+}
+
+/// A progress bar on a terminal (stderr), nothing otherwise.
+final class ProgressBar: @unchecked Sendable {
+    let label: String
+    let total: Int
+    let voxelsPerUnit: Int
+    let enabled: Bool
+    let start = Date()
+    let lock = NSLock()
+
+    init(label: String, total: Int, voxelsPerUnit: Int, enabled: Bool) {
+        self.label = label
+        self.total = total
+        self.voxelsPerUnit = voxelsPerUnit
+        self.enabled = enabled && isatty(2) != 0
+    }
+
+    func update(_ done: Int, _ total: Int) {
+        guard enabled else { return }
+        lock.lock(); defer { lock.unlock() }
+        let width = 30
+        let filled = total > 0 ? done * width / total : width
+        let secs = max(Date().timeIntervalSince(start), 1e-6)
+        let rate = Double(done * voxelsPerUnit) / secs / 1e6
+        let eta = done > 0 ? secs * Double(total - done) / Double(done) : 0
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        FileHandle.standardError.write(Data(String(format: "\r%@ [%@] %d/%d slabs  %.2f Mvox/s  ETA %.0f s ", label, bar, done, total, rate, eta).utf8))
+    }
+
+    func finish() {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+    }
+}
