@@ -30,6 +30,6 @@ let package = Package(
 
         .testTarget(name: "VoxCoreTests", dependencies: ["VoxCore"]),
         .testTarget(name: "VoxCodecTests", dependencies: ["VoxCodec", "VoxCore", "CVoxKernels"]),
-        .testTarget(name: "VoxCLITests", dependencies: ["VoxCore"]),
+        .testTarget(name: "VoxCLITests", dependencies: ["VoxCore", "voxfs"]),
     ]
 )

@@ -82,13 +82,20 @@ public struct LSTMModel: Equatable, Sendable {
     public init(bytes: [UInt8], name: String = "model file") throws {
         var r = ByteReader(bytes, what: name)
         guard bytes.count >= 8, Array(bytes[0..<8]) == LSTMModel.magic else { throw VoxError(.badFormat, "\(name) is not a VoxFS model file") }
+        guard bytes.count >= 12 else { throw VoxError(.truncated, "\(name) is truncated") }
+        let tail = bytes.count - 4
+        let stored = UInt32(bytes[tail]) | UInt32(bytes[tail + 1]) << 8 | UInt32(bytes[tail + 2]) << 16 | UInt32(bytes[tail + 3]) << 24
+        guard stored == Checksum.crc32c(Array(bytes[0..<tail])) else {
+            throw VoxError(.corrupt, "\(name) is damaged or truncated (checksum mismatch)")
+        }
         _ = try r.raw(8)
         let ver = try r.u16()
         guard ver == LSTMModel.version else { throw VoxError(.badFormat, "\(name) has model format version \(ver); this voxfs reads version \(LSTMModel.version)") }
         let H = Int(try r.u16()), I = Int(try r.u16()), T = Int(try r.u16())
         let rShift = Int(try r.u8()), F = Int(try r.u8())
         let spec = try r.string16()
-        let nb = try Neighbourhood(spec: spec)
+        let nb: Neighbourhood
+        do { nb = try Neighbourhood(spec: spec) } catch { throw VoxError(.badFormat, "\(name): unknown neighbourhood '\(spec)'") }
         guard nb.stepInputs == I, nb.steps == T else { throw VoxError(.badFormat, "\(name): neighbourhood \(spec) does not match I=\(I), T=\(T)") }
         guard H >= 4, H <= 512 else { throw VoxError(.badFormat, "\(name): hidden size \(H) out of range") }
         let nW = 4 * H * (I + H)
@@ -99,9 +106,7 @@ public struct LSTMModel: Equatable, Sendable {
         let bo = try r.i32()
         let metaLen = Int(try r.u32())
         let meta = try r.raw(metaLen)
-        let crcAt = r.offset
-        let crc = try r.u32()
-        guard crc == Checksum.crc32c(Array(bytes[0..<crcAt])) else { throw VoxError(.corrupt, "\(name) is damaged (checksum mismatch)") }
+        guard r.offset == tail else { throw VoxError(.badFormat, "\(name): unexpected bytes after the metadata") }
         try self.init(hidden: H, neighbourhood: nb, normShift: rShift, outFracBits: F, W: W, b: b, Wo: Wo, bo: bo,
                       metadata: String(decoding: meta, as: UTF8.self))
     }

@@ -1,0 +1,55 @@
+# VoxFS: `make demo` and `make test` work on a fresh Debian 12 machine (as root, or with sudo).
+SHELL := /bin/bash
+CACHE ?= $(HOME)/.cache/voxfs
+export VOXFS_CACHE := $(CACHE)
+SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages the build, the tests, the data fetch and the benchmarks need.
+DEB_PACKAGES := pkg-config fuse3 libfuse3-dev libopenblas-dev liblmdb-dev libzstd-dev \
+                xz-utils zstd python3 python3-venv python3-pip ca-certificates
+
+.PHONY: all deps build data test demo bench-codec fuzz clean help
+
+all: build
+
+help:
+	@echo "make demo         install what is missing, build, fetch a real CT scan, compress it and show the result"
+	@echo "make test         install what is missing, build, fetch the real test data, run every test"
+	@echo "make bench-codec  bpp and speed of every preset on the real volumes, beside xz -9 and zstd -19"
+	@echo "make fuzz         a long decoder fuzz run (FUZZ_ITERATIONS=...)"
+
+# Installs missing Debian packages (apt-get update once, only when something is missing).
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build -c release
+
+data: deps
+	scripts/fetch_data.sh
+
+# Tests run in release mode: the codec's inner loops are C and Swift at -O0 would make the
+# real-data round trips slow. VOXFS_REQUIRE_DATA makes missing data a failure, not a skip.
+test: deps data
+	VOXFS_REQUIRE_DATA=1 $(SWIFT) build -c release --build-tests
+	VOXFS_REQUIRE_DATA=1 $(SWIFT) test -c release --skip-build
+
+demo: build data
+	@scripts/demo.sh .build/release/voxfs "$(CACHE)"
+
+bench-codec: build data
+	$(PYTHON) scripts/bench_codec.py --voxfs .build/release/voxfs --cache "$(CACHE)"
+
+fuzz: build
+	scripts/fuzz_decoder.sh .build/release/voxfs $${FUZZ_ITERATIONS:-20000}
+
+clean:
+	rm -rf .build

@@ -1,0 +1,138 @@
+import Foundation
+import XCTest
+import VoxCore
+
+/// Runs the real `voxfs` binary, as a user would.
+final class CLITests: XCTestCase {
+    static var binary: String {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("voxfs").path
+        if FileManager.default.isExecutableFile(atPath: beside) { return beside }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return root.appendingPathComponent(".build/release/voxfs").path
+    }
+
+    var tmp: URL!
+
+    override func setUpWithError() throws {
+        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("voxfs-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: tmp) }
+
+    @discardableResult
+    func voxfs(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLITests.binary)
+        p.arguments = args
+        let o = Pipe(), e = Pipe()
+        p.standardOutput = o
+        p.standardError = e
+        try p.run()
+        let od = o.fileHandleForReading.readDataToEndOfFile(), ed = e.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed, as: UTF8.self))
+    }
+
+    func path(_ n: String) -> String { tmp.appendingPathComponent(n).path }
+
+    /// A real CT crop written as raw + sidecar.
+    func writeCrop() throws -> String {
+        let cache = ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs")
+        let src = cache + "/volumes/ct_lung1.raw"
+        guard FileManager.default.fileExists(atPath: src) else {
+            if ProcessInfo.processInfo.environment["VOXFS_REQUIRE_DATA"] == "1" { XCTFail("real test data missing: \(src)") }
+            throw XCTSkip("real test data missing: \(src)")
+        }
+        let all = try FileIO.read(src)
+        // 96 x 80 x 10 crop around the mediastinum, slices 20..29
+        var out = [UInt8]()
+        for z in 20..<30 { for y in 200..<280 { let o = ((z * 512 + y) * 512 + 200) * 2; out += all[o..<(o + 96 * 2)] } }
+        let raw = path("crop.raw")
+        try FileIO.writeAtomically(raw, out)
+        try FileIO.writeAtomically(path("crop.json"), Array("{\"shape\":[96,80,10],\"dtype\":\"int16\",\"source\":\"crop of pyradiomics lung1\"}".utf8))
+        return raw
+    }
+
+    func testCompressDecompressInfoRoundTrip() throws {
+        let raw = try writeCrop()
+        var r = try voxfs(["compress", raw, path("c.vxz")])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("bpp"), r.out)
+        XCTAssertTrue(r.out.contains("Mvox/s"), r.out)
+        r = try voxfs(["decompress", path("c.vxz"), path("back.raw"), "--threads", "1"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(try FileIO.read(path("back.raw")), try FileIO.read(raw))
+        r = try voxfs(["info", path("c.vxz"), "--slabs"])
+        XCTAssertEqual(r.status, 0, r.err)
+        for s in ["96x80x10", "int16", "preset:        default", "model:", "slabs:", "bpp", "slab    1"] { XCTAssertTrue(r.out.contains(s), "info lacks \(s):\n\(r.out)") }
+        // explicit flags override the sidecar; classical preset
+        r = try voxfs(["compress", raw, path("k.vxz"), "--shape", "96x80x10", "--dtype", "int16", "--preset", "classical", "--slab", "3", "-q"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(r.out, "")
+        r = try voxfs(["decompress", path("k.vxz"), path("k.raw"), "-q"])
+        XCTAssertEqual(try FileIO.read(path("k.raw")), try FileIO.read(raw))
+    }
+
+    func testBadInputGivesOneLineErrors() throws {
+        let raw = try writeCrop()
+        func expectError(_ args: [String], _ fragment: String, file: StaticString = #filePath, line: UInt = #line) throws {
+            let r = try voxfs(args)
+            XCTAssertNotEqual(r.status, 0, "\(args) should fail", file: file, line: line)
+            XCTAssertTrue(r.err.contains(fragment), "\(args): stderr was \(r.err)", file: file, line: line)
+            XCTAssertLessThanOrEqual(r.err.split(separator: "\n").count, 2, "one-line error expected: \(r.err)", file: file, line: line)
+            XCTAssertFalse(r.err.contains("Fatal error"), file: file, line: line)
+        }
+        try expectError(["compress", raw, path("x.vxz"), "--shape", "96x80x11"], "needs")
+        try expectError(["compress", raw, path("x.vxz"), "--shape", "96x80"], "bad --shape")
+        try expectError(["compress", raw, path("x.vxz"), "--dtype", "float32"], "bad --dtype")
+        try expectError(["compress", raw, path("x.vxz"), "--preset", "nope"], "unknown preset")
+        try expectError(["compress", path("missing.raw"), path("x.vxz"), "--shape", "2x2x2", "--dtype", "uint8"], "no such file")
+        try expectError(["decompress", raw, path("y.raw")], "not a VoxFS .vxz stream")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("y.raw")), "no output on failure")
+
+        XCTAssertEqual(try voxfs(["compress", raw, path("c.vxz"), "-q"]).status, 0)
+        let full = try FileIO.read(path("c.vxz"))
+        try FileIO.writeAtomically(path("t.vxz"), Array(full.prefix(full.count - 100)))
+        try expectError(["decompress", path("t.vxz"), path("t.raw")], "truncated")
+        var flipped = full
+        flipped[full.count - 50] ^= 0x01
+        try FileIO.writeAtomically(path("f.vxz"), flipped)
+        try expectError(["decompress", path("f.vxz"), path("f.raw")], "slab")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("f.raw")))
+    }
+
+    func testMissingModelNamesTheHash() throws {
+        let raw = try writeCrop()
+        // export the default model, code with it as an explicit file; decoding finds the
+        // built-in one by hash; a model the binary does not know must be passed with --model
+        var r = try voxfs(["model", "export", "--preset", "large", path("large.vxm")])
+        XCTAssertEqual(r.status, 0, r.err)
+        r = try voxfs(["model", "show", path("large.vxm")])
+        XCTAssertTrue(r.out.contains("hidden:        32"), r.out)
+        var bytes = try FileIO.read(path("large.vxm"))
+        // a different model: flip one weight, then fix the trailing CRC
+        bytes[200] ^= 0x01
+        let body = Array(bytes.dropLast(4))
+        let crc = Checksum.crc32c(body)
+        bytes = body + [UInt8(crc & 0xFF), UInt8((crc >> 8) & 0xFF), UInt8((crc >> 16) & 0xFF), UInt8(crc >> 24)]
+        try FileIO.writeAtomically(path("other.vxm"), bytes)
+        r = try voxfs(["compress", raw, path("m.vxz"), "--preset", "large", "--model", path("other.vxm"), "-q"])
+        XCTAssertEqual(r.status, 0, r.err)
+        r = try voxfs(["decompress", path("m.vxz"), path("m.raw")])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("not installed"), r.err)
+        r = try voxfs(["model", "show", path("other.vxm")])
+        let hash = r.out.split(separator: "\n").first!.split(separator: " ").last!
+        XCTAssertTrue(try voxfs(["decompress", path("m.vxz"), path("m.raw")]).err.contains(String(hash)))
+        r = try voxfs(["decompress", path("m.vxz"), path("m.raw"), "--model", path("other.vxm")])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(try FileIO.read(path("m.raw")), try FileIO.read(raw))
+    }
+
+    func testHelpListsSubcommands() throws {
+        let r = try voxfs(["--help"])
+        XCTAssertEqual(r.status, 0)
+        for s in ["compress", "decompress", "info", "presets"] { XCTAssertTrue(r.out.contains(s), r.out) }
+    }
+}

@@ -1,0 +1,164 @@
+import Foundation
+import XCTest
+import VoxCore
+import VoxCodec
+
+/// An independent Swift transcription of the fixed-point LSTM in docs/format.md, used to
+/// check the C scalar kernel; the SIMD kernels are then checked against the scalar one.
+enum ReferenceLSTM {
+    static let sig: [Int32] = table { 1 / (1 + exp(-$0)) }
+    static let tanhT: [Int32] = table { tanh($0) }
+    static func table(_ f: (Double) -> Double) -> [Int32] {
+        (0...1024).map { i in
+            let v: Double = 16384 * f(Double(i * 64 - 32768) / 4096)
+            return Int32((v + 0.5).rounded(.down))
+        }
+    }
+    static func lut(_ t: [Int32], _ z0: Int32) -> Int32 {
+        let z = min(max(z0, -32768), 32767)
+        let u = z + 32768
+        let i = Int(u >> 6), f = u & 63
+        return t[i] + (((t[i + 1] - t[i]) * f + 32) >> 6)
+    }
+    static func run(_ m: LSTMModel, _ x: [Int16]) -> Int32 {
+        let H = m.hidden, I = m.stepInputs, T = m.steps, K = I + H
+        var h = [Int32](repeating: 0, count: H), c = [Int32](repeating: 0, count: H)
+        for t in 0..<T {
+            var a = [Int32](repeating: 0, count: 4 * H)
+            for j in 0..<(4 * H) {
+                var s = UInt32(bitPattern: m.b[j])
+                for k in 0..<K {
+                    let v: Int32 = k < I ? Int32(x[t * I + k]) : h[k - I]
+                    s = s &+ UInt32(bitPattern: Int32(m.W[j * K + k]) &* v)
+                }
+                a[j] = Int32(bitPattern: s)
+            }
+            for j in 0..<H {
+                let q = { (v: Int32) in ((v >> 11) + 1) >> 1 }
+                let gi = lut(sig, q(a[j])), gf = lut(sig, q(a[H + j])), gg = lut(tanhT, q(a[2 * H + j])), go = lut(sig, q(a[3 * H + j]))
+                var cc = (gf * c[j] + gi * gg + 8192) >> 14
+                cc = min(max(cc, -65536), 65536)
+                c[j] = cc
+                h[j] = (go * lut(tanhT, (cc + 2) >> 2) + 32768) >> 16
+            }
+        }
+        var y = UInt32(bitPattern: m.bo)
+        for j in 0..<H { y = y &+ UInt32(bitPattern: Int32(m.Wo[j]) &* h[j]) }
+        return Int32(bitPattern: y)
+    }
+}
+
+final class KernelTests: XCTestCase {
+    func randomModel(H: Int, spec: String, seed: UInt64, big: Bool) throws -> LSTMModel {
+        var rng = SplitMix64(seed: seed)
+        let nb = try Neighbourhood(spec: spec)
+        let K = nb.stepInputs + H
+        let lim: Int64 = big ? 32767 : 3000
+        let W = (0..<(4 * H * K)).map { _ in Int16(rng.nextInt(in: -lim...lim)) }
+        let b = (0..<(4 * H)).map { _ in Int32(rng.nextInt(in: -(1 << 26)...(1 << 26))) }
+        let Wo = (0..<H).map { _ in Int16(rng.nextInt(in: -lim...lim)) }
+        return try LSTMModel(hidden: H, neighbourhood: nb, normShift: 12, outFracBits: 24, W: W, b: b, Wo: Wo, bo: Int32(rng.nextInt(in: -1000...1000)))
+    }
+
+    func testActivationTablesMatchMath() {
+        // the shipped constants are sigmoid/tanh rounded to Q14 (regenerable by scripts/gen_act_tables.py)
+        XCTAssertEqual(ReferenceLSTM.sig[512], 8192)
+        XCTAssertEqual(ReferenceLSTM.tanhT[512], 0)
+        XCTAssertEqual(ReferenceLSTM.sig[0], 5)
+        XCTAssertEqual(ReferenceLSTM.tanhT[1024], 16384)
+    }
+
+    func testScalarKernelMatchesReferenceTranscription() throws {
+        var rng = SplitMix64(seed: 99)
+        for (H, spec, big) in [(4, "pyramid:5,3/slice", false), (8, "cube:3:1/row", true), (12, "pyramid:3/voxel/left", false), (32, "pyramid:7,5,3", true)] {
+            let m = try randomModel(H: H, spec: spec, seed: UInt64(H), big: big)
+            let km = try m.makeKernelModel()
+            let n = 37
+            let x = (0..<(n * m.steps * m.stepInputs)).map { _ in Int16(rng.nextInt(in: -32767...32767)) }
+            let y = km.run(inputs: x, count: n, kernel: .scalar)
+            for s in 0..<n {
+                let xs = Array(x[(s * m.steps * m.stepInputs)..<((s + 1) * m.steps * m.stepInputs)])
+                XCTAssertEqual(y[s], ReferenceLSTM.run(m, xs), "H=\(H) \(spec) sequence \(s)")
+            }
+        }
+    }
+
+    func testSIMDKernelsEqualScalar() throws {
+        var rng = SplitMix64(seed: 5)
+        XCTAssertTrue(Kernel.available.contains(.scalar))
+        for (i, H) in [4, 8, 16, 20, 32, 64, 128].enumerated() {
+            for big in [false, true] {
+                let m = try randomModel(H: H, spec: ["pyramid:7,5,3", "pyramid:13,9,5,1/row", "cube:5/slice/left"][i % 3], seed: UInt64(1000 + i), big: big)
+                let km = try m.makeKernelModel()
+                for n in [1, 3, 64, 130] {
+                    let x = (0..<(n * m.steps * m.stepInputs)).map { _ in Int16(rng.nextInt(in: big ? -32767...32767 : -4096...4096)) }
+                    let ref = km.run(inputs: x, count: n, kernel: .scalar)
+                    for k in Kernel.available where k != .scalar {
+                        XCTAssertEqual(km.run(inputs: x, count: n, kernel: k), ref, "kernel \(k) H=\(H) n=\(n) big=\(big)")
+                    }
+                }
+            }
+        }
+    }
+
+    func testPredictionsIdenticalAcrossKernelsOnRealCT() throws {
+        let ct = try TestData.crop("ct_lung1", x0: 200, y0: 200, z0: 20, nx: 50, ny: 30, nz: 4)
+        let m = try LSTMModel.seeded(hidden: 16, neighbourhood: try Neighbourhood(spec: "pyramid:7,5,3"), seed: 77, outputScale: 4000, name: "t")
+        var v = [Int32](repeating: 0, count: ct.shape.voxels)
+        ct.bytes.withUnsafeBytes { b in v.withUnsafeMutableBufferPointer { ct.dtype.decode(b, into: $0) } }
+        var results: [[Int32]] = []
+        for k in Kernel.available {
+            let coder = try SlabCoder(shape: ct.shape, dtype: ct.dtype, left: false, pad: -1024, model: m, kernel: k)
+            let (anchor, pred) = try v.withUnsafeBufferPointer { try coder.predictions($0, slices: 4) }
+            XCTAssertNotEqual(anchor, pred, "the LSTM must change some predictions")
+            results.append(pred)
+        }
+        for r in results { XCTAssertEqual(r, results[0]) }
+    }
+
+    func testNeighbourhoodsAreCausalWithExpectedSizes() throws {
+        let p = try Neighbourhood(spec: "pyramid:13,9,5,1/voxel/noleft")
+        // causal half of a radius-6 diamond without the target row: 36; then 41, 13, 1
+        XCTAssertEqual(p.count, 36 + 41 + 13 + 1)
+        XCTAssertEqual(p.steps, p.count)
+        XCTAssertEqual(p.stepInputs, 1)
+        let pl = try Neighbourhood(spec: "pyramid:13,9,5,1/voxel/left")
+        XCTAssertEqual(pl.count, 36 + 6 + 41 + 13 + 1)
+        let c = try Neighbourhood(spec: "cube:5/slice")
+        XCTAssertEqual(c.count, 10 + 25 + 25)
+        XCTAssertEqual(c.steps, 3)
+        XCTAssertEqual(c.stepInputs, 25)
+        for nb in [p, pl, c, try Neighbourhood(spec: "cube:7:3/row/left")] {
+            for i in 0..<nb.count {
+                let causal = nb.dz[i] < 0 || (nb.dz[i] == 0 && (nb.dy[i] < 0 || (nb.dy[i] == 0 && nb.dx[i] < 0 && nb.left)))
+                XCTAssertTrue(causal, "\(nb.spec) offset \(i)")
+            }
+            XCTAssertEqual(Set(nb.slot).count, nb.count)
+            XCTAssertEqual(try Neighbourhood(spec: nb.spec), nb, "canonical spec round trip")
+        }
+        XCTAssertThrowsError(try Neighbourhood(spec: "pyramid:4"))
+        XCTAssertThrowsError(try Neighbourhood(spec: "sphere:3"))
+        XCTAssertThrowsError(try Neighbourhood(spec: "cube:5/sideways"))
+    }
+
+    func testModelFileRoundTripAndIdentity() throws {
+        let m = try Preset.named("default").builtinModel()!
+        let bytes = m.serialized()
+        let back = try LSTMModel(bytes: bytes)
+        XCTAssertEqual(back, m)
+        XCTAssertEqual(back.hash, m.hash)
+        // identity does not depend on metadata
+        var m2 = m
+        m2.metadata = "{\"note\":\"renamed\"}"
+        XCTAssertEqual(m2.hash, m.hash)
+        // the built-in model is reproducible: regenerating gives the same hash
+        let again = try LSTMModel.seeded(hidden: 16, neighbourhood: try Neighbourhood(spec: "pyramid:7,5,3/slice/noleft"), seed: 0x766F_7866_7302, name: "default")
+        XCTAssertEqual(again.hash, m.hash)
+        // damage is detected
+        var bad = bytes
+        bad[40] ^= 0x10
+        XCTAssertThrowsError(try LSTMModel(bytes: bad)) { XCTAssertEqual(($0 as? VoxError)?.kind, .corrupt) }
+        XCTAssertThrowsError(try LSTMModel(bytes: Array(bytes.prefix(30))))
+        XCTAssertThrowsError(try LSTMModel(bytes: Array("not a model".utf8))) { XCTAssertEqual(($0 as? VoxError)?.kind, .badFormat) }
+    }
+}

@@ -1,0 +1,42 @@
+import Foundation
+import XCTest
+import VoxCore
+
+/// Real scans fetched by scripts/fetch_data.sh (pyradiomics 3.0.1 sdist: chest CT, brain MRI).
+enum TestData {
+    static var cache: String {
+        ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs")
+    }
+
+    /// Loads a real volume; skips (or fails under `make test`) when the cache is missing.
+    static func volume(_ name: String) throws -> (values: [Int32], shape: Shape, dtype: DType) {
+        let raw = cache + "/volumes/\(name).raw"
+        guard FileManager.default.fileExists(atPath: raw) else {
+            if ProcessInfo.processInfo.environment["VOXFS_REQUIRE_DATA"] == "1" {
+                XCTFail("real test data missing: \(raw); run scripts/fetch_data.sh")
+            }
+            throw XCTSkip("real test data missing (\(raw)); run scripts/fetch_data.sh")
+        }
+        guard let sc = try Sidecar.load(forRaw: raw) else { throw VoxError(.io, "no sidecar for \(raw)") }
+        let (shape, dtype) = try sc.parsed()
+        let bytes = try FileIO.read(raw)
+        var v = [Int32](repeating: 0, count: shape.voxels)
+        bytes.withUnsafeBytes { b in v.withUnsafeMutableBufferPointer { dtype.decode(b, into: $0) } }
+        return (v, shape, dtype)
+    }
+
+    /// A crop [x0, x0+nx) x [y0, y0+ny) x [z0, z0+nz) of a volume, as little-endian bytes.
+    static func crop(_ name: String, x0: Int, y0: Int, z0: Int, nx: Int, ny: Int, nz: Int) throws -> (bytes: [UInt8], shape: Shape, dtype: DType) {
+        let (v, s, dt) = try volume(name)
+        var out = [Int32]()
+        out.reserveCapacity(nx * ny * nz)
+        for z in z0..<(z0 + nz) { for y in y0..<(y0 + ny) { for x in x0..<(x0 + nx) { out.append(v[(z * s.y + y) * s.x + x]) } } }
+        return (encode(out, dt), Shape(nx, ny, nz), dt)
+    }
+
+    static func encode(_ v: [Int32], _ dt: DType) -> [UInt8] {
+        var b = [UInt8](repeating: 0, count: v.count * dt.bytesPerVoxel)
+        v.withUnsafeBufferPointer { vv in b.withUnsafeMutableBytes { dt.encode(vv, into: $0) } }
+        return b
+    }
+}

@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""Codec benchmark: VoxFS presets against xz -9 and zstd -19 on the real volumes.
+
+For every real volume in the data cache (NAME.raw with a NAME.json sidecar,
+at least 100,000 voxels) and every VoxFS preset this compresses and
+decompresses the volume --runs times, checks the round trip is byte-identical,
+and reports bits per voxel, compression ratio and the median encode/decode
+speed. xz -9 -T1 and zstd -19 (single-threaded) run side by side on the same
+raw bytes, also timed and verified.
+
+Usage:
+  scripts/bench_codec.py [--voxfs PATH] [--cache DIR] [--runs N]
+                         [--presets LIST] [--volumes GLOB] [--out FILE]
+
+Standard library only. Progress goes to stderr; the markdown report goes to
+stdout (and to --out if given). Exit codes: 0 ok, 1 a round trip failed or was
+not byte-identical, 2 setup problem (no voxfs binary, no data cache, no xz/zstd).
+"""
+
+import argparse
+import datetime
+import filecmp
+import glob
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+DEFAULT_PRESETS = "classical,classical-par,fast,default,large"
+MIN_VOXELS = 100_000
+DTYPE_BYTES = {"uint8": 1, "int8": 1, "int16": 2, "uint16": 2}
+# A reference codec's compression run longer than this (seconds) is timed once.
+SLOW_REF_SECONDS = 5.0
+
+
+class BenchError(Exception):
+    """A codec failed or a round trip was not byte-identical."""
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def die(msg, code=2):
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def parse_args():
+    cache_default = os.environ.get("VOXFS_CACHE") or os.path.expanduser("~/.cache/voxfs")
+    ap = argparse.ArgumentParser(
+        description="Benchmark VoxFS presets against xz -9 and zstd -19 on real volumes.")
+    ap.add_argument("--voxfs", default=".build/release/voxfs",
+                    help="voxfs binary (default: .build/release/voxfs)")
+    ap.add_argument("--cache", default=cache_default,
+                    help="data cache (default: ${VOXFS_CACHE:-~/.cache/voxfs})")
+    ap.add_argument("--runs", type=int, default=3, help="timed runs per codec (default: 3)")
+    ap.add_argument("--presets", default=DEFAULT_PRESETS,
+                    help=f"comma-separated VoxFS presets (default: {DEFAULT_PRESETS})")
+    ap.add_argument("--volumes", default=None,
+                    help="glob of .raw volumes; a bare pattern is taken inside $CACHE/volumes "
+                         "(default: all *.raw with a .json sidecar there)")
+    ap.add_argument("--out", default=None, help="also write the markdown report here")
+    a = ap.parse_args()
+    if a.runs < 1:
+        ap.error("--runs must be at least 1")
+    a.presets = [p.strip() for p in a.presets.split(",") if p.strip()]
+    if not a.presets:
+        ap.error("--presets is empty")
+    return a
+
+
+# ---------------------------------------------------------------- environment
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def tool_version(cmd):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    out = (r.stdout or r.stderr).strip().splitlines()
+    return out[0].strip(" *") if out else "unknown"
+
+
+def find_volumes(cache, pattern):
+    vol_dir = os.path.join(cache, "volumes")
+    if pattern is None:
+        paths = glob.glob(os.path.join(vol_dir, "*.raw"))
+    else:
+        pat = os.path.expanduser(pattern)
+        if not os.path.isabs(pat) and os.sep not in pat:
+            pat = os.path.join(vol_dir, pat)
+        paths = glob.glob(pat)
+    vols = []
+    for raw in sorted(paths):
+        if not raw.endswith(".raw"):
+            continue
+        side = raw[:-4] + ".json"
+        if not os.path.isfile(side):
+            log(f"skip {raw}: no .json sidecar")
+            continue
+        try:
+            with open(side) as f:
+                meta = json.load(f)
+            shape = [int(v) for v in meta["shape"]]
+            dtype = str(meta["dtype"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log(f"skip {raw}: bad sidecar ({e})")
+            continue
+        if len(shape) != 3 or dtype not in DTYPE_BYTES:
+            log(f"skip {raw}: unsupported shape {shape} / dtype {dtype}")
+            continue
+        voxels = shape[0] * shape[1] * shape[2]
+        size = os.path.getsize(raw)
+        if size != voxels * DTYPE_BYTES[dtype]:
+            log(f"skip {raw}: {size} bytes, sidecar says {voxels} x {dtype}")
+            continue
+        name = os.path.basename(raw)[:-4]
+        if voxels < MIN_VOXELS:
+            log(f"skip {name}: {voxels} voxels (< {MIN_VOXELS:,})")
+            continue
+        vols.append({"name": name, "raw": raw, "shape": shape, "dtype": dtype,
+                     "voxels": voxels, "bytes": size, "source": meta.get("source", "")})
+    return vols
+
+
+# -------------------------------------------------------------------- timing
+
+def timed(cmd, stdout_path=None):
+    """Runs cmd, returns wall seconds; raises BenchError on a non-zero exit."""
+    out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
+    try:
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE)
+        dt = time.perf_counter() - t0
+    finally:
+        if stdout_path:
+            out.close()
+    if r.returncode != 0:
+        err = r.stderr.decode(errors="replace").strip()
+        raise BenchError(f"`{' '.join(cmd)}` exited {r.returncode}: {err}")
+    return dt
+
+
+def first_difference(a, b, chunk=1 << 20):
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        off = 0
+        while True:
+            x, y = fa.read(chunk), fb.read(chunk)
+            if x != y:
+                for i in range(min(len(x), len(y))):
+                    if x[i] != y[i]:
+                        return off + i
+                return off + min(len(x), len(y))
+            if not x:
+                return None
+            off += len(x)
+
+
+def verify(orig, decoded, label):
+    if filecmp.cmp(orig, decoded, shallow=False):
+        return
+    so, sd = os.path.getsize(orig), os.path.getsize(decoded)
+    off = first_difference(orig, decoded)
+    raise BenchError(f"{label}: round trip NOT byte-identical "
+                     f"(original {so} bytes, decoded {sd} bytes, first difference at byte {off})")
+
+
+def bench_codec(vol, label, enc_cmd, dec_cmd, comp, dec, runs, enc_stdout, dec_stdout,
+                slow_enc_once=False):
+    """Times runs encodes and decodes; returns a result row."""
+    enc_t, dec_t, sizes = [], [], set()
+    enc_runs = runs
+    for i in range(runs):
+        if i < enc_runs:
+            enc_t.append(timed(enc_cmd, comp if enc_stdout else None))
+            sizes.add(os.path.getsize(comp))
+            if i == 0 and slow_enc_once and enc_t[0] > SLOW_REF_SECONDS:
+                enc_runs = 1
+        if os.path.exists(dec):
+            os.remove(dec)
+        dec_t.append(timed(dec_cmd, dec if dec_stdout else None))
+        verify(vol["raw"], dec, f"{vol['name']} / {label} (run {i + 1})")
+    if len(sizes) != 1:
+        raise BenchError(f"{vol['name']} / {label}: compressed size differs between runs: "
+                         f"{sorted(sizes)}")
+    size = sizes.pop()
+    vox = vol["voxels"]
+    return {"label": label, "size": size, "bpp": 8.0 * size / vox,
+            "ratio": vol["bytes"] / size,
+            "enc": vox / statistics.median(enc_t) / 1e6,
+            "dec": vox / statistics.median(dec_t) / 1e6,
+            "enc_runs": len(enc_t), "dec_runs": len(dec_t), "ok": True}
+
+
+def failed_row(label, why):
+    return {"label": label, "ok": False, "why": why}
+
+
+# -------------------------------------------------------------------- report
+
+def fmt_row(vol, r, shape_s):
+    head = f"| {vol['name']} | {shape_s} | {vol['dtype']} | {r['label']} "
+    if not r["ok"]:
+        return head + "| **FAILED** | | | |"
+    enc = f"{r['enc']:.2f}"
+    if r["enc_runs"] == 1 and r["dec_runs"] > 1:
+        enc += " †"
+    return head + f"| {r['bpp']:.3f} | {r['ratio']:.3f} | {enc} | {r['dec']:.2f} |"
+
+
+def main():
+    a = parse_args()
+
+    voxfs = os.path.abspath(os.path.expanduser(a.voxfs))
+    if not (os.path.isfile(voxfs) and os.access(voxfs, os.X_OK)):
+        die(f"voxfs binary not found at {voxfs}: run `make build` first (or pass --voxfs PATH)")
+    for tool in ("xz", "zstd"):
+        if shutil.which(tool) is None:
+            die(f"`{tool}` not found on PATH: install it to run the reference codecs")
+    cache = os.path.abspath(os.path.expanduser(a.cache))
+    vol_dir = os.path.join(cache, "volumes")
+    if not os.path.isdir(vol_dir):
+        die(f"no data cache at {vol_dir}: run scripts/fetch_data.sh first (or pass --cache DIR)")
+    vols = find_volumes(cache, a.volumes)
+    if not vols:
+        if a.volumes:
+            die(f"no volume matching {a.volumes} with a .json sidecar and at least "
+                f"{MIN_VOXELS:,} voxels in {vol_dir}")
+        die(f"no volumes of at least {MIN_VOXELS:,} voxels with a .json sidecar in {vol_dir}: "
+            f"run scripts/fetch_data.sh first")
+
+    threads = os.cpu_count() or 1
+    now = datetime.datetime.now().astimezone()
+    voxfs_version = tool_version([voxfs, "--version"])
+    header = [
+        "# VoxFS codec benchmark",
+        "",
+        f"- Date: {now.strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- Machine: {cpu_model()}, {threads} logical cores ({platform.system()} {platform.machine()})",
+        f"- voxfs: {voxfs_version} ({voxfs}), default threads = all cores = {threads}",
+        f"- xz: {tool_version(['xz', '--version'])} (`xz -9 -T1`, single-threaded)",
+        f"- zstd: {tool_version(['zstd', '--version'])} (`zstd -19`, single-threaded)",
+        f"- Runs: {a.runs}; speeds are medians over runs, in millions of voxels per second; "
+        f"bpp = 8 x compressed bytes / voxels; ratio = raw bytes / compressed bytes",
+        f"- † = reference codec encoder timed once (first run took > {SLOW_REF_SECONDS:g} s)",
+        "",
+    ]
+
+    failures = []
+    sections = []
+    with tempfile.TemporaryDirectory(prefix="voxfs-bench-") as tmp:
+        # Snapshot the binary so a rebuild during the run cannot swap it mid-benchmark.
+        vx = os.path.join(tmp, "voxfs")
+        shutil.copy2(voxfs, vx)
+        for vol in vols:
+            shape_s = "x".join(str(s) for s in vol["shape"])
+            log(f"== {vol['name']} {shape_s} {vol['dtype']} ({vol['voxels']:,} voxels)")
+            rows = []
+            comp = os.path.join(tmp, "out.vxz")
+            dec = os.path.join(tmp, "out.raw")
+            for p in a.presets:
+                label = f"voxfs {p}"
+                log(f"   {label} ...")
+                try:
+                    r = bench_codec(vol, label,
+                                    [vx, "compress", vol["raw"], comp, "--preset", p, "-q"],
+                                    [vx, "decompress", comp, dec, "-q"],
+                                    comp, dec, a.runs, enc_stdout=False, dec_stdout=False)
+                except BenchError as e:
+                    log(f"!! ERROR: {e}")
+                    failures.append(str(e))
+                    r = failed_row(label, str(e))
+                rows.append(r)
+                for f in (comp, dec):
+                    if os.path.exists(f):
+                        os.remove(f)
+            refs = [
+                ("xz -9 -T1", ["xz", "-9", "-c", "-T1", vol["raw"]], "xz", ["xz", "-d", "-c"]),
+                ("zstd -19", ["zstd", "-19", "-T1", "-c", "-q", vol["raw"]], "zst",
+                 ["zstd", "-d", "-c", "-q"]),
+            ]
+            for label, enc_cmd, ext, dec_cmd in refs:
+                log(f"   {label} ...")
+                rcomp = os.path.join(tmp, "out." + ext)
+                try:
+                    r = bench_codec(vol, label, enc_cmd, dec_cmd + [rcomp], rcomp, dec, a.runs,
+                                    enc_stdout=True, dec_stdout=True, slow_enc_once=True)
+                except BenchError as e:
+                    log(f"!! ERROR: {e}")
+                    failures.append(str(e))
+                    r = failed_row(label, str(e))
+                rows.append(r)
+                for f in (rcomp, dec):
+                    if os.path.exists(f):
+                        os.remove(f)
+            for r in rows:
+                if r["ok"]:
+                    log(f"   {r['label']:<20} {r['bpp']:7.3f} bpp  enc {r['enc']:7.2f}  "
+                        f"dec {r['dec']:7.2f} Mvox/s")
+            sections.append((vol, shape_s, rows))
+
+    lines = list(header)
+    lines.append("| volume | shape | dtype | codec/preset | bpp | ratio | enc Mvox/s | dec Mvox/s |")
+    lines.append("|---|---|---|---|---:|---:|---:|---:|")
+    for vol, shape_s, rows in sections:
+        for r in rows:
+            lines.append(fmt_row(vol, r, shape_s))
+    lines.append("")
+    for vol, shape_s, rows in sections:
+        vx_ok = [r for r in rows if r["ok"] and r["label"].startswith("voxfs ")]
+        xz = next((r for r in rows if r["ok"] and r["label"].startswith("xz")), None)
+        if not vx_ok or xz is None:
+            lines.append(f"- {vol['name']}: best VoxFS preset vs xz -9: n/a (a codec failed)")
+            continue
+        best = min(vx_ok, key=lambda r: r["bpp"])
+        gain = 100.0 * (1.0 - best["bpp"] / xz["bpp"])
+        word = "fewer" if gain >= 0 else "more"
+        lines.append(f"- {vol['name']}: best VoxFS preset vs xz -9: {abs(gain):.1f}% {word} bits "
+                     f"({best['label'][6:]}: {best['bpp']:.3f} bpp vs {xz['bpp']:.3f} bpp)")
+    if failures:
+        lines.append("")
+        lines.append("**FAILURES:**")
+        for f in failures:
+            lines.append(f"- {f}")
+    md = "\n".join(lines) + "\n"
+
+    sys.stdout.write(md)
+    sys.stdout.flush()
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(md)
+        log(f"wrote {a.out}")
+    if failures:
+        log(f"!! {len(failures)} failure(s): see above")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        die("interrupted", 130)
