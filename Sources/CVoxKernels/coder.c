@@ -162,7 +162,7 @@ static inline int32_t code_residual(coder_t *C, int c, int sc, int32_t e) {
 static inline int activity_ctx(uint32_t act) {
     if (act == 0) return 0;
     int b = 31 - __builtin_clz(act);
-    int q = 1 + 2 * b + (b > 0 ? (int)((act >> (b - 1)) & 1) : 0);
+    int q = b == 0 ? 1 : 2 * b + (int)((act >> (b - 1)) & 1); /* 1, 2, 3, 4-5, 6-7, 8-11, ... */
     return q < NCTX ? q : NCTX - 1;
 }
 

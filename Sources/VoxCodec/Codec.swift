@@ -151,8 +151,8 @@ public enum VXZ {
             throw VoxError(.invalidArgument, "input has \(raw.count) bytes but shape \(shape) \(dtype) needs \(shape.voxels * dtype.bytesPerVoxel)")
         }
         guard options.slabThickness >= 1, options.slabThickness <= 65536 else { throw VoxError(.invalidArgument, "slab thickness must be 1 to 65536") }
-        guard shape.sliceVoxels * min(options.slabThickness, shape.z) <= (1 << 28) else {
-            throw VoxError(.invalidArgument, "slab of \(options.slabThickness) slices is too large (over 2^28 voxels); use a smaller --slab")
+        guard shape.sliceVoxels * min(options.slabThickness, shape.z) <= StreamHeader.maxSlabVoxels else {
+            throw VoxError(.invalidArgument, "slab of \(options.slabThickness) slices is too large (over 2^26 voxels); use a smaller --slab")
         }
         var model = options.model
         var left = false
@@ -249,11 +249,15 @@ public enum VXZ {
                 guard let m = ModelRegistry.shared.model(hash: header.modelHash) else {
                     throw VoxError(.missingModel, "\(name) was coded with model \(Checksum.hex(header.modelHash)) (preset '\(header.preset)'), which is not installed; pass it with --model or put it in a model folder (\(ModelRegistry.searchPaths.joined(separator: ", ")))")
                 }
-                guard m.neighbourhood.spec == header.neighbourhood, m.normShift == header.normShift,
+                guard m.neighbourhood.spec == header.neighbourhood, m.neighbourhood.left == header.left, m.normShift == header.normShift,
                       m.outFracBits - m.normShift == header.outShift else {
                     throw VoxError(.corrupt, "\(name): model \(m.hashHex) does not match the stream's neighbourhood or normalisation")
                 }
                 model = m
+            } else {
+                guard header.neighbourhood == (header.left ? "classical/left" : "classical/noleft") else {
+                    throw VoxError(.corrupt, "\(name): classical stream with neighbourhood '\(header.neighbourhood)'")
+                }
             }
             coder = try SlabCoder(shape: header.shape, dtype: header.dtype, left: header.left, pad: header.pad, model: model, kernel: kernel)
         }

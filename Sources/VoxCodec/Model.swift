@@ -96,6 +96,7 @@ public struct LSTMModel: Equatable, Sendable {
         let spec = try r.string16()
         let nb: Neighbourhood
         do { nb = try Neighbourhood(spec: spec) } catch { throw VoxError(.badFormat, "\(name): unknown neighbourhood '\(spec)'") }
+        guard nb.spec == spec else { throw VoxError(.badFormat, "\(name): neighbourhood '\(spec)' is not in canonical form ('\(nb.spec)')") }
         guard nb.stepInputs == I, nb.steps == T else { throw VoxError(.badFormat, "\(name): neighbourhood \(spec) does not match I=\(I), T=\(T)") }
         guard H >= 4, H <= 512 else { throw VoxError(.badFormat, "\(name): hidden size \(H) out of range") }
         let nW = 4 * H * (I + H)

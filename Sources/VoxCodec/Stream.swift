@@ -29,6 +29,9 @@ public struct StreamHeader: Equatable, Sendable {
     public var neighbourhood: String
     public var slabs: [Slab]
 
+    /// Largest slab a stream may hold: bounds the memory one slab decode takes (hostile input).
+    public static let maxSlabVoxels = 1 << 26
+
     public var slabCount: Int { (shape.z + slabThickness - 1) / slabThickness }
 
     /// Slices [start, end) of slab i.
@@ -82,7 +85,7 @@ public struct StreamHeader: Equatable, Sendable {
         }
         _ = try r.u16()
         let hlen = Int(try r.u32())
-        guard hlen >= 64, hlen <= bytes.count else { throw VoxError(.truncated, "\(name) is truncated (header needs \(hlen) bytes, file has \(bytes.count))") }
+        guard hlen >= 108, hlen <= bytes.count else { throw VoxError(.truncated, "\(name) is truncated (header needs \(hlen) bytes, file has \(bytes.count))") }
         let crcStored = UInt32(bytes[hlen - 4]) | UInt32(bytes[hlen - 3]) << 8 | UInt32(bytes[hlen - 2]) << 16 | UInt32(bytes[hlen - 1]) << 24
         guard crcStored == Checksum.crc32c(bytes[0..<(hlen - 4)]) else { throw VoxError(.corrupt, "\(name): header is damaged (checksum mismatch)") }
         shape = Shape(Int(try r.u32()), Int(try r.u32()), Int(try r.u32()))
@@ -104,8 +107,8 @@ public struct StreamHeader: Equatable, Sendable {
             throw VoxError(.corrupt, "\(name): invalid slab thickness \(slabThickness)")
         }
         guard n == (shape.z + slabThickness - 1) / slabThickness else { throw VoxError(.corrupt, "\(name): slab count \(n) does not match the shape") }
-        guard shape.sliceVoxels * min(slabThickness, shape.z) <= (1 << 28) else {
-            throw VoxError(.badFormat, "\(name): slabs of \(shape.sliceVoxels * slabThickness) voxels are larger than this voxfs decodes (2^28)")
+        guard shape.sliceVoxels * min(slabThickness, shape.z) <= StreamHeader.maxSlabVoxels else {
+            throw VoxError(.badFormat, "\(name): slabs of \(shape.sliceVoxels * min(slabThickness, shape.z)) voxels are larger than this voxfs decodes (2^26)")
         }
         guard pad >= dt.minValue, pad <= dt.maxValue else { throw VoxError(.corrupt, "\(name): pad value out of range") }
         var slabs: [Slab] = []
@@ -113,7 +116,8 @@ public struct StreamHeader: Equatable, Sendable {
             let off = try r.u64(), len = try r.u32(), crc = try r.u32()
             guard let m = Method(rawValue: try r.u8()) else { throw VoxError(.corrupt, "\(name): slab \(i) has an unknown method") }
             _ = try r.raw(3)
-            if let fs = fileSize, off < UInt64(hlen) || off + UInt64(len) > UInt64(fs) {
+            if m == .coded && len < 5 { throw VoxError(.corrupt, "\(name): slab \(i) is too short to be coded data") }
+            if let fs = fileSize, off < UInt64(hlen) || off > UInt64(fs) || UInt64(len) > UInt64(fs) - off {
                 throw VoxError(.truncated, "\(name) is truncated or damaged: slab \(i) lies outside the file")
             }
             slabs.append(Slab(offset: off, length: len, crc: crc, method: m))

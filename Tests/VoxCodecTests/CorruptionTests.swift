@@ -73,6 +73,33 @@ final class CorruptionTests: XCTestCase {
         }
     }
 
+    /// A hostile header with a valid CRC: offsets that overflow, absurd shapes, huge slabs.
+    func testCraftedHeadersWithValidCRC() throws {
+        let (s, _) = try sampleStream()
+        let h = try StreamHeader(parsing: s, fileSize: s.count)
+        func reencode(_ edit: (inout StreamHeader) -> Void) -> [UInt8] {
+            var hh = h
+            edit(&hh)
+            return hh.serialized() + Array(s[h.headerLength...])
+        }
+        let cases: [[UInt8]] = [
+            reencode { $0.slabs[0].offset = UInt64.max - 16 },
+            reencode { $0.slabs[1].length = UInt32.max },
+            reencode { $0.slabs[0].length = 0 },
+            reencode { $0.shape = Shape(1 << 20, 1 << 16, 6) },
+            reencode { $0.slabThickness = 0 },
+            reencode { $0.pad = 40000 },
+            reencode { $0.neighbourhood = "pyramid:13,9,5,1/voxel/left" },
+            reencode { $0.left = true },
+        ]
+        for (i, c) in cases.enumerated() {
+            switch decode(c) {
+            case .success: XCTFail("crafted header \(i) decoded")
+            case .failure(let e): XCTAssertNotNil(e as? VoxError, "case \(i): \(e)")
+            }
+        }
+    }
+
     func testGarbageAndForeignFiles() {
         for g in [[], Array("hello world".utf8), [UInt8](repeating: 0, count: 4096), Array("\u{89}VXZ\r\n\u{1A}\n".utf8)] {
             XCTAssertThrowsError(try VXZ.Decoder(stream: g)) { XCTAssertNotNil($0 as? VoxError) }
