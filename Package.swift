@@ -23,13 +23,15 @@ let package = Package(
 
         .target(name: "VoxCore", dependencies: ["CVoxKernels"]),
         .target(name: "VoxCodec", dependencies: ["VoxCore", "CVoxKernels"]),
+        .target(name: "VoxTrain", dependencies: ["VoxCore", "VoxCodec", "COpenBLAS"]),
         .executableTarget(name: "voxfs", dependencies: [
-            "VoxCore", "VoxCodec",
+            "VoxCore", "VoxCodec", "VoxTrain",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         .testTarget(name: "VoxCoreTests", dependencies: ["VoxCore"]),
         .testTarget(name: "VoxCodecTests", dependencies: ["VoxCodec", "VoxCore", "CVoxKernels"]),
+        .testTarget(name: "VoxTrainTests", dependencies: ["VoxTrain", "VoxCodec", "VoxCore"]),
         .testTarget(name: "VoxCLITests", dependencies: ["VoxCore", "voxfs"]),
     ]
 )

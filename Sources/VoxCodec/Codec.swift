@@ -98,6 +98,39 @@ public final class SlabCoder: @unchecked Sendable {
     }
 }
 
+extension SlabCoder {
+    /// LSTM inputs (int16 Q12, [count][T][I]) and anchors for chosen voxels of a slab, exactly
+    /// as the coder computes them: what training learns from is what the codec codes.
+    public static func gatherInputs(neighbourhood nb: Neighbourhood, normShift: Int, shape: Shape, dtype: DType, pad: Int32,
+                                    slab vox: UnsafeBufferPointer<Int32>, slices: Int, indices: [Int64]) throws -> (x: [Int16], anchor: [Int32]) {
+        precondition(vox.count == shape.sliceVoxels * slices)
+        var dx = nb.dx, dy = nb.dy, dz = nb.dz, slot = nb.slot
+        var x = [Int16](repeating: 0, count: indices.count * nb.steps * nb.stepInputs)
+        var a = [Int32](repeating: 0, count: indices.count)
+        let rc: Int32 = dx.withUnsafeMutableBufferPointer { dxp in dy.withUnsafeMutableBufferPointer { dyp in
+            dz.withUnsafeMutableBufferPointer { dzp in slot.withUnsafeMutableBufferPointer { sp in
+                var p = vox_slab_params()
+                p.nx = Int32(shape.x); p.ny = Int32(shape.y); p.nz = Int32(slices)
+                p.vmin = dtype.minValue; p.vmax = dtype.maxValue; p.pad = pad
+                p.left = nb.left ? 1 : 0
+                p.norm_shift = Int32(normShift); p.out_shift = 1
+                p.n_nb = Int32(nb.count)
+                p.nb_dx = UnsafePointer(dxp.baseAddress); p.nb_dy = UnsafePointer(dyp.baseAddress)
+                p.nb_dz = UnsafePointer(dzp.baseAddress); p.nb_slot = UnsafePointer(sp.baseAddress)
+                return indices.withUnsafeBufferPointer { ip in
+                    x.withUnsafeMutableBufferPointer { xp in
+                        a.withUnsafeMutableBufferPointer { ap in
+                            vox_gather_inputs(&p, Int32(nb.steps), Int32(nb.stepInputs), vox.baseAddress, ip.baseAddress, Int64(indices.count), xp.baseAddress, ap.baseAddress)
+                        }
+                    }
+                }
+            } }
+        } }
+        guard rc == Int32(VOX_OK) else { throw VoxError(.invalidArgument, "cannot gather training inputs: \(describe(rc))") }
+        return (x, a)
+    }
+}
+
 public struct EncodeOptions: Sendable {
     public var preset: Preset
     public var model: LSTMModel?          // overrides the preset's built-in model

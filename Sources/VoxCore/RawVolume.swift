@@ -79,3 +79,43 @@ public enum FileIO {
         }
     }
 }
+
+/// A raw volume in memory as Int32 values (for training and evaluation).
+public struct LoadedVolume: Sendable {
+    public var name: String
+    public var path: String
+    public var shape: Shape
+    public var dtype: DType
+    public var values: [Int32]
+    public var rawBytes: Int { shape.voxels * dtype.bytesPerVoxel }
+
+    public init(name: String, path: String, shape: Shape, dtype: DType, values: [Int32]) {
+        self.name = name; self.path = path; self.shape = shape; self.dtype = dtype; self.values = values
+    }
+
+    /// Loads NAME.raw with its JSON sidecar.
+    public static func load(_ path: String) throws -> LoadedVolume {
+        guard let sc = try Sidecar.load(forRaw: path) else {
+            throw VoxError(.invalidArgument, "\(path): no JSON sidecar (\(Sidecar.candidates(for: path)[0])) with shape and dtype")
+        }
+        let (shape, dtype) = try sc.parsed()
+        let bytes = try read(path, expect: shape.voxels * dtype.bytesPerVoxel)
+        var v = [Int32](repeating: 0, count: shape.voxels)
+        bytes.withUnsafeBytes { b in v.withUnsafeMutableBufferPointer { dtype.decode(b, into: $0) } }
+        let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+        return LoadedVolume(name: name, path: path, shape: shape, dtype: dtype, values: v)
+    }
+
+    static func read(_ path: String, expect: Int) throws -> [UInt8] {
+        let b = try FileIO.read(path)
+        guard b.count == expect else { throw VoxError(.invalidArgument, "\(path) has \(b.count) bytes, its sidecar's shape needs \(expect)") }
+        return b
+    }
+
+    /// Little-endian bytes of the volume.
+    public func bytes() -> [UInt8] {
+        var b = [UInt8](repeating: 0, count: rawBytes)
+        values.withUnsafeBufferPointer { v in b.withUnsafeMutableBytes { dtype.encode(v, into: $0) } }
+        return b
+    }
+}

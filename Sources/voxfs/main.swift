@@ -2,6 +2,19 @@ import ArgumentParser
 import Foundation
 import VoxCore
 
+import VoxTrain
+
+// Training runs OpenBLAS, whose Debian build picks its slowest kernel on recent Xeons unless
+// OPENBLAS_CORETYPE is set before the process starts: set it and re-execute once.
+if let sub = CommandLine.arguments.dropFirst().first, sub == "train" || sub == "eval",
+   let core = BLAS.preferredCoreType(), ProcessInfo.processInfo.environment["VOXFS_NO_REEXEC"] == nil {
+    setenv("OPENBLAS_CORETYPE", core, 1)
+    setenv("VOXFS_NO_REEXEC", "1", 1)
+    var argv = CommandLine.arguments.map { strdup($0) } + [nil]
+    execv("/proc/self/exe", &argv)
+    // exec failed: carry on with the slow kernel
+}
+
 // Thin entry point: parse, run, and turn library errors into one-line messages.
 do {
     var command = try VoxFSCommand.parseAsRoot()

@@ -1,0 +1,34 @@
+import COpenBLAS
+import Foundation
+
+/// The one place that calls OpenBLAS (training only; the codec never uses BLAS).
+public enum BLAS {
+    /// C = alpha * op(A) * op(B) + beta * C, row-major. Calls `cblas_sgemm`.
+    @inline(__always)
+    static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                      beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
+    }
+
+    /// The kernel OpenBLAS chose for this CPU (`openblas_get_corename`).
+    public static var coreName: String { String(cString: openblas_get_corename()) }
+    public static var config: String { String(cString: openblas_get_config()) }
+
+    /// Calls `openblas_set_num_threads`.
+    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+
+    /// Debian 12's OpenBLAS 0.3.21 does not recognise recent Xeons and falls back to its
+    /// slowest kernel (Prescott) unless OPENBLAS_CORETYPE is set before the process starts.
+    /// Returns the core type to set for this CPU, or nil when nothing needs changing.
+    public static func preferredCoreType(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+        if environment["OPENBLAS_CORETYPE"] != nil { return nil }
+        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let flagsLine = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+        let flags = Set(flagsLine.split(separator: " ").map(String.init))
+        if flags.contains("avx512f") && flags.contains("avx512bw") && flags.contains("avx512vl") { return "SkylakeX" }
+        if flags.contains("avx2") && flags.contains("fma") { return "Haswell" }
+        return nil
+    }
+}

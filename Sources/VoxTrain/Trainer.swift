@@ -1,0 +1,181 @@
+import Foundation
+import VoxCodec
+import VoxCore
+
+public struct TrainConfig: Sendable, Codable {
+    public var hidden: Int = 16
+    public var neighbourhood: String = "pyramid:7,5,3/slice/noleft"
+    public var normShift: Int = 7
+    public var epochs: Int = 10
+    public var batch: Int = 128
+    public var lr: Float = 1e-4
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.98
+    public var lambda: Float = 1
+    public var seed: UInt64 = 1
+    public var samplesPerVolume: Int = 100_000
+    public var slabThickness: Int = 8
+    public init() {}
+}
+
+public struct EpochStats: Sendable {
+    public var epoch: Int
+    public var loss: Float, mae: Float, pcc: Float
+    public var samplesPerSecond: Double
+}
+
+/// Trains the float LSTM on a sample set with Adam and MAE + lambda * (1 - |PCC|).
+public final class Trainer {
+    public let config: TrainConfig
+    public let nb: Neighbourhood
+    public private(set) var params: FloatParams
+    public private(set) var adam: Adam
+    public private(set) var epoch = 0
+    let work: LSTMWorkspace
+
+    public init(config: TrainConfig) throws {
+        self.config = config
+        nb = try Neighbourhood(spec: config.neighbourhood)
+        guard config.hidden >= 4, config.hidden <= 512, config.hidden % 4 == 0 else {
+            throw VoxError(.invalidArgument, "--hidden must be a multiple of 4 from 4 to 512")
+        }
+        guard config.batch >= 2, config.batch <= 65536 else { throw VoxError(.invalidArgument, "--batch must be 2 to 65536") }
+        guard (0...16).contains(config.normShift) else { throw VoxError(.invalidArgument, "--norm-shift must be 0 to 16") }
+        params = FloatParams(H: config.hidden, I: nb.stepInputs, T: nb.steps, seed: config.seed)
+        adam = Adam(count: params.count, lr: config.lr, beta1: config.beta1, beta2: config.beta2)
+        work = LSTMWorkspace(H: config.hidden, I: nb.stepInputs, T: nb.steps, B: config.batch)
+        BLAS.setThreads(1) // small matrices: threads cost more than they give, and 1 thread is deterministic
+    }
+
+    /// Float predictions for samples (normalised units).
+    public func predict(_ set: SampleSet, range: Range<Int>) -> [Float] {
+        var out: [Float] = []
+        let TI = set.steps * set.stepInputs
+        var s = range.lowerBound
+        while s < range.upperBound {
+            let n = min(config.batch, range.upperBound - s)
+            set.x.withUnsafeBufferPointer { work.forward(params, x: $0.baseAddress! + s * TI, n: n) }
+            out += work.y.prefix(n)
+            s += n
+        }
+        return out
+    }
+
+    /// Loss of the current parameters over a sample set (no update).
+    public func evaluate(_ set: SampleSet) -> (loss: Float, mae: Float, pcc: Float) {
+        let p = predict(set, range: 0..<set.count)
+        let l = maePCCLoss(pred: p[...], truth: set.target[...], lambda: config.lambda)
+        return (l.loss, l.mae, l.pcc)
+    }
+
+    /// Loss and gradient over one batch (used by training and by the gradient check).
+    public func lossAndGradient(_ set: SampleSet, indices: [Int]) -> (loss: Float, grad: [Float]) {
+        let TI = set.steps * set.stepInputs
+        var xb = [Float](repeating: 0, count: indices.count * TI)
+        var tb = [Float](repeating: 0, count: indices.count)
+        for (k, i) in indices.enumerated() {
+            for j in 0..<TI { xb[k * TI + j] = set.x[i * TI + j] }
+            tb[k] = set.target[i]
+        }
+        let n = indices.count
+        xb.withUnsafeBufferPointer { work.forward(params, x: $0.baseAddress!, n: n) }
+        let l = maePCCLoss(pred: work.y[0..<n], truth: tb[...], lambda: config.lambda)
+        var grad = [Float](repeating: 0, count: params.count)
+        work.backward(params, dy: l.grad, n: n, grad: &grad)
+        return (l.loss, grad)
+    }
+
+    /// One pass over the samples in a seeded random order.
+    public func runEpoch(_ set: SampleSet, progress: ((Int, Int, Float) -> Void)? = nil) -> EpochStats {
+        var rng = SplitMix64(seed: config.seed &+ UInt64(epoch + 1) &* 0x9E37_79B9)
+        var order = Array(0..<set.count)
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        let t0 = Date()
+        var flat = params.flat()
+        var total: Float = 0, batches = 0
+        var s = 0
+        while s < order.count {
+            let idx = Array(order[s..<min(order.count, s + config.batch)])
+            s += idx.count
+            if idx.count < 2 { continue }
+            let (loss, grad) = lossAndGradient(set, indices: idx)
+            adam.update(&flat, grad)
+            params.setFlat(flat)
+            total += loss; batches += 1
+            progress?(s, order.count, total / Float(batches))
+        }
+        epoch += 1
+        let secs = max(1e-9, Date().timeIntervalSince(t0))
+        let ev = evaluate(set)
+        return EpochStats(epoch: epoch, loss: ev.loss, mae: ev.mae, pcc: ev.pcc, samplesPerSecond: Double(set.count) / secs)
+    }
+
+    /// The fixed-point model the codec runs (docs/format.md "Model files"): W in Q12, b in
+    /// Q24, Wo scaled by the largest power of two that keeps it in int16 and the output sum
+    /// inside int32, bo in Q_F.
+    public func quantised(metadata: String) throws -> LSTMModel {
+        try Trainer.quantise(params, nb: nb, normShift: config.normShift, metadata: metadata)
+    }
+
+    public static func quantise(_ p: FloatParams, nb: Neighbourhood, normShift r: Int, metadata: String) throws -> LSTMModel {
+        func q16(_ v: Float, _ scale: Float) -> Int16 { Int16(max(-32767, min(32767, (v * scale).rounded()))) }
+        func q32(_ v: Float, _ scale: Double) -> Int32 { Int32(max(-2_147_483_647, min(2_147_483_647, (Double(v) * scale).rounded()))) }
+        let W = p.W.map { q16($0, 4096) }
+        let b = p.b.map { q32($0, Double(1 << 24)) }
+        let maxWo = p.Wo.map { abs($0) }.max() ?? 0
+        let limit = min(32767.0, Double((1 << 19) / p.H - 1))
+        var s = 16
+        if maxWo > 0 { s = Int(floor(log2(limit / Double(maxWo)))) }
+        s = max(r - 11, min(s, 28))
+        let F = 12 + s
+        let Wo = p.Wo.map { q16($0, Float(1 << s)) }
+        let bo = q32(p.bo, pow(2.0, Double(F)))
+        return try LSTMModel(hidden: p.H, neighbourhood: nb, normShift: r, outFracBits: F, W: W, b: b, Wo: Wo, bo: bo, metadata: metadata)
+    }
+
+    // MARK: checkpoints (float parameters + Adam state + epoch; resumable)
+
+    static let checkpointMagic: [UInt8] = Array("VXCKPT01".utf8)
+
+    public func saveCheckpoint(_ path: String) throws {
+        var w = ByteWriter()
+        w.raw(Trainer.checkpointMagic)
+        let cfg = try JSONEncoder().encode(config)
+        w.u32(UInt32(cfg.count)); w.raw([UInt8](cfg))
+        w.u32(UInt32(epoch)); w.u64(UInt64(adam.step))
+        for arr in [params.flat(), adam.m, adam.v] {
+            w.u32(UInt32(arr.count))
+            for f in arr { w.u32(f.bitPattern) }
+        }
+        w.u32(Checksum.crc32c(w.bytes))
+        try FileIO.writeAtomically(path, w.bytes)
+    }
+
+    /// Restores a checkpoint written with the same configuration.
+    public func loadCheckpoint(_ path: String) throws {
+        let bytes = try FileIO.read(path)
+        guard bytes.count > 16, Array(bytes.prefix(8)) == Trainer.checkpointMagic else { throw VoxError(.badFormat, "\(path) is not a voxfs training checkpoint") }
+        let body = Array(bytes.dropLast(4))
+        var tail = ByteReader(Array(bytes.suffix(4)))
+        guard try tail.u32() == Checksum.crc32c(body) else { throw VoxError(.corrupt, "\(path) is damaged (checksum mismatch)") }
+        var r = ByteReader(body, offset: 8, what: path)
+        let n = Int(try r.u32())
+        let cfg = try JSONDecoder().decode(TrainConfig.self, from: Data(try r.raw(n)))
+        guard cfg.hidden == config.hidden, cfg.neighbourhood == config.neighbourhood, cfg.normShift == config.normShift else {
+            throw VoxError(.invalidArgument, "\(path) was made with a different model shape (H=\(cfg.hidden), \(cfg.neighbourhood), r=\(cfg.normShift))")
+        }
+        let ep = Int(try r.u32())
+        let step = Int(try r.u64())
+        var arrays: [[Float]] = []
+        for _ in 0..<3 {
+            let c = Int(try r.u32())
+            guard c == params.count else { throw VoxError(.corrupt, "\(path): parameter count mismatch") }
+            var a = [Float](repeating: 0, count: c)
+            for i in 0..<c { a[i] = Float(bitPattern: try r.u32()) }
+            arrays.append(a)
+        }
+        params.setFlat(arrays[0])
+        adam.m = arrays[1]; adam.v = arrays[2]; adam.step = step
+        epoch = ep
+    }
+}
