@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := pkg-config fuse3 libfuse3-dev libopenblas-dev liblmdb-dev libzstd-dev \
                 xz-utils zstd python3 python3-venv python3-pip ca-certificates
 
-.PHONY: all deps build data test demo bench-codec fuzz clean help
+.PHONY: all deps build data test demo bench-codec fuzz model experiments clean help
 
 all: build
 
@@ -19,6 +19,8 @@ help:
 	@echo "make test         install what is missing, build, fetch the real test data, run every test"
 	@echo "make bench-codec  bpp and speed of every preset on the real volumes, beside xz -9 and zstd -19"
 	@echo "make fuzz         a long decoder fuzz run (FUZZ_ITERATIONS=...)"
+	@echo "make model        retrain the shipped models (models/*.vxm) from the real volumes and embed them"
+	@echo "make experiments  the paper's comparisons (neighbourhoods, epochs, cross-modality) -> docs/experiments.md"
 
 # Installs missing Debian packages (apt-get update once, only when something is missing).
 deps:
@@ -50,6 +52,15 @@ bench-codec: build data
 
 fuzz: build
 	scripts/fuzz_decoder.sh .build/release/voxfs $${FUZZ_ITERATIONS:-20000}
+
+model: build data
+	scripts/train_models.sh .build/release/voxfs
+	$(SWIFT) build -c release
+
+# EXPERIMENTS_FLAGS=--quick for the shorter run the committed docs used
+experiments: build data
+	$(CACHE)/venv/bin/python -c "import matplotlib" 2>/dev/null || $(CACHE)/venv/bin/pip install -q matplotlib
+	$(CACHE)/venv/bin/python scripts/experiments.py --voxfs .build/release/voxfs --cache "$(CACHE)" $(EXPERIMENTS_FLAGS)
 
 clean:
 	rm -rf .build

@@ -36,12 +36,22 @@ public struct Preset: Sendable {
         return p
     }
 
-    /// The preset's built-in model (nil for classical presets). Deterministic: the same
-    /// bytes, and so the same hash, on every machine.
+    /// The preset's built-in model (nil for classical presets): the trained model shipped in
+    /// models/NAME.vxm (embedded in the binary) when there is one, else a reproducible seeded,
+    /// untrained one. Either way the same bytes, and so the same hash, on every machine.
     public func builtinModel() throws -> LSTMModel? {
         guard case .lstm(let h, let spec, let seed) = predictor else { return nil }
+        if let m = try ModelRegistry.shared.embedded(name: name) {
+            guard m.hidden == h, m.neighbourhood.spec == (try Neighbourhood(spec: spec)).spec else {
+                throw VoxError(.badFormat, "embedded model '\(name)' does not match its preset (H=\(m.hidden), \(m.neighbourhood.spec))")
+            }
+            return m
+        }
         return try ModelRegistry.shared.builtin(preset: name, hidden: h, spec: spec, seed: seed)
     }
+
+    /// Whether the preset's model is a trained one.
+    public var hasTrainedModel: Bool { BuiltinModels.files[name] != nil }
 }
 
 /// Finds models by content hash: built-in presets, files given with --model, and the model
@@ -58,6 +68,20 @@ public final class ModelRegistry: @unchecked Sendable {
         if let m = builtins[preset] { return m }
         let m = try LSTMModel.seeded(hidden: hidden, neighbourhood: try Neighbourhood(spec: spec), seed: seed, name: preset)
         builtins[preset] = m
+        byHash[m.hash] = m
+        return m
+    }
+
+    private var embeddedByName: [String: LSTMModel] = [:]
+
+    /// A model embedded from models/NAME.vxm, registered by hash on first use.
+    func embedded(name: String) throws -> LSTMModel? {
+        lock.lock(); defer { lock.unlock() }
+        if let m = embeddedByName[name] { return m }
+        guard let b64 = BuiltinModels.files[name] else { return nil }
+        guard let data = Data(base64Encoded: b64) else { throw VoxError(.badFormat, "embedded model '\(name)' is not valid base64") }
+        let m = try LSTMModel(bytes: [UInt8](data), name: "embedded model \(name)")
+        embeddedByName[name] = m
         byHash[m.hash] = m
         return m
     }
@@ -80,6 +104,11 @@ public final class ModelRegistry: @unchecked Sendable {
     /// Looks a model up by hash; loads built-ins and model folders on demand.
     public func model(hash: [UInt8]) -> LSTMModel? {
         for p in Preset.all { _ = try? p.builtinModel() }
+        // every embedded model (including retired defaults) and the seeded placeholders
+        for name in BuiltinModels.files.keys { _ = try? embedded(name: name) }
+        for p in Preset.all {
+            if case .lstm(let h, let spec, let seed) = p.predictor { _ = try? builtin(preset: p.name, hidden: h, spec: spec, seed: seed) }
+        }
         lock.lock()
         if let m = byHash[hash] { lock.unlock(); return m }
         lock.unlock()

@@ -16,6 +16,13 @@ public enum BLAS {
     public static var coreName: String { String(cString: openblas_get_corename()) }
     public static var config: String { String(cString: openblas_get_config()) }
 
+    /// True when OpenBLAS runs one of its pre-AVX kernels (what it falls back to on CPUs it
+    /// does not recognise).
+    public static var usesGenericKernel: Bool {
+        ["prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "katmai", "coppermine", "northwood", "banias", "generic"]
+            .contains(coreName.lowercased())
+    }
+
     /// Calls `openblas_set_num_threads`.
     public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
 

@@ -181,8 +181,8 @@ struct Presets: ParsableCommand {
     func run() throws {
         for p in Preset.all {
             var model = "-"
-            if let m = try p.builtinModel() { model = String(m.hashHex.prefix(16)) }
-            print("\(p.name.padding(toLength: 14, withPad: " ", startingAt: 0)) model \(model.padding(toLength: 16, withPad: " ", startingAt: 0))  \(p.summary)")
+            if let m = try p.builtinModel() { model = String(m.hashHex.prefix(16)) + (p.hasTrainedModel ? " trained  " : " untrained") }
+            print("\(p.name.padding(toLength: 14, withPad: " ", startingAt: 0)) model \(model.padding(toLength: 26, withPad: " ", startingAt: 0))  \(p.summary)")
         }
         print("LSTM kernels on this CPU: \(Kernel.available.map(\.description).joined(separator: ", ")) (using \(Kernel.best))")
     }

@@ -128,37 +128,79 @@ struct Eval: ParsableCommand {
 
     @Argument(help: "Volumes (raw files with JSON sidecars).") var volumes: [String]
     @Option(help: "Number of folds (volumes are dealt round-robin).") var folds: Int = 4
+    @Option(parsing: .upToNextOption, help: "Instead of folds: train on the volumes given as arguments, test on these (cross-modality).") var holdout: [String] = []
+    @Option(help: "Also report held-out bpp after these epochs (comma-separated).") var reportEpochs: String?
+    @Option(help: "Test on at most this many middle slices of each held-out volume (faster experiments).") var testSlices: Int?
     @OptionGroup var shape: ModelShapeOptions
     @Option(help: "Write the table as markdown here too.") var markdown: String?
     @Flag(name: .shortAndLong, help: "Less output.") var quiet = false
 
+    func middle(_ v: LoadedVolume) -> LoadedVolume {
+        guard let n = testSlices, n < v.shape.z, n >= 1 else { return v }
+        let z0 = (v.shape.z - n) / 2
+        let sv = v.shape.sliceVoxels
+        return LoadedVolume(name: v.name, path: v.path, shape: Shape(v.shape.x, v.shape.y, n), dtype: v.dtype,
+                            values: Array(v.values[(z0 * sv)..<((z0 + n) * sv)]))
+    }
+
     func run() throws {
         let cfg = try shape.config()
         let vols = try volumes.map { try LoadedVolume.load($0) }
-        guard folds >= 2, vols.count >= folds else { throw VoxError(.invalidArgument, "need --folds >= 2 and at least that many volumes") }
-        let threads = ProcessInfo.processInfo.activeProcessorCount
-        var rows: [String] = []
-        var sums = (c: 0.0, l: 0.0, n: 0)
-        rows.append("| fold | volume | voxels | classical bpp | LSTM bpp | gain | LSTM encode s | LSTM decode s | decode Mvox/s |")
-        rows.append("|---|---|---|---|---|---|---|---|---|")
-        for f in 0..<folds {
-            let test = vols.enumerated().filter { $0.offset % folds == f }.map(\.element)
-            let train = vols.enumerated().filter { $0.offset % folds != f }.map(\.element)
-            if !quiet { print("fold \(f + 1)/\(folds): train on \(train.map(\.name).joined(separator: ", ")); test on \(test.map(\.name).joined(separator: ", "))") }
-            let trainer = try trainModel(cfg, volumes: train, checkpoint: nil, resume: false, quiet: quiet)
-            let m = try trainer.quantised(metadata: trainingMetadata(cfg, name: "eval-fold\(f + 1)", volumes: train, epochs: trainer.epoch))
-            for v in test {
-                let c = try measure(v, preset: try Preset.named("classical"), model: nil, threads: threads)
-                let l = try measure(v, preset: try Preset.named("default"), model: m, threads: threads)
-                rows.append(String(format: "| %d | %@ | %d | %.3f | %.3f | %+.1f%% | %.2f | %.2f | %.2f |", f + 1, v.name, v.shape.voxels, c.bpp, l.bpp,
-                                   100 * (1 - l.bpp / c.bpp), l.enc, l.dec, Double(v.shape.voxels) / l.dec / 1e6))
-                sums.c += c.bpp; sums.l += l.bpp; sums.n += 1
+        var plan: [(train: [LoadedVolume], test: [LoadedVolume])] = []
+        if !holdout.isEmpty {
+            plan = [(vols, try holdout.map { try LoadedVolume.load($0) })]
+        } else {
+            guard folds >= 2, vols.count >= folds else { throw VoxError(.invalidArgument, "need --folds >= 2 and at least that many volumes") }
+            for f in 0..<folds {
+                plan.append((vols.enumerated().filter { $0.offset % folds != f }.map(\.element),
+                             vols.enumerated().filter { $0.offset % folds == f }.map(\.element)))
             }
         }
-        rows.append(String(format: "| mean | | | %.3f | %.3f | %+.1f%% | | | |", sums.c / Double(sums.n), sums.l / Double(sums.n),
-                           100 * (1 - sums.l / sums.c)))
-        let header = "H=\(cfg.hidden), \(cfg.neighbourhood), r=\(cfg.normShift), \(cfg.epochs) epochs, \(cfg.samplesPerVolume) samples/volume, lr \(cfg.lr), lambda \(cfg.lambda), seed \(cfg.seed); gain = fewer bits than classical"
-        let table = ([header, ""] + rows).joined(separator: "\n")
+        var marks = Set((reportEpochs ?? "").split(separator: ",").compactMap { Int($0) })
+        marks.insert(cfg.epochs)
+        let threads = ProcessInfo.processInfo.activeProcessorCount
+        var rows: [String] = []
+        var perEpoch: [Int: [Double]] = [:]
+        var sums = (c: 0.0, l: 0.0, n: 0, dec: 0.0, vox: 0)
+        var classicalBpp: [String: Double] = [:]
+        rows.append("| fold | volume | voxels | classical bpp | LSTM bpp | gain | LSTM encode s | LSTM decode s | decode Mvox/s |")
+        rows.append("|---|---|---|---|---|---|---|---|---|")
+        for (f, split) in plan.enumerated() {
+            let test = split.test.map(middle)
+            if !quiet { print("fold \(f + 1)/\(plan.count): train on \(split.train.map(\.name).joined(separator: ", ")); test on \(test.map(\.name).joined(separator: ", "))") }
+            let trainer = try Trainer(config: cfg)
+            let set = try SampleSet.draw(volumes: split.train, neighbourhood: trainer.nb, normShift: cfg.normShift,
+                                         slabThickness: cfg.slabThickness, perVolume: cfg.samplesPerVolume, seed: cfg.seed)
+            for v in test where classicalBpp[v.name] == nil {
+                classicalBpp[v.name] = try measure(v, preset: try Preset.named("classical"), model: nil, threads: threads).bpp
+            }
+            for e in 1...max(1, cfg.epochs) {
+                if cfg.epochs > 0 {
+                    let st = trainer.runEpoch(set)
+                    if !quiet { print(String(format: "  epoch %d: loss %.5f mae %.5f pcc %.4f, %.0f samples/s", e, st.loss, st.mae, st.pcc, st.samplesPerSecond)) }
+                }
+                guard marks.contains(e) else { continue }
+                let m = try trainer.quantised(metadata: trainingMetadata(cfg, name: "eval-fold\(f + 1)", volumes: split.train, epochs: trainer.epoch))
+                for v in test {
+                    let l = try measure(v, preset: try Preset.named("default"), model: m, threads: threads)
+                    perEpoch[e, default: []].append(l.bpp)
+                    if e == cfg.epochs || cfg.epochs == 0 {
+                        let c = classicalBpp[v.name]!
+                        rows.append(String(format: "| %d | %@ | %d | %.3f | %.3f | %+.1f%% | %.2f | %.2f | %.2f |", f + 1, v.name, v.shape.voxels, c, l.bpp,
+                                           100 * (1 - l.bpp / c), l.enc, l.dec, Double(v.shape.voxels) / l.dec / 1e6))
+                        sums.c += c; sums.l += l.bpp; sums.n += 1; sums.dec += l.dec; sums.vox += v.shape.voxels
+                    }
+                }
+            }
+        }
+        rows.append(String(format: "| mean | | | %.3f | %.3f | %+.1f%% | | | %.2f |", sums.c / Double(sums.n), sums.l / Double(sums.n),
+                           100 * (1 - sums.l / sums.c), Double(sums.vox) / sums.dec / 1e6))
+        var out = ["H=\(cfg.hidden), \(cfg.neighbourhood), r=\(cfg.normShift), \(cfg.epochs) epochs, \(cfg.samplesPerVolume) samples/volume, lr \(cfg.lr), lambda \(cfg.lambda), seed \(cfg.seed); gain = fewer bits than classical; \(threads) threads", ""] + rows
+        if marks.count > 1 {
+            out += ["", "| epochs | mean held-out LSTM bpp |", "|---|---|"]
+            for e in marks.sorted() { if let b = perEpoch[e] { out.append(String(format: "| %d | %.3f |", e, b.reduce(0, +) / Double(b.count))) } }
+        }
+        let table = out.joined(separator: "\n")
         print(table)
         if let md = markdown { try FileIO.writeAtomically(md, Array((table + "\n").utf8)) }
     }
