@@ -42,7 +42,8 @@ data: deps
 # real-data round trips slow. VOXFS_REQUIRE_DATA makes missing data a failure, not a skip.
 test: deps data
 	VOXFS_REQUIRE_DATA=1 $(SWIFT) build -c release --build-tests
-	VOXFS_REQUIRE_DATA=1 $(SWIFT) test -c release --skip-build
+	set -o pipefail; VOXFS_REQUIRE_DATA=1 $(SWIFT) test -c release --skip-build --disable-swift-testing 2>&1 | tee .build/test.log
+	@awk '/Executed [0-9]+ tests?, with [0-9]+ failures?/ { n = $$2; f = $$5 } END { if (n == "") exit 1; printf "%d passed, %d failed\n", n - f, f }' .build/test.log
 
 demo: build data
 	@scripts/demo.sh .build/release/voxfs "$(CACHE)"

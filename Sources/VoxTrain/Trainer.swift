@@ -133,6 +133,27 @@ public final class Trainer {
         return try LSTMModel(hidden: p.H, neighbourhood: nb, normShift: r, outFracBits: F, W: W, b: b, Wo: Wo, bo: bo, metadata: metadata)
     }
 
+    /// Mean absolute error in voxel units of the float model and of its quantised version on
+    /// the same samples (up to `limit`): what quantisation costs. A residual coder pays about
+    /// log2(quantised / float) bits per voxel for the difference.
+    public func quantisationCost(_ set: SampleSet, model: LSTMModel, limit: Int = 20000) throws -> (floatMAE: Double, quantisedMAE: Double, bpp: Double) {
+        let n = min(limit, set.count)
+        let fl = predict(set, range: 0..<n)
+        let TI = set.steps * set.stepInputs
+        let xq = set.x[0..<(n * TI)].map { Int16(max(-32767, min(32767, ($0 * 4096).rounded()))) }
+        let yq = try model.makeKernelModel().run(inputs: xq, count: n, kernel: .best)
+        let unit = Double(1 << config.normShift)
+        var ef = 0.0, eq = 0.0
+        for i in 0..<n {
+            let t = Double(set.target[i]) * unit
+            // the codec rounds the correction to whole voxel units
+            ef += abs(t - (Double(fl[i]) * unit).rounded())
+            eq += abs(t - (Double(yq[i]) / pow(2, Double(model.outFracBits)) * unit).rounded())
+        }
+        ef /= Double(n); eq /= Double(n)
+        return (ef, eq, log2(max(eq, 1e-9) / max(ef, 1e-9)))
+    }
+
     // MARK: checkpoints (float parameters + Adam state + epoch; resumable)
 
     static let checkpointMagic: [UInt8] = Array("VXCKPT01".utf8)

@@ -110,7 +110,13 @@ struct Train: ParsableCommand {
         let name = URL(fileURLWithPath: out).deletingPathExtension().lastPathComponent
         let m = try trainer.quantised(metadata: trainingMetadata(cfg, name: name, volumes: vols, epochs: trainer.epoch))
         try FileIO.writeAtomically(out, m.serialized())
-        if !quiet { print("\(out): model \(m.hashHex)") }
+        if !quiet {
+            print("\(out): model \(m.hashHex)")
+            let check = try SampleSet.draw(volumes: vols, neighbourhood: trainer.nb, normShift: cfg.normShift, slabThickness: cfg.slabThickness,
+                                           perVolume: 5000, seed: cfg.seed &+ 77)
+            let q = try trainer.quantisationCost(check, model: m)
+            print(String(format: "quantisation: mean |error| %.3f voxel units in float, %.3f quantised (about %+.4f bpp)", q.floatMAE, q.quantisedMAE, q.bpp))
+        }
         if report {
             let classical = try Preset.named("classical"), lstm = try Preset.named("default")
             for v in vols {
