@@ -20,7 +20,15 @@ public struct SampleSet: Sendable {
     /// are binned by log2 of their mean absolute input and each non-empty bin gets an
     /// equal share (any share a bin cannot fill goes to the others).
     public static func draw(volumes: [LoadedVolume], neighbourhood nb: Neighbourhood, normShift r: Int,
-                            slabThickness: Int = 8, perVolume: Int, seed: UInt64) throws -> SampleSet {
+                            slabThickness: Int = 8, perVolume: Int, seed: UInt64, augment: Int = 0) throws -> SampleSet {
+        if augment > 0 {
+            // flipped copies (x, y, z and combinations): the same statistics seen from other
+            // directions, so the model learns less of one scan's particular anatomy
+            var vols: [LoadedVolume] = []
+            for v in volumes { for k in 0...min(augment, 7) { vols.append(flipped(v, k)) } }
+            return try draw(volumes: vols, neighbourhood: nb, normShift: r, slabThickness: slabThickness,
+                            perVolume: max(1, perVolume / (min(augment, 7) + 1)), seed: seed, augment: 0)
+        }
         var rng = SplitMix64(seed: seed)
         let TI = nb.steps * nb.stepInputs
         var xs: [Float] = [], ts: [Float] = []
@@ -76,5 +84,22 @@ public struct SampleSet: Sendable {
             }
         }
         return SampleSet(steps: nb.steps, stepInputs: nb.stepInputs, x: xs, target: ts)
+    }
+
+    /// The volume flipped along x (bit 0 of k), y (bit 1) and z (bit 2).
+    static func flipped(_ v: LoadedVolume, _ k: Int) -> LoadedVolume {
+        if k == 0 { return v }
+        let s = v.shape
+        var out = [Int32](repeating: 0, count: s.voxels)
+        for z in 0..<s.z {
+            let zz = k & 4 != 0 ? s.z - 1 - z : z
+            for y in 0..<s.y {
+                let yy = k & 2 != 0 ? s.y - 1 - y : y
+                let src = (zz * s.y + yy) * s.x, dst = (z * s.y + y) * s.x
+                if k & 1 != 0 { for x in 0..<s.x { out[dst + x] = v.values[src + s.x - 1 - x] } }
+                else { for x in 0..<s.x { out[dst + x] = v.values[src + x] } }
+            }
+        }
+        return LoadedVolume(name: v.name + "-flip\(k)", path: v.path, shape: s, dtype: v.dtype, values: out)
     }
 }

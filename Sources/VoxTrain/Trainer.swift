@@ -15,6 +15,7 @@ public struct TrainConfig: Sendable, Codable {
     public var seed: UInt64 = 1
     public var samplesPerVolume: Int = 100_000
     public var slabThickness: Int = 8
+    public var augment: Int = 0
     public init() {}
 }
 

@@ -18,6 +18,7 @@ struct ModelShapeOptions: ParsableArguments {
     @Option(help: "Adam beta2.") var beta2: Float = 0.98
     @Option(help: "Weight lambda of the (1 - |PCC|) loss term.") var lambda: Float = 1
     @Option(help: "Slices per slab (as the codec will use).") var slab: Int = 8
+    @Option(help: "Augment with flipped copies of each volume (0: none, 1: x, 3: x and y, 7: x, y and z).") var augment: Int = 0
 
     func config() throws -> TrainConfig {
         var c = TrainConfig()
@@ -31,7 +32,7 @@ struct ModelShapeOptions: ParsableArguments {
         if let h = hidden { c.hidden = h }
         if let n = neighbourhood { c.neighbourhood = try Neighbourhood(spec: n).spec }
         c.normShift = normShift; c.epochs = epochs; c.seed = seed; c.samplesPerVolume = samples
-        c.batch = batch; c.lr = lr; c.beta1 = beta1; c.beta2 = beta2; c.lambda = lambda; c.slabThickness = slab
+        c.augment = augment; c.batch = batch; c.lr = lr; c.beta1 = beta1; c.beta2 = beta2; c.lambda = lambda; c.slabThickness = slab
         guard epochs >= 0, samples >= 1 else { throw VoxError(.invalidArgument, "--epochs must be >= 0 and --samples >= 1") }
         return c
     }
@@ -46,7 +47,7 @@ func trainModel(_ cfg: TrainConfig, volumes: [LoadedVolume], checkpoint: String?
     }
     let t0 = Date()
     let set = try SampleSet.draw(volumes: volumes, neighbourhood: trainer.nb, normShift: cfg.normShift,
-                                 slabThickness: cfg.slabThickness, perVolume: cfg.samplesPerVolume, seed: cfg.seed)
+                                 slabThickness: cfg.slabThickness, perVolume: cfg.samplesPerVolume, seed: cfg.seed, augment: cfg.augment)
     if !quiet {
         print(String(format: "%d samples from %d volumes (%.1f s), H=%d, %@, T=%d, I=%d, %d weights, OpenBLAS core %@",
                      set.count, volumes.count, Date().timeIntervalSince(t0), cfg.hidden, trainer.nb.spec, trainer.nb.steps,
@@ -176,7 +177,7 @@ struct Eval: ParsableCommand {
             if !quiet { print("fold \(f + 1)/\(plan.count): train on \(split.train.map(\.name).joined(separator: ", ")); test on \(test.map(\.name).joined(separator: ", "))") }
             let trainer = try Trainer(config: cfg)
             let set = try SampleSet.draw(volumes: split.train, neighbourhood: trainer.nb, normShift: cfg.normShift,
-                                         slabThickness: cfg.slabThickness, perVolume: cfg.samplesPerVolume, seed: cfg.seed)
+                                         slabThickness: cfg.slabThickness, perVolume: cfg.samplesPerVolume, seed: cfg.seed, augment: cfg.augment)
             for v in test where classicalBpp[v.name] == nil {
                 classicalBpp[v.name] = try measure(v, preset: try Preset.named("classical"), model: nil, threads: threads).bpp
             }
