@@ -137,8 +137,12 @@ public struct EncodeOptions: Sendable {
     public var slabThickness: Int = 8
     public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     public var kernel: Kernel = .best
+    /// Store the model file in the stream (for models made for this one volume).
+    public var embedModel = false
 
-    public init(preset: Preset, model: LSTMModel? = nil, slabThickness: Int = 8, threads: Int? = nil, kernel: Kernel = .best) {
+    public init(preset: Preset, model: LSTMModel? = nil, slabThickness: Int = 8, threads: Int? = nil, kernel: Kernel = .best,
+                embedModel: Bool = false) {
+        self.embedModel = embedModel
         self.preset = preset
         self.model = model
         self.slabThickness = slabThickness
@@ -249,7 +253,8 @@ public enum VXZ {
         }
         let presetName = options.preset.name
         let spec = model?.neighbourhood.spec ?? (left ? "classical/left" : "classical/noleft")
-        var off = UInt64(StreamHeader.size(preset: presetName, neighbourhood: spec, slabs: nslabs))
+        let embedded = options.embedModel ? model?.serialized() : nil
+        var off = UInt64(StreamHeader.size(preset: presetName, neighbourhood: spec, slabs: nslabs, embedded: embedded?.count))
         for i in 0..<nslabs {
             res.entries[i].offset = off
             off += UInt64(res.entries[i].length)
@@ -257,7 +262,7 @@ public enum VXZ {
         let header = StreamHeader(shape: shape, dtype: dtype, usesLSTM: model != nil, left: coder.left,
                                   normShift: model?.normShift ?? 0, outShift: model.map { $0.outFracBits - $0.normShift } ?? 0,
                                   pad: vmin, slabThickness: thickness, modelHash: model?.hash ?? [UInt8](repeating: 0, count: 32),
-                                  preset: presetName, neighbourhood: spec, slabs: res.entries)
+                                  preset: presetName, neighbourhood: spec, slabs: res.entries, embeddedModel: embedded)
         var out = header.serialized()
         precondition(UInt64(out.count) == res.entries.first?.offset ?? UInt64(out.count))
         out.reserveCapacity(Int(off))
@@ -279,7 +284,18 @@ public enum VXZ {
             var model: LSTMModel? = nil
             if header.usesLSTM {
                 for m in extraModels { ModelRegistry.shared.register(m) }
-                guard let m = ModelRegistry.shared.model(hash: header.modelHash) else {
+                var found: LSTMModel? = nil
+                if let bytes = header.embeddedModel {
+                    let em: LSTMModel
+                    do { em = try LSTMModel(bytes: bytes, name: "\(name): embedded model") } catch let e as VoxError {
+                        throw VoxError(.corrupt, e.message)
+                    }
+                    guard em.hash == header.modelHash else { throw VoxError(.corrupt, "\(name): embedded model does not match the model hash") }
+                    found = em
+                } else {
+                    found = ModelRegistry.shared.model(hash: header.modelHash)
+                }
+                guard let m = found else {
                     throw VoxError(.missingModel, "\(name) was coded with model \(Checksum.hex(header.modelHash)) (preset '\(header.preset)'), which is not installed; pass it with --model or put it in a model folder (\(ModelRegistry.searchPaths.joined(separator: ", ")))")
                 }
                 guard m.neighbourhood.spec == header.neighbourhood, m.neighbourhood.left == header.left, m.normShift == header.normShift,

@@ -28,6 +28,8 @@ public struct StreamHeader: Equatable, Sendable {
     public var preset: String
     public var neighbourhood: String
     public var slabs: [Slab]
+    /// A model file stored in the stream itself (an encoder-adapted model), or nil.
+    public var embeddedModel: [UInt8]? = nil
 
     /// Largest slab a stream may hold: bounds the memory one slab decode takes (hostile input).
     public static let maxSlabVoxels = 1 << 26
@@ -45,7 +47,7 @@ public struct StreamHeader: Equatable, Sendable {
         var w = ByteWriter()
         w.raw(StreamHeader.magic)
         w.u16(StreamHeader.version)
-        w.u16(0) // flags, reserved
+        w.u16(embeddedModel == nil ? 0 : 1) // flags: bit 0 = the model file is embedded after the slab table
         w.u32(0) // header length, patched below
         w.u32(UInt32(shape.x)); w.u32(UInt32(shape.y)); w.u32(UInt32(shape.z))
         w.u8(dtype.rawValue)
@@ -63,14 +65,19 @@ public struct StreamHeader: Equatable, Sendable {
         for s in slabs {
             w.u64(s.offset); w.u32(s.length); w.u32(s.crc); w.u8(s.method.rawValue); w.raw([0, 0, 0])
         }
+        if let m = embeddedModel {
+            w.u32(UInt32(m.count))
+            w.raw(m)
+        }
         w.patchU32(at: 12, UInt32(w.count + 4))
         w.u32(Checksum.crc32c(w.bytes))
         return w.bytes
     }
 
     /// Size of a serialised header for these strings and slab count.
-    static func size(preset: String, neighbourhood: String, slabs: Int) -> Int {
-        8 + 2 + 2 + 4 + 12 + 8 + 4 + 4 + 32 + 2 + preset.utf8.count + 2 + neighbourhood.utf8.count + 4 + 20 * slabs + 4
+    static func size(preset: String, neighbourhood: String, slabs: Int, embedded: Int? = nil) -> Int {
+        8 + 2 + 2 + 4 + 12 + 8 + 4 + 4 + 32 + 2 + preset.utf8.count + 2 + neighbourhood.utf8.count + 4 + 20 * slabs
+            + (embedded.map { 4 + $0 } ?? 0) + 4
     }
 
     /// Parses and validates a header; `fileSize` bounds the slab table.
@@ -83,7 +90,8 @@ public struct StreamHeader: Equatable, Sendable {
         guard ver == StreamHeader.version else {
             throw VoxError(.badFormat, "\(name) has stream format version \(ver); this voxfs reads version \(StreamHeader.version)")
         }
-        _ = try r.u16()
+        let flags = try r.u16()
+        guard flags & ~1 == 0 else { throw VoxError(.badFormat, "\(name) uses stream features this voxfs does not know (flags \(flags))") }
         let hlen = Int(try r.u32())
         guard hlen >= 108, hlen <= bytes.count else { throw VoxError(.truncated, "\(name) is truncated (header needs \(hlen) bytes, file has \(bytes.count))") }
         let crcStored = UInt32(bytes[hlen - 4]) | UInt32(bytes[hlen - 3]) << 8 | UInt32(bytes[hlen - 2]) << 16 | UInt32(bytes[hlen - 1]) << 24
@@ -123,6 +131,12 @@ public struct StreamHeader: Equatable, Sendable {
             slabs.append(Slab(offset: off, length: len, crc: crc, method: m))
         }
         self.slabs = slabs
+        if flags & 1 != 0 {
+            guard usesLSTM else { throw VoxError(.corrupt, "\(name): embedded model in a classical stream") }
+            let n = Int(try r.u32())
+            guard n <= hlen else { throw VoxError(.corrupt, "\(name): embedded model length out of range") }
+            embeddedModel = try r.raw(n)
+        }
         guard r.offset + 4 == hlen else { throw VoxError(.corrupt, "\(name): header length mismatch") }
         headerLength = hlen
     }
@@ -130,7 +144,9 @@ public struct StreamHeader: Equatable, Sendable {
     public private(set) var headerLength: Int = 0
 
     public init(shape: Shape, dtype: DType, usesLSTM: Bool, left: Bool, normShift: Int, outShift: Int, pad: Int32,
-                slabThickness: Int, modelHash: [UInt8], preset: String, neighbourhood: String, slabs: [Slab]) {
+                slabThickness: Int, modelHash: [UInt8], preset: String, neighbourhood: String, slabs: [Slab],
+                embeddedModel: [UInt8]? = nil) {
+        self.embeddedModel = embeddedModel
         self.shape = shape; self.dtype = dtype; self.usesLSTM = usesLSTM; self.left = left
         self.normShift = normShift; self.outShift = outShift; self.pad = pad; self.slabThickness = slabThickness
         self.modelHash = modelHash; self.preset = preset; self.neighbourhood = neighbourhood; self.slabs = slabs

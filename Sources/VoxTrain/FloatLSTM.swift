@@ -29,6 +29,16 @@ public struct FloatParams: Sendable {
         bo = 0
     }
 
+    /// The float parameters a quantised model stands for (a starting point for fine-tuning).
+    public init(dequantising m: LSTMModel) {
+        H = m.hidden; I = m.stepInputs; T = m.steps
+        W = m.W.map { Float($0) / 4096 }
+        b = m.b.map { Float(Double($0) / Double(1 << 24)) }
+        let so = Float(pow(2.0, Double(m.outFracBits - 12)))
+        Wo = m.Wo.map { Float($0) / so }
+        bo = Float(Double(m.bo) / pow(2.0, Double(m.outFracBits)))
+    }
+
     /// Flat views for the optimiser.
     func flat() -> [Float] { W + b + Wo + [bo] }
     mutating func setFlat(_ v: [Float]) {

@@ -34,6 +34,16 @@ public final class Trainer {
     public private(set) var epoch = 0
     let work: LSTMWorkspace
 
+    /// A trainer starting from a quantised model's weights (fine-tuning).
+    public convenience init(config: TrainConfig, startingFrom m: LSTMModel) throws {
+        var c = config
+        c.hidden = m.hidden
+        c.neighbourhood = m.neighbourhood.spec
+        c.normShift = m.normShift
+        try self.init(config: c)
+        params = FloatParams(dequantising: m)
+    }
+
     public init(config: TrainConfig) throws {
         self.config = config
         nb = try Neighbourhood(spec: config.neighbourhood)
@@ -60,6 +70,66 @@ public final class Trainer {
             s += n
         }
         return out
+    }
+
+    /// Final hidden states h_T ([n][H], float) for samples (the output layer's features).
+    public func hiddenStates(_ set: SampleSet, range: Range<Int>) -> [Float] {
+        var out: [Float] = []
+        let TI = set.steps * set.stepInputs
+        var s = range.lowerBound
+        while s < range.upperBound {
+            let n = min(config.batch, range.upperBound - s)
+            set.x.withUnsafeBufferPointer { work.forward(params, x: $0.baseAddress! + s * TI, n: n) }
+            out += work.hT.prefix(n * config.hidden)
+            s += n
+        }
+        return out
+    }
+
+    /// Least-squares output layer (Wo, bo) for given samples: what a per-volume adaptation
+    /// would transmit. Ridge-regularised normal equations solved in Double.
+    public func fitOutputLayer(_ set: SampleSet, ridge: Double = 1e-3) -> (Wo: [Float], bo: Float) {
+        let H = config.hidden, n = set.count, D = H + 1
+        let h = hiddenStates(set, range: 0..<n)
+        var A = [Double](repeating: 0, count: D * D), b = [Double](repeating: 0, count: D)
+        var f = [Double](repeating: 1, count: D)
+        for i in 0..<n {
+            for j in 0..<H { f[j] = Double(h[i * H + j]) }
+            f[H] = 1
+            let t = Double(set.target[i])
+            for r in 0..<D { b[r] += f[r] * t; for c in 0..<D { A[r * D + c] += f[r] * f[c] } }
+        }
+        for r in 0..<D { A[r * D + r] += ridge * Double(n) }
+        // Gaussian elimination with partial pivoting
+        var M = A, y = b
+        for col in 0..<D {
+            var piv = col
+            for r in col..<D where abs(M[r * D + col]) > abs(M[piv * D + col]) { piv = r }
+            if piv != col { for c in 0..<D { M.swapAt(col * D + c, piv * D + c) }; y.swapAt(col, piv) }
+            let d = M[col * D + col]
+            if abs(d) < 1e-30 { continue }
+            for r in (col + 1)..<D {
+                let k = M[r * D + col] / d
+                if k == 0 { continue }
+                for c in col..<D { M[r * D + c] -= k * M[col * D + c] }
+                y[r] -= k * y[col]
+            }
+        }
+        var w = [Double](repeating: 0, count: D)
+        for r in stride(from: D - 1, through: 0, by: -1) {
+            var acc = y[r]
+            for c in (r + 1)..<D { acc -= M[r * D + c] * w[c] }
+            w[r] = abs(M[r * D + r]) < 1e-30 ? 0 : acc / M[r * D + r]
+        }
+        return (w[0..<H].map { Float($0) }, Float(w[H]))
+    }
+
+    /// A copy of the quantised model with another output layer.
+    public func quantised(metadata: String, outputLayer: (Wo: [Float], bo: Float)) throws -> LSTMModel {
+        var p = params
+        p.Wo = outputLayer.Wo
+        p.bo = outputLayer.bo
+        return try Trainer.quantise(p, nb: nb, normShift: config.normShift, metadata: metadata)
     }
 
     /// Loss of the current parameters over a sample set (no update).
@@ -199,5 +269,31 @@ public final class Trainer {
         params.setFlat(arrays[0])
         adam.m = arrays[1]; adam.v = arrays[2]; adam.step = step
         epoch = ep
+    }
+}
+
+
+/// Encoder-side adaptation: fine-tunes a model on the volume being coded. The result is
+/// stored in the stream (`EncodeOptions.embedModel`), so the decoder needs nothing else and
+/// stays exactly as fast; the encoder pays a few seconds of training.
+public enum Adapter {
+    /// `voxfs compress` adapts by default (for LSTM presets) volumes this large, this many epochs:
+    /// below about a million voxels the embedded model (a few KB) costs more than it saves.
+    public static let autoMinVoxels = 1 << 20
+    public static let autoEpochs = 2
+
+    public static func adapt(_ base: LSTMModel, to volume: LoadedVolume, epochs: Int, samples: Int = 100_000,
+                             lr: Float = 1e-3, slabThickness: Int = 8, seed: UInt64 = 1) throws -> LSTMModel {
+        var cfg = TrainConfig()
+        cfg.lr = lr
+        cfg.lambda = 0
+        cfg.seed = seed
+        cfg.slabThickness = slabThickness
+        let tr = try Trainer(config: cfg, startingFrom: base)
+        let set = try SampleSet.draw(volumes: [volume], neighbourhood: tr.nb, normShift: tr.config.normShift,
+                                     slabThickness: slabThickness, perVolume: samples, seed: seed)
+        for _ in 0..<epochs { _ = tr.runEpoch(set) }
+        let meta = "{\"name\":\"adapted\",\"kind\":\"adapted\",\"base\":\"\(base.hashHex)\",\"epochs\":\(epochs),\"samples\":\(set.count)}"
+        return try tr.quantised(metadata: meta)
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import VoxCodec
 import VoxCore
+import VoxTrain
 
 struct VoxFSCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -46,6 +47,7 @@ struct Compress: ParsableCommand {
     @Option(help: "Preset: \(Preset.all.map(\.name).joined(separator: ", ")).") var preset: String = Preset.defaultName
     @Option(help: "Model file (.vxm) to use instead of the preset's.") var model: String?
     @Option(help: "Slices per slab (random-access unit).") var slab: Int = 8
+    @Option(help: "Fine-tune the preset's model on this volume for N epochs and store it in the stream (0: off; default: 2 for LSTM presets on volumes of 1M voxels or more). Slower to compress, same decode speed.") var adapt: Int?
     @OptionGroup var coding: CodingOptions
 
     func run() throws {
@@ -75,7 +77,23 @@ struct Compress: ParsableCommand {
         guard raw.count == shp.voxels * dt.bytesPerVoxel else {
             throw VoxError(.invalidArgument, "\(input) has \(raw.count) bytes, but \(shp) \(dt) needs \(shp.voxels * dt.bytesPerVoxel)")
         }
-        let opts = EncodeOptions(preset: pr, model: m, slabThickness: slab, threads: try coding.resolvedThreads(), kernel: try coding.resolvedKernel())
+        var isLSTM = false
+        if case .lstm = pr.predictor { isLSTM = true }
+        let adapt = self.adapt ?? (isLSTM && shp.voxels >= Adapter.autoMinVoxels ? Adapter.autoEpochs : 0)
+        guard adapt >= 0, adapt <= 1000 else { throw VoxError(.invalidArgument, "--adapt must be 0 to 1000 epochs") }
+        if adapt > 0 {
+            guard case .lstm = pr.predictor, let base = try m ?? pr.builtinModel() else {
+                throw VoxError(.invalidArgument, "--adapt needs an LSTM preset, not '\(pr.name)'")
+            }
+            var vals = [Int32](repeating: 0, count: shp.voxels)
+            raw.withUnsafeBytes { b in vals.withUnsafeMutableBufferPointer { dt.decode(b, into: $0) } }
+            let vol = LoadedVolume(name: input, path: input, shape: shp, dtype: dt, values: vals)
+            let t0 = Date()
+            m = try Adapter.adapt(base, to: vol, epochs: adapt, slabThickness: slab)
+            if !coding.quiet { print(String(format: "adapted model %@ to this volume in %.1f s (%d epochs)", String(m!.hashHex.prefix(16)), Date().timeIntervalSince(t0), adapt)) }
+        }
+        let opts = EncodeOptions(preset: pr, model: m, slabThickness: slab, threads: try coding.resolvedThreads(), kernel: try coding.resolvedKernel(),
+                                 embedModel: adapt > 0)
         let bar = ProgressBar(label: "compress", total: (shp.z + slab - 1) / slab, voxelsPerUnit: shp.sliceVoxels * slab, enabled: !coding.quiet)
         let t0 = Date()
         let out = try raw.withUnsafeBytes { try VXZ.encode(raw: $0, shape: shp, dtype: dt, options: opts, progress: bar.update) }
@@ -159,8 +177,9 @@ struct Info: ParsableCommand {
         print("predictor:     \(h.usesLSTM ? "LSTM" : "classical MED-3D blend"), \(h.left ? "with" : "without") left voxels\(h.left ? " (voxel-serial)" : " (row-parallel)")")
         print("neighbourhood: \(h.neighbourhood)")
         if h.usesLSTM {
-            let known = ModelRegistry.shared.model(hash: h.modelHash) != nil
-            print("model:         \(Checksum.hex(h.modelHash))\(known ? "" : " (not installed)")")
+            let known = h.embeddedModel != nil || ModelRegistry.shared.model(hash: h.modelHash) != nil
+            let note = h.embeddedModel != nil ? " (embedded in the stream: adapted to this volume)" : (known ? "" : " (not installed)")
+            print("model:         \(Checksum.hex(h.modelHash))\(note)")
             print("normalisation: r=\(h.normShift), output shift \(h.outShift)")
         } else {
             print("model:         none")

@@ -141,6 +141,8 @@ struct Eval: ParsableCommand {
     @OptionGroup var shape: ModelShapeOptions
     @Option(help: "Write the table as markdown here too.") var markdown: String?
     @Flag(name: .shortAndLong, help: "Less output.") var quiet = false
+    @Flag(help: "Experiment: also refit the output layer on each held-out volume (least squares) and report its bpp.") var adaptOutput = false
+    @Option(help: "Also report bpp after fine-tuning the fold's model on each held-out volume for N epochs (what `voxfs compress --adapt N` does; the embedded model is counted).") var adapt: Int = 0
 
     func middle(_ v: LoadedVolume) -> LoadedVolume {
         guard let n = testSlices, n < v.shape.z, n >= 1 else { return v }
@@ -168,7 +170,8 @@ struct Eval: ParsableCommand {
         let threads = ProcessInfo.processInfo.activeProcessorCount
         var rows: [String] = []
         var perEpoch: [Int: [Double]] = [:]
-        var sums = (c: 0.0, l: 0.0, n: 0, dec: 0.0, vox: 0)
+        var sums = (c: 0.0, l: 0.0, n: 0, dec: 0.0, vox: 0, a: 0.0)
+        var adapted: [String] = []
         var classicalBpp: [String: Double] = [:]
         rows.append("| fold | volume | voxels | classical bpp | LSTM bpp | gain | LSTM encode s | LSTM decode s | decode Mvox/s |")
         rows.append("|---|---|---|---|---|---|---|---|---|")
@@ -191,6 +194,28 @@ struct Eval: ParsableCommand {
                 for v in test {
                     let l = try measure(v, preset: try Preset.named("default"), model: m, threads: threads)
                     perEpoch[e, default: []].append(l.bpp)
+                    if adaptOutput && (e == cfg.epochs || cfg.epochs == 0) {
+                        // uniform (unstratified) samples of the held-out volume itself
+                        let own = try SampleSet.draw(volumes: [v], neighbourhood: trainer.nb, normShift: cfg.normShift,
+                                                     slabThickness: cfg.slabThickness, perVolume: 50_000, seed: 99)
+                        let ol = trainer.fitOutputLayer(own)
+                        let ma = try trainer.quantised(metadata: "{}", outputLayer: ol)
+                        let la = try measure(v, preset: try Preset.named("default"), model: ma, threads: threads)
+                        print(String(format: "adapted output layer on %@: %.3f bpp (vs %.3f)", v.name, la.bpp, l.bpp))
+                    }
+                    if adapt > 0 && (e == cfg.epochs || cfg.epochs == 0) {
+                        let t0 = Date()
+                        let ma = try Adapter.adapt(m, to: v, epochs: adapt, slabThickness: cfg.slabThickness)
+                        let secs = Date().timeIntervalSince(t0)
+                        let raw = v.bytes()
+                        let opts = EncodeOptions(preset: try Preset.named("default"), model: ma, slabThickness: cfg.slabThickness, threads: threads, embedModel: true)
+                        let s = try raw.withUnsafeBytes { try VXZ.encode(raw: $0, shape: v.shape, dtype: v.dtype, options: opts) }
+                        guard try VXZ.Decoder(stream: s).decodeVolume(threads: threads) == raw else { throw VoxError(.corrupt, "adapted round trip failed") }
+                        let bpp = Double(s.count * 8) / Double(v.shape.voxels)
+                        adapted.append(String(format: "| %d | %@ | %.3f | %.3f | %.3f | %+.1f%% | %.1f |", f + 1, v.name, classicalBpp[v.name]!, l.bpp, bpp,
+                                              100 * (1 - bpp / classicalBpp[v.name]!), secs))
+                        sums.a += bpp
+                    }
                     if e == cfg.epochs || cfg.epochs == 0 {
                         let c = classicalBpp[v.name]!
                         rows.append(String(format: "| %d | %@ | %d | %.3f | %.3f | %+.1f%% | %.2f | %.2f | %.2f |", f + 1, v.name, v.shape.voxels, c, l.bpp,
@@ -203,6 +228,12 @@ struct Eval: ParsableCommand {
         rows.append(String(format: "| mean | | | %.3f | %.3f | %+.1f%% | | | %.2f |", sums.c / Double(sums.n), sums.l / Double(sums.n),
                            100 * (1 - sums.l / sums.c), Double(sums.vox) / sums.dec / 1e6))
         var out = ["H=\(cfg.hidden), \(cfg.neighbourhood), r=\(cfg.normShift), \(cfg.epochs) epochs, \(cfg.samplesPerVolume) samples/volume, lr \(cfg.lr), lambda \(cfg.lambda), seed \(cfg.seed); gain = fewer bits than classical; \(threads) threads", ""] + rows
+        if adapt > 0 {
+            out += ["", "Adapted to each held-out volume (\(adapt) epochs at encode time, model embedded in the stream):", "",
+                    "| fold | volume | classical bpp | LSTM bpp | adapted bpp | gain | adapt s |", "|---|---|---|---|---|---|---|"] + adapted
+            out.append(String(format: "| mean | | %.3f | %.3f | %.3f | %+.1f%% | |", sums.c / Double(sums.n), sums.l / Double(sums.n), sums.a / Double(sums.n),
+                              100 * (1 - sums.a / sums.c)))
+        }
         if marks.count > 1 {
             out += ["", "| epochs | mean held-out LSTM bpp |", "|---|---|"]
             for e in marks.sorted() { if let b = perEpoch[e] { out.append(String(format: "| %d | %.3f |", e, b.reduce(0, +) / Double(b.count))) } }

@@ -130,6 +130,24 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try FileIO.read(path("m.raw")), try FileIO.read(raw))
     }
 
+    func testAdaptEmbedsTheModel() throws {
+        let raw = try writeCrop()
+        var r = try voxfs(["compress", raw, path("a.vxz"), "--adapt", "1"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("adapted model"), r.out)
+        r = try voxfs(["info", path("a.vxz")])
+        XCTAssertTrue(r.out.contains("embedded in the stream"), r.out)
+        r = try voxfs(["decompress", path("a.vxz"), path("a.raw")])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(try FileIO.read(path("a.raw")), try FileIO.read(raw))
+        // small volumes are not adapted by default; classical presets refuse --adapt
+        r = try voxfs(["compress", raw, path("b.vxz")])
+        XCTAssertFalse(r.out.contains("adapted"), r.out)
+        r = try voxfs(["compress", raw, path("c.vxz"), "--preset", "classical", "--adapt", "2"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("LSTM preset"), r.err)
+    }
+
     func testHelpListsSubcommands() throws {
         let r = try voxfs(["--help"])
         XCTAssertEqual(r.status, 0)

@@ -106,6 +106,27 @@ final class CorruptionTests: XCTestCase {
         }
     }
 
+    func testEmbeddedModelNeedsNoRegistryAndIsChecked() throws {
+        let m = try LSTMModel.seeded(hidden: 8, neighbourhood: try Neighbourhood(spec: "pyramid:5,3"), seed: 0xE3BE_DDED, outputScale: 500, name: "embedded")
+        let ct = try TestData.crop("ct_lung1", x0: 200, y0: 200, z0: 20, nx: 40, ny: 30, nz: 6)
+        let opts = EncodeOptions(preset: try Preset.named("default"), model: m, slabThickness: 3, embedModel: true)
+        let s = try ct.bytes.withUnsafeBytes { try VXZ.encode(raw: $0, shape: ct.shape, dtype: ct.dtype, options: opts) }
+        let h = try StreamHeader(parsing: s, fileSize: s.count)
+        XCTAssertEqual(h.embeddedModel, m.serialized())
+        XCTAssertEqual(h.modelHash, m.hash)
+        // the model is registered nowhere: the stream alone decodes
+        XCTAssertEqual(try VXZ.Decoder(stream: s).decodeVolume(), ct.bytes)
+        // another model under the same hash (header CRC recomputed) is rejected
+        let other = try LSTMModel.seeded(hidden: 8, neighbourhood: try Neighbourhood(spec: "pyramid:5,3"), seed: 1234, outputScale: 500, name: "other")
+        var hh = h
+        hh.embeddedModel = other.serialized()
+        var offsetFix = hh
+        let delta = Int64(hh.serialized().count) - Int64(h.headerLength)
+        for i in 0..<offsetFix.slabs.count { offsetFix.slabs[i].offset = UInt64(Int64(offsetFix.slabs[i].offset) + delta) }
+        let forged = offsetFix.serialized() + Array(s[h.headerLength...])
+        XCTAssertThrowsError(try VXZ.Decoder(stream: forged)) { XCTAssertEqual(($0 as? VoxError)?.kind, .corrupt) }
+    }
+
     func testMissingModelIsNamed() throws {
         let m = try LSTMModel.seeded(hidden: 8, neighbourhood: try Neighbourhood(spec: "pyramid:5,3"), seed: 0xDEAD_BEEF, name: "private")
         let (s, raw) = try sampleStream(model: m)

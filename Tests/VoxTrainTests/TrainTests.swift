@@ -178,4 +178,21 @@ final class TrainTests: XCTestCase {
         _ = resumed.runEpoch(set)
         XCTAssertEqual(try resumed.quantised(metadata: "{}").hash, try straight.quantised(metadata: "{}").hash)
     }
+
+    func testAdaptingToAVolumeLowersItsBpp() throws {
+        let v = crop(try realVolume("ct_lung2"), x0: 128, y0: 128, z0: 24, nx: 256, ny: 256, nz: 8)
+        let base = try Preset.named("fast").builtinModel()!
+        let adapted = try Adapter.adapt(base, to: v, epochs: 2, samples: 20000)
+        XCTAssertNotEqual(adapted.hash, base.hash)
+        let raw = v.bytes()
+        func size(_ m: LSTMModel, embed: Bool) throws -> Int {
+            let o = EncodeOptions(preset: try Preset.named("fast"), model: m, slabThickness: 8, embedModel: embed)
+            let s = try raw.withUnsafeBytes { try VXZ.encode(raw: $0, shape: v.shape, dtype: v.dtype, options: o) }
+            XCTAssertEqual(try VXZ.Decoder(stream: s).decodeVolume(), raw)
+            return s.count
+        }
+        let before = try size(base, embed: false), after = try size(adapted, embed: true)
+        // the adapted stream, its embedded model included, is smaller
+        XCTAssertLessThan(after, before, "adapted \(after) bytes vs base \(before)")
+    }
 }
