@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-DEFAULT_PRESETS = "classical,classical-par,fast,default,large"
+DEFAULT_PRESETS = "classical,classical-par,fast,default@--adapt=0,default,large"
 MIN_VOXELS = 100_000
 DTYPE_BYTES = {"uint8": 1, "int8": 1, "int16": 2, "uint16": 2}
 # A reference codec's compression run longer than this (seconds) is timed once.
@@ -61,7 +61,7 @@ def parse_args():
                     help="data cache (default: ${VOXFS_CACHE:-~/.cache/voxfs})")
     ap.add_argument("--runs", type=int, default=3, help="timed runs per codec (default: 3)")
     ap.add_argument("--presets", default=DEFAULT_PRESETS,
-                    help=f"comma-separated VoxFS presets (default: {DEFAULT_PRESETS})")
+                    help=f"comma-separated VoxFS presets, each optionally PRESET@--flag=value+--flag2=value (default: {DEFAULT_PRESETS})")
     ap.add_argument("--volumes", default=None,
                     help="glob of .raw volumes; a bare pattern is taken inside $CACHE/volumes "
                          "(default: all *.raw with a .json sidecar there)")
@@ -275,11 +275,14 @@ def main():
             comp = os.path.join(tmp, "out.vxz")
             dec = os.path.join(tmp, "out.raw")
             for p in a.presets:
-                label = f"voxfs {p}"
+                # PRESET@--flag=value,... adds compress flags (e.g. default@--adapt=0)
+                name, _, extra = p.partition("@")
+                flags = [f for f in extra.split("+") if f] if extra else []
+                label = f"voxfs {name}" + (" " + " ".join(flags) if flags else "")
                 log(f"   {label} ...")
                 try:
                     r = bench_codec(vol, label,
-                                    [vx, "compress", vol["raw"], comp, "--preset", p, "-q"],
+                                    [vx, "compress", vol["raw"], comp, "--preset", name, "-q"] + flags,
                                     [vx, "decompress", comp, dec, "-q"],
                                     comp, dec, a.runs, enc_stdout=False, dec_stdout=False)
                 except BenchError as e:

@@ -10,7 +10,7 @@ V="$CACHE/volumes"
 DATA=("$V/ct_lung1.raw" "$V/ct_lung2.raw" "$V/mr_brain1.raw" "$V/mr_brain2.raw")
 RECIPE=(--epochs 8 --samples 100000 --lr 1e-3 --lambda 0 --norm-shift 7 --seed 1)
 mkdir -p models
-for preset in fast default large; do
+for preset in fast parallel default large; do
   echo "== training models/$preset.vxm"
   "$VOXFS" train --data "${DATA[@]}" --preset "$preset" "${RECIPE[@]}" --out "models/$preset.vxm"
 done

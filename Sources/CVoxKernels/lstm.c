@@ -288,10 +288,14 @@ int vox_lstm_run(const vox_model *m, int n, const int16_t *x, int32_t *y, int ke
     if (kernel < 0 || kernel > 2 || !(avail & (1 << kernel))) kernel = VOX_KERNEL_SCALAR;
     int chunk = n < CHUNK ? n : CHUNK;
     if (chunk <= 0) return 0;
-    int16_t *xh = calloc((size_t)chunk * Kp, sizeof(int16_t));
-    int32_t *acc = malloc(sizeof(int32_t) * (size_t)chunk * G);
-    int32_t *c = malloc(sizeof(int32_t) * (size_t)chunk * H);
-    if (!xh || !acc || !c) { free(xh); free(acc); free(c); return -1; }
+    /* one sequence at a time (voxel-serial decoding): scratch on the stack, no allocation */
+    int16_t xh1[(256 + 512 + 1) & ~1];
+    int32_t acc1[4 * 512], c1[512];
+    const int small = chunk == 1;
+    int16_t *xh = small ? xh1 : calloc((size_t)chunk * Kp, sizeof(int16_t));
+    int32_t *acc = small ? acc1 : malloc(sizeof(int32_t) * (size_t)chunk * G);
+    int32_t *c = small ? c1 : malloc(sizeof(int32_t) * (size_t)chunk * H);
+    if (!xh || !acc || !c) { if (!small) { free(xh); free(acc); free(c); } return -1; }
     for (int s0 = 0; s0 < n; s0 += chunk) {
         int cn = n - s0 < chunk ? n - s0 : chunk;
         memset(xh, 0, sizeof(int16_t) * (size_t)cn * Kp);
@@ -324,6 +328,6 @@ int vox_lstm_run(const vox_model *m, int n, const int16_t *x, int32_t *y, int ke
             y[s0 + s] = (int32_t)sum;
         }
     }
-    free(xh); free(acc); free(c);
+    if (!small) { free(xh); free(acc); free(c); }
     return 0;
 }

@@ -90,7 +90,7 @@ final class CorruptionTests: XCTestCase {
             reencode { $0.slabThickness = 0 },
             reencode { $0.pad = 40000 },
             reencode { $0.neighbourhood = "pyramid:13,9,5,1/voxel/left" },
-            reencode { $0.left = true },
+            reencode { $0.left = !$0.left },
         ]
         for (i, c) in cases.enumerated() {
             switch decode(c) {

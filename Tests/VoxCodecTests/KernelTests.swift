@@ -159,7 +159,7 @@ final class KernelTests: XCTestCase {
             XCTAssertTrue(try Preset.named("default").hasTrainedModel)
             XCTAssertEqual(try LSTMModel.load(path: shipped).hash, m.hash)
         } else {
-            let again = try LSTMModel.seeded(hidden: 16, neighbourhood: try Neighbourhood(spec: "pyramid:7,5,3/slice/noleft"), seed: 0x766F_7866_7302, name: "default")
+            let again = try LSTMModel.seeded(hidden: 16, neighbourhood: try Neighbourhood(spec: "pyramid:7,5,3/slice/left"), seed: 0x766F_7866_7302, name: "default")
             XCTAssertEqual(again.hash, m.hash)
         }
         // damage is detected
