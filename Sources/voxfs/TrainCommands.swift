@@ -57,11 +57,13 @@ func trainModel(_ cfg: TrainConfig, volumes: [LoadedVolume], checkpoint: String?
     while trainer.epoch < cfg.epochs {
         let e = trainer.epoch + 1
         var last = Date.distantPast
+        let epochStart = Date()
         let st = trainer.runEpoch(set) { done, total, loss in
             guard tty, Date().timeIntervalSince(last) > 0.2 || done == total else { return }
             last = Date()
             let w = 30, f = done * w / max(1, total)
-            print(String(format: "\repoch %d/%d [%@%@] loss %.5f", e, cfg.epochs, String(repeating: "#", count: f), String(repeating: ".", count: w - f), loss), terminator: "")
+            let rate = Double(done) / max(1e-6, Date().timeIntervalSince(epochStart))
+            print(String(format: "\repoch %d/%d [%@%@] loss %.5f  %.0f samples/s", e, cfg.epochs, String(repeating: "#", count: f), String(repeating: ".", count: w - f), loss, rate), terminator: "")
             fflush(nil)
         }
         if tty { print("\r\u{1B}[K", terminator: "") }
