@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := pkg-config fuse3 libfuse3-dev libopenblas-dev liblmdb-dev libzstd-dev \
                 xz-utils zstd python3 python3-venv python3-pip ca-certificates
 
-.PHONY: all deps build data test demo bench-codec fuzz model experiments clean help
+.PHONY: all deps build data test demo bench-codec compare fuzz model experiments clean help
 
 all: build
 
@@ -18,6 +18,7 @@ help:
 	@echo "make demo         install what is missing, build, fetch a real CT scan, compress it and show the result"
 	@echo "make test         install what is missing, build, fetch the real test data, run every test"
 	@echo "make bench-codec  bpp and speed of every preset on the real volumes, beside xz -9 and zstd -19"
+	@echo "make compare      VoxFS against JPEG-LS, JPEG 2000, HTJ2K, JPEG XL, HEVC, FFV1, xz, zstd -> docs/benchmarks-compare.md"
 	@echo "make fuzz         a long decoder fuzz run (FUZZ_ITERATIONS=...)"
 	@echo "make model        retrain the shipped models (models/*.vxm) from the real volumes and embed them"
 	@echo "make experiments  the paper's comparisons (neighbourhoods, epochs, cross-modality) -> docs/experiments.md"
@@ -43,13 +44,24 @@ data: deps
 test: deps data
 	VOXFS_REQUIRE_DATA=1 $(SWIFT) build -c release --build-tests
 	set -o pipefail; VOXFS_REQUIRE_DATA=1 $(SWIFT) test -c release --skip-build --disable-swift-testing 2>&1 | tee .build/test.log
-	@awk '/Executed [0-9]+ tests?, with [0-9]+ failures?/ { n = $$2; f = $$5 } END { if (n == "") exit 1; printf "%d passed, %d failed\n", n - f, f }' .build/test.log
+	scripts/compare_setup.sh
+	set -o pipefail; VOXFS_REQUIRE_DATA=1 $(CACHE)/venv/bin/python scripts/compare_codecs.py --selftest --voxfs .build/release/voxfs \
+	  --cache "$(CACHE)" 2>&1 | tee .build/compare-selftest.log
+	@awk '/Executed [0-9]+ tests?, with [0-9]+ failures?/ { n = $$2; f = $$5 } \
+	  /[0-9]+ checks ok, [0-9]+ failed/ { for (i = 1; i <= NF; i++) { if ($$(i+1) == "checks" && $$(i+2) == "ok,") c = $$i; if ($$(i+1) == "failed" || $$(i+1) == "failed,") cf = $$i } } \
+	  END { if (n == "") exit 1; printf "%d passed, %d failed\n", n - f + c, f + cf }' .build/test.log .build/compare-selftest.log
 
 demo: build data
 	@scripts/demo.sh .build/release/voxfs "$(CACHE)"
 
 bench-codec: build data
 	$(PYTHON) scripts/bench_codec.py --voxfs .build/release/voxfs --cache "$(CACHE)"
+
+compare: build data
+	scripts/compare_setup.sh
+	scripts/train_fold_models.sh .build/release/voxfs
+	$(CACHE)/venv/bin/python scripts/compare_codecs.py --voxfs .build/release/voxfs --cache "$(CACHE)" --runs 3 \
+	  --out docs/benchmarks-compare.md --json .build/compare.json
 
 fuzz: build
 	scripts/fuzz_decoder.sh .build/release/voxfs $${FUZZ_ITERATIONS:-20000}
