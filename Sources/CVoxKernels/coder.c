@@ -264,7 +264,7 @@ static inline int32_t lstm_pred(const vox_slab_params *p, int32_t anchor, int32_
 
 static int check_params(const vox_slab_params *p) {
     if (p->nx < 1 || p->ny < 1 || p->nz < 1 || p->vmin > p->vmax) return 0;
-    if ((int64_t)p->vmax - p->vmin > 65535) return 0;
+    if ((int64_t)p->vmax - p->vmin > 65535 || p->vmin < -65536 || p->vmax > 65535) return 0;
     if (p->pad < p->vmin || p->pad > p->vmax) return 0;
     if (p->model) {
         if (p->norm_shift < 0 || p->norm_shift > 20 || p->out_shift < 1 || p->out_shift > 40) return 0;

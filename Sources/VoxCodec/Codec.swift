@@ -291,6 +291,12 @@ public enum VXZ {
                         throw VoxError(.corrupt, e.message)
                     }
                     guard em.hash == header.modelHash else { throw VoxError(.corrupt, "\(name): embedded model does not match the model hash") }
+                    // a stream must not be able to make its decoder run for days
+                    let cost = 4 * em.hidden * (em.stepInputs + em.hidden) * em.steps
+                    let slabVoxels = header.shape.sliceVoxels * min(header.slabThickness, header.shape.z)
+                    guard cost <= StreamHeader.maxEmbeddedModelCost, cost * slabVoxels <= StreamHeader.maxEmbeddedSlabWork else {
+                        throw VoxError(.badFormat, "\(name): embedded model is too expensive to decode (\(cost) multiply-adds per voxel)")
+                    }
                     found = em
                 } else {
                     found = ModelRegistry.shared.model(hash: header.modelHash)
@@ -362,6 +368,10 @@ public enum VXZ {
         public func decodeVolume(threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws -> [UInt8] {
             final class Buf: @unchecked Sendable { var bytes: [UInt8]; init(_ n: Int) { bytes = [UInt8](repeating: 0, count: n) } }
             let h = header
+            let total = h.shape.voxels * h.dtype.bytesPerVoxel
+            guard UInt64(total) <= ProcessInfo.processInfo.physicalMemory / 2 else {
+                throw VoxError(.outOfMemory, "\(name): the decoded volume (\(total) bytes) does not fit in memory; decode it slab by slab (decodeSlab, decodeAll)")
+            }
             let slabBytes = h.slabThickness * h.shape.sliceVoxels * h.dtype.bytesPerVoxel
             let buf = Buf(h.shape.voxels * h.dtype.bytesPerVoxel)
             let lock = NSLock()

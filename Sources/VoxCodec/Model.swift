@@ -162,6 +162,9 @@ public final class KernelModel: @unchecked Sendable {
 
     /// Runs the LSTM on n sequences of T*I inputs each (for tests and tools).
     public func run(inputs: [Int16], count n: Int, kernel: Kernel) -> [Int32] {
+        var H: Int32 = 0, I: Int32 = 0, T: Int32 = 0
+        vox_model_shape(pointer, &H, &I, &T)
+        precondition(n >= 0 && inputs.count >= n * Int(T) * Int(I), "inputs too short for \(n) sequences")
         var y = [Int32](repeating: 0, count: n)
         inputs.withUnsafeBufferPointer { x in
             y.withUnsafeMutableBufferPointer { yy in

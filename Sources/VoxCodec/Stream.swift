@@ -33,6 +33,10 @@ public struct StreamHeader: Equatable, Sendable {
 
     /// Largest slab a stream may hold: bounds the memory one slab decode takes (hostile input).
     public static let maxSlabVoxels = 1 << 26
+    /// Embedded models come with the (untrusted) stream: their multiply-adds per voxel
+    /// (4H(I+H)T) and per slab are capped, so that decoding stays bounded in time.
+    public static let maxEmbeddedModelCost = 1 << 20
+    public static let maxEmbeddedSlabWork = 1 << 42
 
     public var slabCount: Int { (shape.z + slabThickness - 1) / slabThickness }
 

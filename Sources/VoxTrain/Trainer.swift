@@ -51,7 +51,9 @@ public final class Trainer {
             throw VoxError(.invalidArgument, "--hidden must be a multiple of 4 from 4 to 512")
         }
         guard config.batch >= 2, config.batch <= 65536 else { throw VoxError(.invalidArgument, "--batch must be 2 to 65536") }
-        guard (0...16).contains(config.normShift) else { throw VoxError(.invalidArgument, "--norm-shift must be 0 to 16") }
+        guard (0...20).contains(config.normShift) else { throw VoxError(.invalidArgument, "--norm-shift must be 0 to 20") }
+        guard (1...65536).contains(config.slabThickness) else { throw VoxError(.invalidArgument, "--slab must be 1 to 65536") }
+        guard (1...10_000_000).contains(config.samplesPerVolume) else { throw VoxError(.invalidArgument, "--samples must be 1 to 10000000") }
         params = FloatParams(H: config.hidden, I: nb.stepInputs, T: nb.steps, seed: config.seed)
         adam = Adam(count: params.count, lr: config.lr, beta1: config.beta1, beta2: config.beta2)
         work = LSTMWorkspace(H: config.hidden, I: nb.stepInputs, T: nb.steps, B: config.batch)
@@ -189,6 +191,9 @@ public final class Trainer {
     }
 
     public static func quantise(_ p: FloatParams, nb: Neighbourhood, normShift r: Int, metadata: String) throws -> LSTMModel {
+        guard p.W.allSatisfy({ $0.isFinite }), p.b.allSatisfy({ $0.isFinite }), p.Wo.allSatisfy({ $0.isFinite }), p.bo.isFinite else {
+            throw VoxError(.invalidArgument, "training diverged (non-finite weights): lower --lr")
+        }
         func q16(_ v: Float, _ scale: Float) -> Int16 { Int16(max(-32767, min(32767, (v * scale).rounded()))) }
         func q32(_ v: Float, _ scale: Double) -> Int32 { Int32(max(-2_147_483_647, min(2_147_483_647, (Double(v) * scale).rounded()))) }
         let W = p.W.map { q16($0, 4096) }
@@ -199,7 +204,7 @@ public final class Trainer {
         if maxWo > 0 { s = Int(floor(log2(limit / Double(maxWo)))) }
         s = max(r - 11, min(s, 28))
         let F = 12 + s
-        let Wo = p.Wo.map { q16($0, Float(1 << s)) }
+        let Wo = p.Wo.map { q16($0, Float(pow(2.0, Double(s)))) }
         let bo = q32(p.bo, pow(2.0, Double(F)))
         return try LSTMModel(hidden: p.H, neighbourhood: nb, normShift: r, outFracBits: F, W: W, b: b, Wo: Wo, bo: bo, metadata: metadata)
     }
@@ -257,15 +262,17 @@ public final class Trainer {
             throw VoxError(.invalidArgument, "\(path) was made with a different model shape (H=\(cfg.hidden), \(cfg.neighbourhood), r=\(cfg.normShift))")
         }
         let ep = Int(try r.u32())
-        let step = Int(try r.u64())
+        guard let step = Int(exactly: try r.u64()), step < (1 << 48) else { throw VoxError(.corrupt, "\(path): bad optimiser step") }
         var arrays: [[Float]] = []
         for _ in 0..<3 {
             let c = Int(try r.u32())
             guard c == params.count else { throw VoxError(.corrupt, "\(path): parameter count mismatch") }
             var a = [Float](repeating: 0, count: c)
             for i in 0..<c { a[i] = Float(bitPattern: try r.u32()) }
+            guard a.allSatisfy({ $0.isFinite }) else { throw VoxError(.corrupt, "\(path): non-finite values") }
             arrays.append(a)
         }
+        guard r.remaining == 0 else { throw VoxError(.corrupt, "\(path): unexpected trailing bytes") }
         params.setFlat(arrays[0])
         adam.m = arrays[1]; adam.v = arrays[2]; adam.step = step
         epoch = ep

@@ -77,6 +77,11 @@ struct Compress: ParsableCommand {
         guard raw.count == shp.voxels * dt.bytesPerVoxel else {
             throw VoxError(.invalidArgument, "\(input) has \(raw.count) bytes, but \(shp) \(dt) needs \(shp.voxels * dt.bytesPerVoxel)")
         }
+        // everything that can be refused is refused before minutes of adaptation
+        let threads = try coding.resolvedThreads(), kernel = try coding.resolvedKernel()
+        guard shp.sliceVoxels * min(slab, shp.z) <= StreamHeader.maxSlabVoxels else {
+            throw VoxError(.invalidArgument, "slab of \(slab) slices is too large (over 2^26 voxels); use a smaller --slab")
+        }
         var isLSTM = false
         if case .lstm = pr.predictor { isLSTM = true }
         let adapt = self.adapt ?? (isLSTM && shp.voxels >= Adapter.autoMinVoxels ? Adapter.autoEpochs : 0)
@@ -92,8 +97,7 @@ struct Compress: ParsableCommand {
             m = try Adapter.adapt(base, to: vol, epochs: adapt, slabThickness: slab)
             if !coding.quiet { print(String(format: "adapted model %@ to this volume in %.1f s (%d epochs)", String(m!.hashHex.prefix(16)), Date().timeIntervalSince(t0), adapt)) }
         }
-        let opts = EncodeOptions(preset: pr, model: m, slabThickness: slab, threads: try coding.resolvedThreads(), kernel: try coding.resolvedKernel(),
-                                 embedModel: adapt > 0)
+        let opts = EncodeOptions(preset: pr, model: m, slabThickness: slab, threads: threads, kernel: kernel, embedModel: adapt > 0)
         let bar = ProgressBar(label: "compress", total: (shp.z + slab - 1) / slab, voxelsPerUnit: shp.sliceVoxels * slab, enabled: !coding.quiet)
         let t0 = Date()
         let out = try raw.withUnsafeBytes { try VXZ.encode(raw: $0, shape: shp, dtype: dt, options: opts, progress: bar.update) }
@@ -102,7 +106,7 @@ struct Compress: ParsableCommand {
         try FileIO.writeAtomically(output, out)
         if !coding.quiet {
             let bpp = Double(out.count * 8) / Double(shp.voxels)
-            print(String(format: "%@: %@ %@ -> %d bytes, %.3f bpp, ratio %.2f, %.2f Mvox/s (%.2f s coding, %.2f s total, %d threads, preset %@)",
+            print(String(format: "%@: %@ %@ -> %ld bytes, %.3f bpp, ratio %.2f, %.2f Mvox/s (%.2f s coding, %.2f s total, %d threads, preset %@)",
                          output, shp.description, dt.description, out.count, bpp, Double(raw.count) / Double(out.count),
                          Double(shp.voxels) / secs / 1e6, secs, Date().timeIntervalSince(start), opts.threads, pr.name))
         }
@@ -124,7 +128,7 @@ struct Decompress: ParsableCommand {
         let dec = try VXZ.Decoder(stream: stream, name: input, kernel: try coding.resolvedKernel(), extraModels: extra)
         let h = dec.header
         let tmp = output + ".voxfs-tmp-\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw VoxError(.io, "cannot create \(output): \(String(cString: strerror(errno)))") }
         var ok = false
         defer {
@@ -138,6 +142,7 @@ struct Decompress: ParsableCommand {
             var off = 0
             while off < bytes.count {
                 let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + off, bytes.count - off, off_t(i * slabBytes + off)) }
+                if n == 0 { throw VoxError(.io, "cannot write \(output): no progress writing") }
                 if n < 0 {
                     if errno == EINTR { continue }
                     let msg = errno == ENOSPC ? "no space left on device" : String(cString: strerror(errno))
@@ -152,7 +157,7 @@ struct Decompress: ParsableCommand {
         guard rename(tmp, output) == 0 else { throw VoxError(.io, "cannot create \(output): \(String(cString: strerror(errno)))") }
         ok = true
         if !coding.quiet {
-            print(String(format: "%@: %@ %@, %.3f bpp, %.2f Mvox/s (%.2f s, %d threads), all %d slab checksums match",
+            print(String(format: "%@: %@ %@, %.3f bpp, %.2f Mvox/s (%.2f s, %d threads), all %ld slab checksums match",
                          output, h.shape.description, h.dtype.description, Double(stream.count * 8) / Double(h.shape.voxels),
                          Double(h.shape.voxels) / secs / 1e6, secs, try coding.resolvedThreads(), h.slabs.count))
         }
@@ -185,7 +190,7 @@ struct Info: ParsableCommand {
             print("model:         none")
         }
         print("slabs:         \(h.slabs.count) of \(h.slabThickness) slices")
-        print(String(format: "size:          %d bytes (raw %d), %.3f bpp, ratio %.2f", stream.count, raw, Double(stream.count * 8) / Double(h.shape.voxels), Double(raw) / Double(stream.count)))
+        print(String(format: "size:          %ld bytes (raw %ld), %.3f bpp, ratio %.2f", stream.count, raw, Double(stream.count * 8) / Double(h.shape.voxels), Double(raw) / Double(stream.count)))
         if slabs {
             for (i, s) in h.slabs.enumerated() {
                 let sl = h.slices(ofSlab: i)

@@ -125,6 +125,20 @@ final class CorruptionTests: XCTestCase {
         for i in 0..<offsetFix.slabs.count { offsetFix.slabs[i].offset = UInt64(Int64(offsetFix.slabs[i].offset) + delta) }
         let forged = offsetFix.serialized() + Array(s[h.headerLength...])
         XCTAssertThrowsError(try VXZ.Decoder(stream: forged)) { XCTAssertEqual(($0 as? VoxError)?.kind, .corrupt) }
+
+        // a (consistent) embedded model too expensive to decode is refused up front
+        let costly = try LSTMModel.seeded(hidden: 256, neighbourhood: try Neighbourhood(spec: "pyramid:13,9,5,1/voxel"), seed: 5, name: "costly")
+        var hc = h
+        hc.embeddedModel = costly.serialized()
+        hc.modelHash = costly.hash
+        hc.neighbourhood = costly.neighbourhood.spec
+        let d2 = Int64(hc.serialized().count) - Int64(h.headerLength)
+        for i in 0..<hc.slabs.count { hc.slabs[i].offset = UInt64(Int64(hc.slabs[i].offset) + d2) }
+        let expensive = hc.serialized() + Array(s[h.headerLength...])
+        XCTAssertThrowsError(try VXZ.Decoder(stream: expensive)) { err in
+            XCTAssertEqual((err as? VoxError)?.kind, .badFormat)
+            XCTAssertTrue((err as? VoxError)?.message.contains("too expensive") ?? false, "\(err)")
+        }
     }
 
     func testMissingModelIsNamed() throws {
