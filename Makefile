@@ -1,6 +1,6 @@
 # VoxFS: `make demo` and `make test` work on a fresh Debian 12 machine (as root, or with sudo).
 SHELL := /bin/bash
-CACHE ?= $(HOME)/.cache/voxfs
+CACHE ?= $(or $(VOXFS_CACHE),$(HOME)/.cache/voxfs)
 export VOXFS_CACHE := $(CACHE)
 SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 PYTHON ?= python3
