@@ -117,4 +117,6 @@ else
 fi
 
 "$PY" "$SCRIPT_DIR/convert_volumes.py" --cache "$CACHE" --summary-only
+# DICOM series from the real CT (real pixels, headers written by the script) for format tests
+"$PY" "$SCRIPT_DIR/make_test_series.py" "$CACHE"
 log "done in $(( $(date +%s) - start_ts ))s; cache: $CACHE"
