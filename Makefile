@@ -19,7 +19,7 @@ help:
 	@echo "make test         install what is missing, build, fetch the real test data, run every test"
 	@echo "make bench-codec  bpp and speed of every preset on the real volumes, beside xz -9 and zstd -19"
 	@echo "make compare      VoxFS against JPEG-LS, JPEG 2000, HTJ2K, JPEG XL, HEVC, FFV1, xz, zstd -> docs/benchmarks-compare.md"
-	@echo "make fuzz         a long decoder fuzz run (FUZZ_ITERATIONS=...)"
+	@echo "make fuzz         long fuzz runs of the .vxz decoder and the format parsers (FUZZ_ITERATIONS=...)"
 	@echo "make model        retrain the shipped models (models/*.vxm) from the real volumes and embed them"
 	@echo "make experiments  the paper's comparisons (neighbourhoods, epochs, cross-modality) -> docs/experiments.md"
 
@@ -63,8 +63,9 @@ compare: build data
 	$(CACHE)/venv/bin/python scripts/compare_codecs.py --voxfs .build/release/voxfs --cache "$(CACHE)" --runs 3 \
 	  --out docs/benchmarks-compare.md --json .build/compare.json
 
-fuzz: build
+fuzz: build data
 	scripts/fuzz_decoder.sh .build/release/voxfs $${FUZZ_ITERATIONS:-20000}
+	$(PYTHON) scripts/fuzz_formats.py .build/release/voxfs $${FUZZ_ITERATIONS:-20000}
 
 model: build data
 	scripts/train_models.sh .build/release/voxfs

@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "VoxFormats", dependencies: ["VoxCore"]),
         .target(name: "VoxTrain", dependencies: ["VoxCore", "VoxCodec", "COpenBLAS"]),
         .executableTarget(name: "voxfs", dependencies: [
-            "VoxCore", "VoxCodec", "VoxTrain",
+            "VoxCore", "VoxCodec", "VoxTrain", "VoxFormats",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -3,13 +3,14 @@ import Foundation
 import VoxCodec
 import VoxCore
 import VoxTrain
+import VoxFormats
 
 struct VoxFSCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "voxfs",
         abstract: "Lossless LSTM compression of 3D medical volumes.",
         version: "0.1.0",
-        subcommands: [Compress.self, Decompress.self, Info.self, Train.self, Eval.self, Presets.self, ModelCommand.self]
+        subcommands: [Compress.self, Decompress.self, Info.self, Train.self, Eval.self, Probe.self, Presets.self, ModelCommand.self]
     )
 }
 
@@ -197,6 +198,33 @@ struct Info: ParsableCommand {
                 print(String(format: "  slab %4d  slices %4d-%-4d  offset %10llu  %9u bytes  %@  crc32c %08x", i, sl.lowerBound, sl.upperBound - 1, s.offset, s.length, s.method == .coded ? "coded " : "stored", s.crc))
             }
         }
+    }
+}
+
+struct Probe: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Tell what medical files are: a volume VoxFS codes (format, shape, type) or opaque (and why).")
+    @Argument(help: "Files.") var files: [String]
+    @Flag(help: "Check that each volume file rebuilds byte for byte from its parts.") var verify = false
+
+    func run() throws {
+        var failed = false
+        for path in files {
+            let bytes: [UInt8]
+            do { bytes = try FileIO.read(path) } catch let e as VoxError { print("\(path): unreadable: \(e.message)"); failed = true; continue }
+            let r = Formats.recognise(path: path, bytes: bytes)
+            if let s = r.source {
+                var line = "\(path): \(r.kind.rawValue) volume \(s.shape) \(s.dtype), header \(s.parts[0].header.count) bytes, trailer \(s.parts[0].trailer.count) bytes"
+                if verify {
+                    let ok = s.parts[0].rebuild(voxels: s.voxels[...], dtype: s.dtype) == bytes
+                    line += ok ? ", rebuilds exactly" : ", REBUILD MISMATCH"
+                    failed = failed || !ok
+                }
+                print(line)
+            } else {
+                print("\(path): opaque (\(r.reason ?? "unknown"))")
+            }
+        }
+        if failed { throw ExitCode(1) }
     }
 }
 

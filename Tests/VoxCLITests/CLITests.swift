@@ -148,6 +148,20 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.err.contains("LSTM preset"), r.err)
     }
 
+    func testProbeRecognisesFormats() throws {
+        let cache = ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs")
+        let ct = cache + "/dicom/pydicom/CT_small.dcm", jp = cache + "/dicom/pydicom/JPEG2000.dcm"
+        guard FileManager.default.fileExists(atPath: ct) else { throw XCTSkip("DICOM test files missing") }
+        try FileIO.writeAtomically(path("notes.txt"), Array("hello".utf8))
+        let r = try voxfs(["probe", "--verify", ct, jp, path("notes.txt")])
+        XCTAssertEqual(r.status, 0, r.err)
+        let lines = r.out.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.count, 3)
+        XCTAssertTrue(lines[0].contains("dicom volume 128x128x1 int16") && lines[0].contains("rebuilds exactly"), lines[0])
+        XCTAssertTrue(lines[1].contains("opaque") && lines[1].contains("1.2.840.10008.1.2.4.91"), lines[1])
+        XCTAssertTrue(lines[2].contains("opaque"), lines[2])
+    }
+
     func testHelpListsSubcommands() throws {
         let r = try voxfs(["--help"])
         XCTAssertEqual(r.status, 0)

@@ -1,0 +1,40 @@
+import Foundation
+import VoxCore
+
+/// The one entry point the archive and the filesystem use: what a file is, and (when its
+/// voxels can be coded as a volume) its `VolumeSource`.
+public enum Formats {
+    public enum Kind: String, Sendable { case dicom, nifti, metaImage = "metaimage", nrrd, opaque }
+
+    public struct Recognised: Sendable {
+        public var kind: Kind
+        public var source: VolumeSource?
+        /// Why the file is kept opaque (nil for volumes).
+        public var reason: String?
+    }
+
+    /// Recognises one file by content (and extension for the text formats). Never throws.
+    public static func recognise(path: String, bytes: [UInt8]) -> Recognised {
+        let lower = path.lowercased()
+        if bytes.count >= 4, String(decoding: bytes[0..<4], as: UTF8.self) == "NRRD" {
+            let (s, why) = TextHeaderFormats.nrrd(path: path, bytes: bytes)
+            return Recognised(kind: s == nil ? .opaque : .nrrd, source: s, reason: why.map { "NRRD: \($0)" })
+        }
+        if lower.hasSuffix(".mha") || lower.hasSuffix(".mhd") {
+            let (s, why) = TextHeaderFormats.metaImage(path: path, bytes: bytes)
+            return Recognised(kind: s == nil ? .opaque : .metaImage, source: s, reason: why.map { "MetaImage: \($0)" })
+        }
+        if bytes.count >= 348 {
+            let sz = UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24
+            if [348, 540, UInt32(348).byteSwapped, UInt32(540).byteSwapped].contains(sz) {
+                let (s, why) = Nifti.source(path: path, bytes: bytes)
+                if s != nil || lower.hasSuffix(".nii") { return Recognised(kind: s == nil ? .opaque : .nifti, source: s, reason: why.map { "NIfTI: \($0)" }) }
+            }
+        }
+        if bytes.count >= 2, bytes[0] == 0x1F, bytes[1] == 0x8B {
+            return Recognised(kind: .opaque, source: nil, reason: "gzip-compressed (kept as it is)")
+        }
+        let (s, why) = DicomVolume.source(path: path, bytes: bytes)
+        return Recognised(kind: s == nil ? .opaque : .dicom, source: s, reason: why.map { "DICOM: \($0)" })
+    }
+}
