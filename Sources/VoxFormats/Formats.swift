@@ -4,7 +4,17 @@ import VoxCore
 /// The one entry point the archive and the filesystem use: what a file is, and (when its
 /// voxels can be coded as a volume) its `VolumeSource`.
 public enum Formats {
-    public enum Kind: String, Sendable { case dicom, nifti, metaImage = "metaimage", nrrd, opaque }
+    public enum Kind: String, Sendable { case dicom, nifti, metaImage = "metaimage", nrrd, raw, opaque }
+
+    /// A raw volume with its JSON sidecar (what `voxfs compress` reads): the whole file is voxels.
+    public static func raw(path: String, bytes: [UInt8], sidecar: Sidecar) -> Recognised {
+        guard let (shape, dt) = try? sidecar.parsed() else { return Recognised(kind: .opaque, source: nil, reason: "sidecar without a valid shape and dtype") }
+        guard bytes.count == shape.voxels * dt.bytesPerVoxel else {
+            return Recognised(kind: .opaque, source: nil, reason: "raw file of \(bytes.count) bytes does not match its sidecar (\(shape) \(dt))")
+        }
+        let part = VolumeFilePart(path: path, header: [], trailer: [], firstSlice: 0, slices: shape.z, bigEndian: false)
+        return Recognised(kind: .raw, source: VolumeSource(shape: shape, dtype: dt, parts: [part], voxels: bytes), reason: nil)
+    }
 
     public struct Recognised: Sendable {
         public var kind: Kind

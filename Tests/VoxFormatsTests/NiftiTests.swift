@@ -101,4 +101,34 @@ final class NiftiTests: XCTestCase {
             XCTAssertNotNil(why, "case \(i)")
         }
     }
+
+    func testShortRandomFuzz() throws {
+        let (vals, shape) = try realCrop()
+        let good = nifti1(vals, shape, big: false, extensionBytes: [], trailer: [])
+        var state: UInt64 = 7
+        func next() -> Int { state = state &* 6364136223846793005 &+ 1442695040888963407; return Int(state >> 33) }
+        for i in 0..<500 {
+            var f = good
+            for _ in 0..<(1 + next() % 6) {
+                let at = next() % 352
+                f[at] = UInt8(next() & 0xFF)
+            }
+            if i % 5 == 0 { f = Array(f.prefix(next() % f.count)) }
+            let r = Formats.recognise(path: "f.nii", bytes: f)
+            if let s = r.source { XCTAssertEqual(s.parts[0].rebuild(voxels: s.voxels[...], dtype: s.dtype), f, "case \(i)") }
+            else { XCTAssertNotNil(r.reason) }
+        }
+    }
+
+    func testRawWithSidecar() throws {
+        let (vals, shape) = try realCrop()
+        var bytes: [UInt8] = []
+        for v in vals { bytes += le(v, big: false) }
+        let sc = Sidecar(shape: [shape.x, shape.y, shape.z], dtype: "int16")
+        let r = Formats.raw(path: "a.raw", bytes: bytes, sidecar: sc)
+        XCTAssertEqual(r.kind, .raw)
+        XCTAssertEqual(r.source?.shape, shape)
+        XCTAssertEqual(r.source.map { $0.parts[0].rebuild(voxels: $0.voxels[...], dtype: $0.dtype) }, bytes)
+        XCTAssertEqual(Formats.raw(path: "a.raw", bytes: Array(bytes.dropLast(2)), sidecar: sc).kind, .opaque)
+    }
 }
