@@ -24,6 +24,7 @@ let package = Package(
         .target(name: "VoxCore", dependencies: ["CVoxKernels"]),
         .target(name: "VoxCodec", dependencies: ["VoxCore", "CVoxKernels"]),
         .target(name: "VoxFormats", dependencies: ["VoxCore"]),
+        .target(name: "VoxArchive", dependencies: ["VoxCore", "CLMDB"]),
         .target(name: "VoxTrain", dependencies: ["VoxCore", "VoxCodec", "COpenBLAS"]),
         .executableTarget(name: "voxfs", dependencies: [
             "VoxCore", "VoxCodec", "VoxTrain", "VoxFormats",
@@ -32,6 +33,7 @@ let package = Package(
 
         .testTarget(name: "VoxCoreTests", dependencies: ["VoxCore"]),
         .testTarget(name: "VoxCodecTests", dependencies: ["VoxCodec", "VoxCore", "CVoxKernels"]),
+        .testTarget(name: "VoxArchiveTests", dependencies: ["VoxArchive", "VoxCore"]),
         .testTarget(name: "VoxFormatsTests", dependencies: ["VoxFormats", "VoxCore"]),
         .testTarget(name: "VoxTrainTests", dependencies: ["VoxTrain", "VoxCodec", "VoxCore"]),
         .testTarget(name: "VoxCLITests", dependencies: ["VoxCore", "voxfs"]),

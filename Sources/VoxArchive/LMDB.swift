@@ -1,0 +1,201 @@
+import CLMDB
+import Foundation
+import VoxCore
+
+/// LMDB's error codes and errno values in one type (LMDB mixes both; `mdb_strerror` names them).
+public struct LMDBError: Error, CustomStringConvertible, Equatable {
+    public let code: Int32
+    public let operation: String
+    public init(_ code: Int32, _ operation: String) { self.code = code; self.operation = operation }
+    public var message: String { String(cString: mdb_strerror(code)) }
+    public var description: String { "\(operation): \(message)" }
+    public var isMapFull: Bool { code == MDB_MAP_FULL }
+    public var isDiskFull: Bool { code == ENOSPC }
+}
+
+/// The one place that turns an LMDB return code into a thrown error.
+@inline(__always)
+func check(_ rc: Int32, _ op: @autoclosure () -> String) throws {
+    if rc != 0 { throw LMDBError(rc, op()) }
+}
+
+/// An LMDB environment in a single file (MDB_NOSUBDIR: `PATH` plus `PATH-lock`), with named
+/// sub-databases. Write transactions grow the map when it fills (MDB_MAP_FULL is handled by
+/// aborting, doubling the map size and running the transaction's body again).
+public final class LMDBEnvironment: @unchecked Sendable {
+    let env: OpaquePointer
+    public let path: String
+    public let readOnly: Bool
+    private let lock = NSLock()
+    private var dbis: [String: MDB_dbi] = [:]
+    public private(set) var mapSize: Int
+
+    /// Opens (creating when `readOnly` is false) the environment at `path`.
+    public init(path: String, readOnly: Bool = false, maxDatabases: Int = 16, mapSize: Int = 1 << 24) throws {
+        // set up with a local handle: nothing may throw once self is initialised (deinit
+        // would then close the handle a second time)
+        var e: OpaquePointer?
+        try check(mdb_env_create(&e), "mdb_env_create")
+        let handle = e!
+        var size = mapSize
+        do {
+            try check(mdb_env_set_maxdbs(handle, MDB_dbi(maxDatabases)), "mdb_env_set_maxdbs")
+            try check(mdb_env_set_mapsize(handle, mapSize), "mdb_env_set_mapsize")
+            let flags = UInt32(MDB_NOSUBDIR) | (readOnly ? UInt32(MDB_RDONLY) : 0)
+            try check(mdb_env_open(handle, path, flags, 0o644), "mdb_env_open \(path)")
+            // the file may be larger than asked for: use its size
+            var info = MDB_envinfo()
+            mdb_env_info(handle, &info)
+            size = max(mapSize, info.me_mapsize)
+        } catch {
+            mdb_env_close(handle)
+            throw error
+        }
+        env = handle
+        self.path = path
+        self.readOnly = readOnly
+        self.mapSize = size
+    }
+
+    deinit { mdb_env_close(env) }
+
+    /// A named sub-database (created on first use unless read-only).
+    public func database(_ name: String) throws -> MDB_dbi {
+        lock.lock()
+        if let d = dbis[name] { lock.unlock(); return d }
+        lock.unlock()
+        let d: MDB_dbi = try {
+            if readOnly {
+                return try read { t in try t.open(name, create: false) }
+            }
+            return try write { t in try t.open(name, create: true) }
+        }()
+        lock.lock(); dbis[name] = d; lock.unlock()
+        return d
+    }
+
+    /// Runs `body` in a read-only transaction (`mdb_txn_begin` with MDB_RDONLY).
+    public func read<T>(_ body: (Transaction) throws -> T) throws -> T {
+        var t: OpaquePointer?
+        try check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &t), "mdb_txn_begin (read)")
+        do {
+            let r = try body(Transaction(txn: t!))
+            // committing (not aborting) a read transaction keeps database handles it opened
+            try check(mdb_txn_commit(t), "mdb_txn_commit (read)")
+            return r
+        } catch {
+            mdb_txn_abort(t)
+            throw error
+        }
+    }
+
+    /// Runs `body` in a write transaction and commits it; a throw aborts it (nothing written).
+    /// On MDB_MAP_FULL the map is doubled and `body` runs again, so it must not have effects
+    /// outside the transaction.
+    public func write<T>(_ body: (Transaction) throws -> T) throws -> T {
+        precondition(!readOnly, "write transaction on a read-only environment")
+        while true {
+            var t: OpaquePointer?
+            try check(mdb_txn_begin(env, nil, 0, &t), "mdb_txn_begin (write)")
+            do {
+                let r = try body(Transaction(txn: t!))
+                try check(mdb_txn_commit(t), "mdb_txn_commit")
+                return r
+            } catch let e as LMDBError where e.isMapFull {
+                mdb_txn_abort(t)
+                try grow()
+            } catch {
+                mdb_txn_abort(t)
+                throw error
+            }
+        }
+    }
+
+    func grow() throws {
+        let next = mapSize * 2
+        try check(mdb_env_set_mapsize(env, next), "mdb_env_set_mapsize")
+        mapSize = next
+    }
+}
+
+/// A transaction: get, put, delete and ordered iteration on named databases.
+public struct Transaction {
+    let txn: OpaquePointer
+
+    func open(_ name: String, create: Bool) throws -> MDB_dbi {
+        var d: MDB_dbi = 0
+        try check(mdb_dbi_open(txn, name, create ? UInt32(MDB_CREATE) : 0, &d), "mdb_dbi_open \(name)")
+        return d
+    }
+
+    /// The value stored under `key`, or nil (`mdb_get`).
+    public func get(_ db: MDB_dbi, _ key: [UInt8]) throws -> [UInt8]? {
+        var k = MDB_val(), v = MDB_val()
+        return try key.withUnsafeBytes { kb -> [UInt8]? in
+            k.mv_size = kb.count
+            k.mv_data = UnsafeMutableRawPointer(mutating: kb.baseAddress)
+            let rc = mdb_get(txn, db, &k, &v)
+            if rc == MDB_NOTFOUND { return nil }
+            try check(rc, "mdb_get")
+            return Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+        }
+    }
+
+    /// Stores `value` under `key` (`mdb_put`).
+    public func put(_ db: MDB_dbi, _ key: [UInt8], _ value: [UInt8]) throws {
+        var k = MDB_val(), v = MDB_val()
+        try key.withUnsafeBytes { kb in
+            try value.withUnsafeBytes { vb in
+                k.mv_size = kb.count; k.mv_data = UnsafeMutableRawPointer(mutating: kb.baseAddress)
+                v.mv_size = vb.count; v.mv_data = UnsafeMutableRawPointer(mutating: vb.baseAddress)
+                try check(mdb_put(txn, db, &k, &v, 0), "mdb_put")
+            }
+        }
+    }
+
+    /// Deletes `key`; returns whether it existed (`mdb_del`).
+    @discardableResult
+    public func delete(_ db: MDB_dbi, _ key: [UInt8]) throws -> Bool {
+        var k = MDB_val()
+        return try key.withUnsafeBytes { kb in
+            k.mv_size = kb.count; k.mv_data = UnsafeMutableRawPointer(mutating: kb.baseAddress)
+            let rc = mdb_del(txn, db, &k, nil)
+            if rc == MDB_NOTFOUND { return false }
+            try check(rc, "mdb_del")
+            return true
+        }
+    }
+
+    /// Visits the entries whose keys start with `prefix`, in key order (an `mdb_cursor`);
+    /// `body` returns false to stop.
+    public func scan(_ db: MDB_dbi, prefix: [UInt8] = [], _ body: ([UInt8], [UInt8]) throws -> Bool) throws {
+        var c: OpaquePointer?
+        try check(mdb_cursor_open(txn, db, &c), "mdb_cursor_open")
+        defer { mdb_cursor_close(c) }
+        var k = MDB_val(), v = MDB_val()
+        var rc: Int32
+        if prefix.isEmpty {
+            rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)
+        } else {
+            rc = prefix.withUnsafeBytes { pb in
+                k.mv_size = pb.count; k.mv_data = UnsafeMutableRawPointer(mutating: pb.baseAddress)
+                return mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)
+            }
+        }
+        while rc == 0 {
+            let key = Array(UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size))
+            if !prefix.isEmpty && !key.starts(with: prefix) { return }
+            let value = Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+            if try !body(key, value) { return }
+            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)
+        }
+        if rc != MDB_NOTFOUND { try check(rc, "mdb_cursor_get") }
+    }
+
+    /// Number of entries (`mdb_stat`).
+    public func count(_ db: MDB_dbi) throws -> Int {
+        var st = MDB_stat()
+        try check(mdb_stat(txn, db, &st), "mdb_stat")
+        return Int(st.ms_entries)
+    }
+}
