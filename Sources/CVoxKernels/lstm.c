@@ -152,7 +152,11 @@ static void mv_vnni(const vox_model *m, int n, const int16_t *xh, int32_t *acc) 
 }
 #endif
 
+static int kernels_cached = -1;
+
 int vox_kernels_available(void) {
+    int cached = __atomic_load_n(&kernels_cached, __ATOMIC_RELAXED);
+    if (cached >= 0) return cached;
     int k = 1 << VOX_KERNEL_SCALAR;
 #if defined(__x86_64__)
     __builtin_cpu_init();
@@ -161,6 +165,7 @@ int vox_kernels_available(void) {
         __builtin_cpu_supports("avx512vnni"))
         k |= 1 << VOX_KERNEL_AVX512VNNI;
 #endif
+    __atomic_store_n(&kernels_cached, k, __ATOMIC_RELAXED);
     return k;
 }
 
