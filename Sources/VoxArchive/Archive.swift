@@ -1,0 +1,204 @@
+import CLMDB
+import Foundation
+import VoxCodec
+import VoxCore
+import VoxFormats
+
+/// The VoxFS archive (schema v1, docs/archive.md): one LMDB environment with the tree, the
+/// volumes (a .vxz header per volume, one record per slab), the models they need, each
+/// volume-backed file's non-pixel bytes, and content-addressed opaque blobs.
+public final class Archive: @unchecked Sendable {
+    public static let schemaVersion: UInt32 = 1
+    let env: LMDBEnvironment
+    let meta, tree, volumes, slabs, models, parts, blobs: MDB_dbi
+
+    public init(path: String, create: Bool) throws {
+        if !create && !FileManager.default.fileExists(atPath: path) { throw VoxError(.io, "\(path): no such archive") }
+        do { env = try LMDBEnvironment(path: path, readOnly: !create) } catch let e as LMDBError {
+            throw VoxError(e.code == MDB_INVALID ? .badFormat : .io, "\(path) is not a VoxFS archive (\(e.message))")
+        }
+        do {
+            meta = try env.database("meta"); tree = try env.database("tree"); volumes = try env.database("volumes")
+            slabs = try env.database("slabs"); models = try env.database("models"); parts = try env.database("parts")
+            blobs = try env.database("blobs")
+        } catch let e as LMDBError { throw VoxError(.badFormat, "\(path) is not a VoxFS archive (\(e.message))") }
+        if create {
+            try env.write { t in
+                if try t.get(meta, Array("schema".utf8)) == nil {
+                    var w = ByteWriter(); w.u32(Archive.schemaVersion)
+                    try t.put(meta, Array("schema".utf8), w.bytes)
+                    try t.put(meta, Array("creator".utf8), Array("voxfs 0.1.0".utf8))
+                }
+            }
+        }
+        let v = try env.read { t in try t.get(meta, Array("schema".utf8)) }
+        guard let v, v.count == 4 else { throw VoxError(.badFormat, "\(path) is not a VoxFS archive (no schema record)") }
+        var r = ByteReader(v)
+        let ver = try r.u32()
+        guard ver == Archive.schemaVersion else { throw VoxError(.badFormat, "\(path) has archive schema \(ver); this voxfs reads \(Archive.schemaVersion)") }
+    }
+
+    // MARK: entries
+
+    public enum Kind: UInt8, Sendable { case directory = 1, file = 2, symlink = 3 }
+    public enum Content: Sendable, Equatable {
+        case none
+        case blob(sha256: [UInt8])                       // opaque file, content-addressed
+        case volume(id: UInt64, part: UInt32)            // volume-backed file
+    }
+
+    public struct Entry: Sendable, Equatable {
+        public var path: String
+        public var kind: Kind
+        public var mode: UInt32, uid: UInt32, gid: UInt32
+        public var mtimeSec: Int64, mtimeNsec: Int32
+        public var size: UInt64
+        public var linkTarget: String
+        public var content: Content
+
+        func encoded() -> [UInt8] {
+            var w = ByteWriter()
+            w.u8(kind.rawValue); w.u32(mode); w.u32(uid); w.u32(gid)
+            w.u64(UInt64(bitPattern: mtimeSec)); w.i32(mtimeNsec); w.u64(size)
+            let t = Array(linkTarget.utf8); w.u32(UInt32(t.count)); w.raw(t)
+            switch content {
+            case .none: w.u8(0)
+            case .blob(let h): w.u8(1); w.raw(h)
+            case .volume(let id, let part): w.u8(2); w.u64(id); w.u32(part)
+            }
+            return w.bytes
+        }
+
+        static func decode(path: String, _ b: [UInt8]) throws -> Entry {
+            var r = ByteReader(b, what: "archive entry \(path)")
+            guard let k = Kind(rawValue: try r.u8()) else { throw VoxError(.corrupt, "archive entry \(path): unknown kind") }
+            let mode = try r.u32(), uid = try r.u32(), gid = try r.u32()
+            let ms = Int64(bitPattern: try r.u64()), mn = try r.i32(), size = try r.u64()
+            let tl = Int(try r.u32())
+            let target = String(decoding: try r.raw(tl), as: UTF8.self)
+            let c: Content
+            switch try r.u8() {
+            case 0: c = .none
+            case 1: c = .blob(sha256: try r.raw(32))
+            case 2: c = .volume(id: try r.u64(), part: try r.u32())
+            default: throw VoxError(.corrupt, "archive entry \(path): unknown content kind")
+            }
+            return Entry(path: path, kind: k, mode: mode, uid: uid, gid: gid, mtimeSec: ms, mtimeNsec: mn, size: size, linkTarget: target, content: c)
+        }
+    }
+
+    /// Every entry, in path order.
+    public func entries() throws -> [Entry] {
+        var out: [Entry] = []
+        try env.read { t in
+            try t.scan(tree) { k, v in out.append(try Entry.decode(path: String(decoding: k, as: UTF8.self), v)); return true }
+        }
+        return out
+    }
+
+    public func entry(_ path: String) throws -> Entry? {
+        try env.read { t in try t.get(tree, Array(path.utf8)).map { try Entry.decode(path: path, $0) } }
+    }
+
+    // MARK: writing (each call is one transaction)
+
+    public func putEntry(_ e: Entry) throws {
+        try env.write { t in try t.put(tree, Array(e.path.utf8), e.encoded()) }
+    }
+
+    /// Stores an opaque file (content-addressed: identical files are stored once) and its entry.
+    public func putOpaque(_ e: Entry, bytes: [UInt8]) throws {
+        let h = Checksum.sha256(bytes)
+        var entry = e
+        entry.content = .blob(sha256: h)
+        try env.write { t in
+            if try t.get(blobs, h) == nil { try t.put(blobs, h, bytes) }
+            try t.put(tree, Array(e.path.utf8), entry.encoded())
+        }
+    }
+
+    static func slabKey(_ id: UInt64, _ i: Int) -> [UInt8] {
+        var w = ByteWriter(); for s in stride(from: 56, through: 0, by: -8) { w.u8(UInt8((id >> UInt64(s)) & 0xFF)) }
+        w.u8(UInt8((i >> 24) & 0xFF)); w.u8(UInt8((i >> 16) & 0xFF)); w.u8(UInt8((i >> 8) & 0xFF)); w.u8(UInt8(i & 0xFF))
+        return w.bytes
+    }
+    static func idKey(_ id: UInt64) -> [UInt8] { Array(slabKey(id, 0).prefix(8)) }
+
+    /// Stores a coded volume (its stream split into header and slab records), the model it
+    /// needs, each file's non-pixel bytes and the files' entries, in one transaction.
+    public func putVolume(stream: [UInt8], model: LSTMModel?, files: [(Entry, VolumeFilePart)]) throws -> UInt64 {
+        let h = try StreamHeader(parsing: stream, fileSize: stream.count)
+        return try env.write { t in
+            var id: UInt64 = 1
+            if let n = try t.get(meta, Array("next-volume".utf8)) { var r = ByteReader(n); id = try r.u64() }
+            var w = ByteWriter(); w.u64(id + 1)
+            try t.put(meta, Array("next-volume".utf8), w.bytes)
+            try t.put(volumes, Archive.idKey(id), Array(stream[0..<h.headerLength]))
+            for (i, s) in h.slabs.enumerated() {
+                try t.put(slabs, Archive.slabKey(id, i), Array(stream[Int(s.offset)..<(Int(s.offset) + Int(s.length))]))
+            }
+            if let m = model, h.embeddedModel == nil, try t.get(models, m.hash) == nil { try t.put(models, m.hash, m.serialized()) }
+            for (k, (e, p)) in files.enumerated() {
+                var pw = ByteWriter()
+                pw.u32(UInt32(p.firstSlice)); pw.u32(UInt32(p.slices)); pw.u8(p.bigEndian ? 1 : 0)
+                pw.u32(UInt32(p.header.count)); pw.raw(p.header); pw.u32(UInt32(p.trailer.count)); pw.raw(p.trailer)
+                try t.put(parts, Archive.slabKey(id, k), pw.bytes)
+                var entry = e
+                entry.content = .volume(id: id, part: UInt32(k))
+                try t.put(tree, Array(e.path.utf8), entry.encoded())
+            }
+            return id
+        }
+    }
+
+    // MARK: reading
+
+    /// A decoder for a stored volume (its stream reassembled from the header and slab records).
+    public func decoder(volume id: UInt64) throws -> VXZ.Decoder {
+        try env.read { t in
+            guard let head = try t.get(volumes, Archive.idKey(id)) else { throw VoxError(.corrupt, "volume \(id) is missing") }
+            let h = try StreamHeader(parsing: head, name: "volume \(id)")
+            var stream = head
+            for i in 0..<h.slabs.count {
+                guard let s = try t.get(slabs, Archive.slabKey(id, i)) else { throw VoxError(.corrupt, "volume \(id): slab \(i) is missing") }
+                stream += s
+            }
+            var extra: [LSTMModel] = []
+            if h.usesLSTM, h.embeddedModel == nil, let mb = try t.get(models, h.modelHash) { extra.append(try LSTMModel(bytes: mb)) }
+            return try VXZ.Decoder(stream: stream, name: "volume \(id)", extraModels: extra)
+        }
+    }
+
+    public func part(volume id: UInt64, part k: UInt32) throws -> VolumeFilePart {
+        try env.read { t in
+            guard let b = try t.get(parts, Archive.slabKey(id, Int(k))) else { throw VoxError(.corrupt, "volume \(id): file part \(k) is missing") }
+            var r = ByteReader(b, what: "file part")
+            let first = Int(try r.u32()), n = Int(try r.u32()), big = try r.u8() != 0
+            let hl = Int(try r.u32()); let head = try r.raw(hl)
+            let tl = Int(try r.u32()); let tail = try r.raw(tl)
+            return VolumeFilePart(path: "", header: head, trailer: tail, firstSlice: first, slices: n, bigEndian: big)
+        }
+    }
+
+    /// The original bytes of a file entry.
+    public func contents(_ e: Entry, decoded cache: inout [UInt64: [UInt8]]) throws -> [UInt8] {
+        switch e.content {
+        case .none: return []
+        case .blob(let h):
+            guard let b = try env.read({ t in try t.get(blobs, h) }) else { throw VoxError(.corrupt, "\(e.path): blob missing") }
+            guard Checksum.sha256(b) == h else { throw VoxError(.corrupt, "\(e.path): blob is damaged") }
+            return b
+        case .volume(let id, let k):
+            let d = try decoder(volume: id)
+            if cache[id] == nil { cache = [id: try d.decodeVolume()] }
+            let vol = cache[id]!
+            let p = try part(volume: id, part: k)
+            let sliceBytes = d.header.shape.sliceVoxels * d.header.dtype.bytesPerVoxel
+            let range = (p.firstSlice * sliceBytes)..<((p.firstSlice + p.slices) * sliceBytes)
+            guard range.upperBound <= vol.count else { throw VoxError(.corrupt, "\(e.path): file part outside its volume") }
+            let out = p.rebuild(voxels: vol[range], dtype: d.header.dtype)
+            guard UInt64(out.count) == e.size else { throw VoxError(.corrupt, "\(e.path): rebuilt size differs from the recorded size") }
+            return out
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import XCTest
+import VoxArchive
+import VoxCodec
+import VoxCore
+import VoxFormats
+
+/// pack then unpack a tree of real data: DICOM series (shuffled, with a gap; real CT pixels,
+/// headers written by scripts/make_test_series.py), real DICOM test files, a raw volume with
+/// its sidecar, opaque files, an empty file, a unicode name, a symlink, nested folders.
+final class PackTests: XCTestCase {
+    var dir: URL!
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("pack-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    func makeTree() throws -> URL {
+        let cache = ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs")
+        guard FileManager.default.fileExists(atPath: cache + "/series/gap") else {
+            if ProcessInfo.processInfo.environment["VOXFS_REQUIRE_DATA"] == "1" { XCTFail("test series missing") }
+            throw XCTSkip("test series missing; run scripts/fetch_data.sh")
+        }
+        let src = dir.appendingPathComponent("study")
+        let fm = FileManager.default
+        try fm.createDirectory(at: src.appendingPathComponent("ct/gap"), withIntermediateDirectories: true)
+        for n in try fm.contentsOfDirectory(atPath: cache + "/series/gap").filter({ $0.hasSuffix(".dcm") }).prefix(9) {
+            try fm.copyItem(atPath: cache + "/series/gap/" + n, toPath: src.appendingPathComponent("ct/gap/" + n).path)
+        }
+        try fm.createDirectory(at: src.appendingPathComponent("misc/deeper"), withIntermediateDirectories: true)
+        for n in ["CT_small.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm"] {
+            try fm.copyItem(atPath: cache + "/dicom/pydicom/" + n, toPath: src.appendingPathComponent("misc/" + n).path)
+        }
+        try fm.copyItem(atPath: cache + "/dicom/pydicom-data/emri_small.dcm", toPath: src.appendingPathComponent("misc/deeper/emri_small.dcm").path)
+        // raw crop + sidecar
+        let all = try FileIO.read(cache + "/volumes/mr_brain1.raw")
+        try FileIO.writeAtomically(src.appendingPathComponent("misc/brain.raw").path, Array(all.prefix(256 * 256 * 2 * 4)))
+        try FileIO.writeAtomically(src.appendingPathComponent("misc/brain.json").path, Array("{\"shape\":[256,256,4],\"dtype\":\"int16\"}".utf8))
+        try FileIO.writeAtomically(src.appendingPathComponent("notes ünïcødé.txt").path, Array("hello".utf8))
+        try FileIO.writeAtomically(src.appendingPathComponent("misc/empty").path, [])
+        try FileIO.writeAtomically(src.appendingPathComponent("misc/copy-of-notes.txt").path, Array("hello".utf8))
+        chmod(src.appendingPathComponent("misc/empty").path, 0o600)
+        symlink("misc/CT_small.dcm", src.appendingPathComponent("link.dcm").path)
+        return src
+    }
+
+    func snapshot(_ root: URL) throws -> [String: (kind: String, bytes: [UInt8], mode: UInt32, mtime: Int)] {
+        var out: [String: (kind: String, bytes: [UInt8], mode: UInt32, mtime: Int)] = [:]
+        let fm = FileManager.default
+        let en = fm.enumerator(atPath: root.path)!
+        while let rel = en.nextObject() as? String {
+            let p = root.path + "/" + rel
+            var st = stat()
+            lstat(p, &st)
+            let fmt = st.st_mode & S_IFMT
+            if fmt == S_IFLNK { out[rel] = ("link", Array((try fm.destinationOfSymbolicLink(atPath: p)).utf8), 0, st.st_mtim.tv_sec) }
+            else if fmt == S_IFDIR { out[rel] = ("dir", [], UInt32(st.st_mode & 0o7777), 0) }
+            else { out[rel] = ("file", try FileIO.read(p), UInt32(st.st_mode & 0o7777), st.st_mtim.tv_sec * 1_000_000_000 + st.st_mtim.tv_nsec) }
+        }
+        return out
+    }
+
+    func testPackUnpackIsByteIdenticalAndResumes() throws {
+        let src = try makeTree()
+        let path = dir.appendingPathComponent("a.voxfs").path
+        let packer = Packer(preset: try Preset.named("classical"))
+        var a: Archive? = try Archive(path: path, create: true)
+        let s = try packer.pack([src.path], into: a!, archivePath: path)
+        // the 9 slices of the gap series (two runs at most), CT_small, MR_small_bigendian,
+        // emri (multi-frame) and the raw volume are volumes; JPEG 2000, the sidecar, the two
+        // text files (stored once: content-addressed) and the empty file are opaque
+        XCTAssertGreaterThanOrEqual(s.volumes, 5)
+        XCTAssertEqual(s.opaque, 5, "\(s)")
+        XCTAssertEqual(s.symlinks, 1)
+        a = nil
+        // a second pack skips everything
+        let b = try Archive(path: path, create: true)
+        XCTAssertEqual(try packer.pack([src.path], into: b, archivePath: path).skipped, s.files)
+        let out = dir.appendingPathComponent("out").path
+        let n = try Packer.unpack(try Archive(path: path, create: false), to: out)
+        XCTAssertEqual(n, s.files)
+        let before = try snapshot(src), after = try snapshot(URL(fileURLWithPath: out + "/study"))
+        XCTAssertEqual(Set(before.keys), Set(after.keys))
+        for (k, v) in before {
+            let w = after[k]!
+            XCTAssertEqual(v.kind, w.kind, k)
+            XCTAssertEqual(v.bytes, w.bytes, "\(k) differs")
+            if v.kind == "file" { XCTAssertEqual(v.mode, w.mode, k); XCTAssertEqual(v.mtime, w.mtime, "\(k) mtime") }
+        }
+    }
+
+    func testForeignFileIsAClearError() throws {
+        let junk = dir.appendingPathComponent("junk.voxfs").path
+        try FileIO.writeAtomically(junk, [UInt8](repeating: 0x42, count: 10000))
+        XCTAssertThrowsError(try Archive(path: junk, create: false)) { e in
+            XCTAssertTrue((e as? VoxError)?.message.contains("not a VoxFS archive") ?? false, "\(e)")
+        }
+    }
+}
