@@ -201,4 +201,84 @@ public final class Archive: @unchecked Sendable {
             return out
         }
     }
+
+    /// The stored bytes of one slab (read without touching any other record).
+    public func slabRecord(volume id: UInt64, index i: Int) throws -> [UInt8]? {
+        try env.read { t in try t.get(slabs, Archive.slabKey(id, i)) }
+    }
+
+    // MARK: verify and stats
+
+    public struct VolumeInfo: Sendable {
+        public var id: UInt64
+        public var header: StreamHeader
+        public var storedBytes: Int
+    }
+
+    /// Every volume's header and stored size (header plus slab records).
+    public func volumeInfos() throws -> [VolumeInfo] {
+        var out: [VolumeInfo] = []
+        try env.read { t in
+            try t.scan(volumes) { k, v in
+                var id: UInt64 = 0
+                for b in k { id = id << 8 | UInt64(b) }
+                let h = try StreamHeader(parsing: v, name: "volume \(id)")
+                out.append(VolumeInfo(id: id, header: h, storedBytes: v.count + h.slabs.reduce(0) { $0 + Int($1.length) }))
+                return true
+            }
+        }
+        return out
+    }
+
+    public struct Problem: Sendable, CustomStringConvertible {
+        public var path: String
+        public var message: String
+        public var description: String { "\(path): \(message)" }
+    }
+
+    /// Checks the archive. Quick: every record parses and every referenced record exists.
+    /// Full: also decodes every slab (its CRC), rebuilds every volume-backed file (its size)
+    /// and hashes every blob.
+    public func verify(quick: Bool) throws -> (files: Int, volumes: Int, problems: [Problem]) {
+        var problems: [Problem] = []
+        var files = 0
+        let infos: [VolumeInfo]
+        do { infos = try volumeInfos() } catch let e as VoxError { return (0, 0, [Problem(path: "volumes", message: e.message)]) }
+        var decodedOK: [UInt64: Bool] = [:]
+        for v in infos {
+            do {
+                let d = try decoder(volume: v.id)
+                if !quick {
+                    var ok = true
+                    for i in 0..<d.slabCount {
+                        do { _ = try d.decodeSlab(i) } catch let e as VoxError { problems.append(Problem(path: "volume \(v.id)", message: e.message)); ok = false }
+                    }
+                    decodedOK[v.id] = ok
+                }
+            } catch let e as VoxError {
+                problems.append(Problem(path: "volume \(v.id)", message: e.message)); decodedOK[v.id] = false
+            }
+        }
+        var cache: [UInt64: [UInt8]] = [:]
+        for e in try entries() where e.kind == .file {
+            files += 1
+            switch e.content {
+            case .none: problems.append(Problem(path: e.path, message: "file without content"))
+            case .blob(let h):
+                let b = try env.read { t in try t.get(blobs, h) }
+                if b == nil { problems.append(Problem(path: e.path, message: "stored content missing")) }
+                else if !quick && Checksum.sha256(b!) != h { problems.append(Problem(path: e.path, message: "stored content damaged (SHA-256 mismatch)")) }
+                else if UInt64(b!.count) != e.size { problems.append(Problem(path: e.path, message: "stored size differs")) }
+            case .volume(let id, let k):
+                if quick {
+                    do { _ = try part(volume: id, part: k) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
+                } else if decodedOK[id] == false {
+                    problems.append(Problem(path: e.path, message: "its volume \(id) is damaged"))
+                } else {
+                    do { _ = try contents(e, decoded: &cache) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
+                }
+            }
+        }
+        return (files, infos.count, problems)
+    }
 }

@@ -62,3 +62,50 @@ struct Ls: ParsableCommand {
         }
     }
 }
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check an archive: decode every slab, check every checksum (--quick: structure and records only).")
+    @Argument(help: "Archive.") var archive: String
+    @Flag(help: "Structure and records only.") var quick = false
+    func run() throws {
+        let a = try Archive(path: archive, create: false)
+        let r = try a.verify(quick: quick)
+        for p in r.problems { print("DAMAGED \(p)") }
+        print("\(archive): \(r.files) files, \(r.volumes) volumes checked\(quick ? " (quick)" : ""): \(r.problems.isEmpty ? "sound" : "\(r.problems.count) problems")")
+        if !r.problems.isEmpty { throw ExitCode(1) }
+    }
+}
+
+struct Stats: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Totals and per-volume bpp, ratio, model and preset.")
+    @Argument(help: "Archive.") var archive: String
+    @Flag(help: "JSON output.") var json = false
+    func run() throws {
+        let a = try Archive(path: archive, create: false)
+        let infos = try a.volumeInfos()
+        let entries = try a.entries()
+        let files = entries.filter { $0.kind == .file }
+        let original = files.reduce(UInt64(0)) { $0 + $1.size }
+        var st = stat()
+        stat(archive, &st)
+        var vols: [[String: Any]] = []
+        for v in infos {
+            let h = v.header
+            let raw = h.shape.voxels * h.dtype.bytesPerVoxel
+            vols.append(["id": v.id, "shape": h.shape.description, "dtype": h.dtype.description, "preset": h.preset,
+                         "model": h.usesLSTM ? Checksum.hex(h.modelHash) : "none", "adapted": h.embeddedModel != nil,
+                         "bpp": Double(v.storedBytes * 8) / Double(h.shape.voxels), "ratio": Double(raw) / Double(v.storedBytes)])
+        }
+        if json {
+            let obj: [String: Any] = ["files": files.count, "volumes": infos.count, "original_bytes": original, "archive_bytes": Int(st.st_size), "volume_details": vols]
+            let d = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
+            print(String(decoding: d, as: UTF8.self))
+            return
+        }
+        print(String(format: "%@: %ld files, %ld volumes, %llu original bytes, archive file %lld bytes (ratio %.2f)", archive, files.count, infos.count, original, Int64(st.st_size), Double(original) / Double(max(1, st.st_size))))
+        for v in vols {
+            print(String(format: "  volume %@  %@ %@  %.3f bpp  ratio %.2f  preset %@  model %@%@", "\(v["id"]!)", v["shape"] as! String, v["dtype"] as! String,
+                         v["bpp"] as! Double, v["ratio"] as! Double, v["preset"] as! String, String((v["model"] as! String).prefix(16)), (v["adapted"] as! Bool) ? " (adapted)" : ""))
+        }
+    }
+}

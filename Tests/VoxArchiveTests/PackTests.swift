@@ -90,6 +90,35 @@ final class PackTests: XCTestCase {
         }
     }
 
+    func testVerifyFindsADamagedSlab() throws {
+        let cache = ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs")
+        guard FileManager.default.fileExists(atPath: cache + "/series/implicit") else { throw XCTSkip("test series missing") }
+        let src = dir.appendingPathComponent("series")
+        try FileManager.default.copyItem(atPath: cache + "/series/implicit", toPath: src.path)
+        let path = dir.appendingPathComponent("v.voxfs").path
+        do {
+            let a = try Archive(path: path, create: true)
+            _ = try Packer(preset: try Preset.named("classical")).pack([src.path], into: a, archivePath: path)
+            XCTAssertTrue(try a.verify(quick: false).problems.isEmpty)
+        }
+        // flip bytes inside slab 0's record in the file itself
+        let rec = try Archive(path: path, create: false).slabRecord(volume: 1, index: 0)!
+        var file = try FileIO.read(path)
+        let needle = Array(rec[100..<164])
+        guard let at = (0..<(file.count - needle.count)).first(where: { Array(file[$0..<($0 + needle.count)]) == needle }) else {
+            return XCTFail("slab bytes not found in the archive file")
+        }
+        for k in 0..<16 { file[at + k] ^= 0xA5 }
+        try FileIO.writeAtomically(path, file)
+        let r = try Archive(path: path, create: false).verify(quick: false)
+        XCTAssertFalse(r.problems.isEmpty)
+        XCTAssertTrue(r.problems.contains { $0.message.contains("slab 0") }, "\(r.problems)")
+        // every file of that volume is reported, not silently rebuilt
+        XCTAssertEqual(r.problems.filter { $0.message.contains("volume 1 is damaged") }.count, 8)
+        // the quick check only looks at structure
+        XCTAssertTrue(try Archive(path: path, create: false).verify(quick: true).problems.isEmpty)
+    }
+
     func testForeignFileIsAClearError() throws {
         let junk = dir.appendingPathComponent("junk.voxfs").path
         try FileIO.writeAtomically(junk, [UInt8](repeating: 0x42, count: 10000))
