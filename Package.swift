@@ -17,6 +17,7 @@ let package = Package(
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .systemLibrary(name: "CLMDB", providers: [.apt(["liblmdb-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
 
         // Integer hot paths: checksums, fixed-point LSTM kernels, slab coder.
         .target(name: "CVoxKernels", cSettings: [.define("_GNU_SOURCE")]),
@@ -24,7 +25,7 @@ let package = Package(
         .target(name: "VoxCore", dependencies: ["CVoxKernels"]),
         .target(name: "VoxCodec", dependencies: ["VoxCore", "CVoxKernels"]),
         .target(name: "VoxFormats", dependencies: ["VoxCore"]),
-        .target(name: "VoxArchive", dependencies: ["VoxCore", "VoxCodec", "VoxFormats", "CLMDB"]),
+        .target(name: "VoxArchive", dependencies: ["VoxCore", "VoxCodec", "VoxFormats", "CLMDB", "CZstd"]),
         .target(name: "VoxTrain", dependencies: ["VoxCore", "VoxCodec", "COpenBLAS"]),
         .executableTarget(name: "voxfs", dependencies: [
             "VoxCore", "VoxCodec", "VoxTrain", "VoxFormats", "VoxArchive",

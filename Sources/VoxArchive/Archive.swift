@@ -1,4 +1,5 @@
 import CLMDB
+import CZstd
 import Foundation
 import VoxCodec
 import VoxCore
@@ -111,10 +112,34 @@ public final class Archive: @unchecked Sendable {
         let h = Checksum.sha256(bytes)
         var entry = e
         entry.content = .blob(sha256: h)
+        let exists = try env.read { t in try t.get(blobs, h) != nil }
+        let stored = exists ? [] : Archive.packBlob(bytes)
         try env.write { t in
-            if try t.get(blobs, h) == nil { try t.put(blobs, h, bytes) }
+            if try t.get(blobs, h) == nil { try t.put(blobs, h, stored.isEmpty ? Archive.packBlob(bytes) : stored) }
             try t.put(tree, Array(e.path.utf8), entry.encoded())
         }
+    }
+
+    /// Blob record: u8 method (0 stored, 1 zstd level 19) then the data.
+    static func packBlob(_ b: [UInt8]) -> [UInt8] {
+        if b.count >= 64 {
+            let cap = ZSTD_compressBound(b.count)
+            var out = [UInt8](repeating: 0, count: cap + 1)
+            out[0] = 1
+            let n = out.withUnsafeMutableBytes { o in b.withUnsafeBytes { i in ZSTD_compress(o.baseAddress! + 1, cap, i.baseAddress, i.count, 19) } }
+            if ZSTD_isError(n) == 0 && n + 1 < b.count { return Array(out.prefix(n + 1)) }
+        }
+        return [0] + b
+    }
+
+    static func unpackBlob(_ r: [UInt8], size: UInt64, path: String) throws -> [UInt8] {
+        guard let m = r.first else { throw VoxError(.corrupt, "\(path): empty blob record") }
+        if m == 0 { return Array(r.dropFirst()) }
+        guard m == 1, size <= 1 << 40 else { throw VoxError(.corrupt, "\(path): unknown blob method") }
+        var out = [UInt8](repeating: 0, count: Int(size))
+        let n = out.withUnsafeMutableBytes { o in r.withUnsafeBytes { i in ZSTD_decompress(o.baseAddress, o.count, i.baseAddress! + 1, i.count - 1) } }
+        guard ZSTD_isError(n) == 0, n == Int(size) else { throw VoxError(.corrupt, "\(path): stored content damaged (zstd)") }
+        return out
     }
 
     static func slabKey(_ id: UInt64, _ i: Int) -> [UInt8] {
@@ -185,7 +210,8 @@ public final class Archive: @unchecked Sendable {
         switch e.content {
         case .none: return []
         case .blob(let h):
-            guard let b = try env.read({ t in try t.get(blobs, h) }) else { throw VoxError(.corrupt, "\(e.path): blob missing") }
+            guard let r = try env.read({ t in try t.get(blobs, h) }) else { throw VoxError(.corrupt, "\(e.path): blob missing") }
+            let b = try Archive.unpackBlob(r, size: e.size, path: e.path)
             guard Checksum.sha256(b) == h else { throw VoxError(.corrupt, "\(e.path): blob is damaged") }
             return b
         case .volume(let id, let k):
@@ -265,10 +291,14 @@ public final class Archive: @unchecked Sendable {
             switch e.content {
             case .none: problems.append(Problem(path: e.path, message: "file without content"))
             case .blob(let h):
-                let b = try env.read { t in try t.get(blobs, h) }
-                if b == nil { problems.append(Problem(path: e.path, message: "stored content missing")) }
-                else if !quick && Checksum.sha256(b!) != h { problems.append(Problem(path: e.path, message: "stored content damaged (SHA-256 mismatch)")) }
-                else if UInt64(b!.count) != e.size { problems.append(Problem(path: e.path, message: "stored size differs")) }
+                let rec = try env.read { t in try t.get(blobs, h) }
+                if rec == nil { problems.append(Problem(path: e.path, message: "stored content missing")) }
+                else if !quick {
+                    do {
+                        let b = try Archive.unpackBlob(rec!, size: e.size, path: e.path)
+                        if Checksum.sha256(b) != h { problems.append(Problem(path: e.path, message: "stored content damaged (SHA-256 mismatch)")) }
+                    } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
+                }
             case .volume(let id, let k):
                 if quick {
                     do { _ = try part(volume: id, part: k) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
