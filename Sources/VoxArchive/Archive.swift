@@ -267,27 +267,11 @@ public final class Archive: @unchecked Sendable {
     /// and hashes every blob.
     public func verify(quick: Bool) throws -> (files: Int, volumes: Int, problems: [Problem]) {
         var problems: [Problem] = []
-        var files = 0
         let infos: [VolumeInfo]
         do { infos = try volumeInfos() } catch let e as VoxError { return (0, 0, [Problem(path: "volumes", message: e.message)]) }
-        var decodedOK: [UInt64: Bool] = [:]
-        for v in infos {
-            do {
-                let d = try decoder(volume: v.id)
-                if !quick {
-                    var ok = true
-                    for i in 0..<d.slabCount {
-                        do { _ = try d.decodeSlab(i) } catch let e as VoxError { problems.append(Problem(path: "volume \(v.id)", message: e.message)); ok = false }
-                    }
-                    decodedOK[v.id] = ok
-                }
-            } catch let e as VoxError {
-                problems.append(Problem(path: "volume \(v.id)", message: e.message)); decodedOK[v.id] = false
-            }
-        }
-        var cache: [UInt64: [UInt8]] = [:]
-        for e in try entries() where e.kind == .file {
-            files += 1
+        let fileEntries = try entries().filter { $0.kind == .file }
+        var byVolume: [UInt64: [Entry]] = [:]
+        for e in fileEntries {
             switch e.content {
             case .none: problems.append(Problem(path: e.path, message: "file without content"))
             case .blob(let h):
@@ -299,16 +283,46 @@ public final class Archive: @unchecked Sendable {
                         if Checksum.sha256(b) != h { problems.append(Problem(path: e.path, message: "stored content damaged (SHA-256 mismatch)")) }
                     } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
                 }
-            case .volume(let id, let k):
-                if quick {
-                    do { _ = try part(volume: id, part: k) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
-                } else if decodedOK[id] == false {
-                    problems.append(Problem(path: e.path, message: "its volume \(id) is damaged"))
-                } else {
-                    do { _ = try contents(e, decoded: &cache) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
-                }
+            case .volume(let id, _): byVolume[id, default: []].append(e)
             }
         }
-        return (files, infos.count, problems)
+        let known = Set(infos.map(\.id))
+        for (id, es) in byVolume where !known.contains(id) {
+            for e in es { problems.append(Problem(path: e.path, message: "its volume \(id) is missing")) }
+        }
+        for v in infos {
+            let es = byVolume[v.id] ?? []
+            do {
+                let d = try decoder(volume: v.id)
+                if quick {
+                    for e in es {
+                        if case .volume(_, let k) = e.content {
+                            do { _ = try part(volume: v.id, part: k) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
+                        }
+                    }
+                    continue
+                }
+                // decode every slab once; rebuild every file of the volume from the result
+                let h = d.header
+                let slabBytes = h.slabThickness * h.shape.sliceVoxels * h.dtype.bytesPerVoxel
+                var vol = [UInt8](repeating: 0, count: h.shape.voxels * h.dtype.bytesPerVoxel)
+                var ok = true
+                for i in 0..<d.slabCount {
+                    do {
+                        let b = try d.decodeSlab(i)
+                        vol.replaceSubrange((i * slabBytes)..<(i * slabBytes + b.count), with: b)
+                    } catch let e as VoxError { problems.append(Problem(path: "volume \(v.id)", message: e.message)); ok = false }
+                }
+                var cache: [UInt64: [UInt8]] = [v.id: vol]
+                for e in es {
+                    if !ok { problems.append(Problem(path: e.path, message: "its volume \(v.id) is damaged")); continue }
+                    do { _ = try contents(e, decoded: &cache) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
+                }
+            } catch let e as VoxError {
+                problems.append(Problem(path: "volume \(v.id)", message: e.message))
+                for f in es { problems.append(Problem(path: f.path, message: "its volume \(v.id) is damaged")) }
+            }
+        }
+        return (fileEntries.count, infos.count, problems)
     }
 }

@@ -136,7 +136,17 @@ public struct Packer {
         var cache: [UInt64: [UInt8]] = [:]
         let all = try archive.entries()
         var n = 0
-        for e in all {
+        // folders first, then files grouped by volume (each volume is decoded once), then links
+        func rank(_ e: Archive.Entry) -> (Int, UInt64, UInt32, String) {
+            switch (e.kind, e.content) {
+            case (.directory, _): return (0, 0, 0, e.path)
+            case (.file, .volume(let id, let k)): return (1, id, k, e.path)
+            case (.file, _): return (1, 0, 0, e.path)
+            case (.symlink, _): return (2, 0, 0, e.path)
+            }
+        }
+        let ordered = all.sorted { rank($0) < rank($1) }
+        for e in ordered {
             guard !e.path.contains("/../"), !e.path.hasPrefix("../"), !e.path.hasPrefix("/") else { throw VoxError(.corrupt, "unsafe path \(e.path) in archive") }
             let p = dest + "/" + e.path
             switch e.kind {

@@ -10,6 +10,7 @@ struct Pack: ParsableCommand {
     @Argument(help: "Sources, then the archive (NAME.voxfs).") var paths: [String]
     @Option(help: "Preset for the volumes.") var preset: String = Preset.defaultName
     @Option(help: "Worker threads.") var jobs: Int?
+    @Option(help: "Epochs of adapting the model to each volume of 1M+ voxels (0: off).") var adapt: Int = Adapter.autoEpochs
     @Flag(name: .shortAndLong, help: "Less output.") var quiet = false
 
     func run() throws {
@@ -17,9 +18,10 @@ struct Pack: ParsableCommand {
         let archivePath = paths.last!, sources = Array(paths.dropLast())
         for s in sources where !FileManager.default.fileExists(atPath: s) { throw VoxError(.io, "\(s): no such file or folder") }
         let pr = try Preset.named(preset)
-        var packer = Packer(preset: pr, threads: jobs ?? ProcessInfo.processInfo.activeProcessorCount) { vol, base in
-            try Adapter.adapt(base, to: vol, epochs: Adapter.autoEpochs)
-        }
+        guard (0...1000).contains(adapt) else { throw VoxError(.invalidArgument, "--adapt must be 0 to 1000") }
+        let epochs = adapt
+        var packer = Packer(preset: pr, threads: jobs ?? ProcessInfo.processInfo.activeProcessorCount,
+                            adapt: epochs == 0 ? nil : { vol, base in try Adapter.adapt(base, to: vol, epochs: epochs) })
         if !quiet { packer.progress = { print($0) } }
         let t0 = Date()
         let archive = try Archive(path: archivePath, create: true)

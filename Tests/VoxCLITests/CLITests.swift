@@ -162,6 +162,44 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(lines[2].contains("opaque"), lines[2])
     }
 
+    /// Kill `pack` with SIGKILL at several points: what was committed verifies, and a second
+    /// pack completes the archive, which then unpacks byte-identically.
+    func testPackSurvivesSIGKILL() throws {
+        let cache = ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs")
+        guard FileManager.default.fileExists(atPath: cache + "/series/signed") else { throw XCTSkip("test series missing") }
+        let src = path("src")
+        try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
+        for n in ["signed", "unsigned", "implicit", "gap"] { try FileManager.default.copyItem(atPath: cache + "/series/" + n, toPath: src + "/" + n) }
+        for i in 0..<20 { try FileIO.writeAtomically(src + "/note\(i).txt", Array("note \(i)\n".utf8)) }
+        let archive = path("k.voxfs")
+        for delay in [0.4, 1.2, 2.4] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: CLITests.binary)
+            p.arguments = ["pack", src, archive, "-q", "--preset", "parallel", "--adapt", "0"]
+            p.standardOutput = FileHandle.nullDevice; p.standardError = FileHandle.nullDevice
+            try p.run()
+            Thread.sleep(forTimeInterval: delay)
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            if FileManager.default.fileExists(atPath: archive) {
+                let v = try voxfs(["verify", archive])
+                XCTAssertEqual(v.status, 0, "after SIGKILL at \(delay) s: \(v.out) \(v.err)")
+            }
+        }
+        var r = try voxfs(["pack", src, archive, "--preset", "parallel", "--adapt", "0"])
+        XCTAssertEqual(r.status, 0, r.err)
+        r = try voxfs(["verify", archive])
+        XCTAssertEqual(r.status, 0, r.out)
+        r = try voxfs(["unpack", archive, path("restored")])
+        XCTAssertEqual(r.status, 0, r.err)
+        for sub in ["signed", "unsigned", "implicit", "gap"] {
+            for n in try FileManager.default.contentsOfDirectory(atPath: src + "/" + sub) {
+                XCTAssertEqual(try FileIO.read(path("restored/src/\(sub)/\(n)")), try FileIO.read(src + "/\(sub)/\(n)"), "\(sub)/\(n)")
+            }
+        }
+        for i in 0..<20 { XCTAssertEqual(try FileIO.read(path("restored/src/note\(i).txt")), Array("note \(i)\n".utf8)) }
+    }
+
     func testHelpListsSubcommands() throws {
         let r = try voxfs(["--help"])
         XCTAssertEqual(r.status, 0)
