@@ -205,8 +205,15 @@ public final class Archive: @unchecked Sendable {
         }
     }
 
-    /// The original bytes of a file entry.
-    public func contents(_ e: Entry, decoded cache: inout [UInt64: [UInt8]]) throws -> [UInt8] {
+    /// A decoded volume with the stream header that describes it.
+    public struct DecodedVolume: Sendable {
+        public var header: StreamHeader
+        public var voxels: [UInt8]
+    }
+
+    /// The original bytes of a file entry. `cache` keeps the last decoded volume, so that the
+    /// files of one volume (visited together) reassemble and decode its stream once.
+    public func contents(_ e: Entry, decoded cache: inout [UInt64: DecodedVolume]) throws -> [UInt8] {
         switch e.content {
         case .none: return []
         case .blob(let h):
@@ -215,14 +222,16 @@ public final class Archive: @unchecked Sendable {
             guard Checksum.sha256(b) == h else { throw VoxError(.corrupt, "\(e.path): blob is damaged") }
             return b
         case .volume(let id, let k):
-            let d = try decoder(volume: id)
-            if cache[id] == nil { cache = [id: try d.decodeVolume()] }
+            if cache[id] == nil {
+                let d = try decoder(volume: id)
+                cache = [id: DecodedVolume(header: d.header, voxels: try d.decodeVolume())]
+            }
             let vol = cache[id]!
             let p = try part(volume: id, part: k)
-            let sliceBytes = d.header.shape.sliceVoxels * d.header.dtype.bytesPerVoxel
+            let sliceBytes = vol.header.shape.sliceVoxels * vol.header.dtype.bytesPerVoxel
             let range = (p.firstSlice * sliceBytes)..<((p.firstSlice + p.slices) * sliceBytes)
-            guard range.upperBound <= vol.count else { throw VoxError(.corrupt, "\(e.path): file part outside its volume") }
-            let out = p.rebuild(voxels: vol[range], dtype: d.header.dtype)
+            guard range.upperBound <= vol.voxels.count else { throw VoxError(.corrupt, "\(e.path): file part outside its volume") }
+            let out = p.rebuild(voxels: vol.voxels[range], dtype: vol.header.dtype)
             guard UInt64(out.count) == e.size else { throw VoxError(.corrupt, "\(e.path): rebuilt size differs from the recorded size") }
             return out
         }
@@ -313,7 +322,7 @@ public final class Archive: @unchecked Sendable {
                         vol.replaceSubrange((i * slabBytes)..<(i * slabBytes + b.count), with: b)
                     } catch let e as VoxError { problems.append(Problem(path: "volume \(v.id)", message: e.message)); ok = false }
                 }
-                var cache: [UInt64: [UInt8]] = [v.id: vol]
+                var cache: [UInt64: DecodedVolume] = [v.id: DecodedVolume(header: h, voxels: vol)]
                 for e in es {
                     if !ok { problems.append(Problem(path: e.path, message: "its volume \(v.id) is damaged")); continue }
                     do { _ = try contents(e, decoded: &cache) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }

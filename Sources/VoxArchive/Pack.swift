@@ -133,7 +133,7 @@ public struct Packer {
     /// Restores the whole archive under `dest` (created when missing).
     public static func unpack(_ archive: Archive, to dest: String) throws -> Int {
         try FileManager.default.createDirectory(atPath: dest, withIntermediateDirectories: true)
-        var cache: [UInt64: [UInt8]] = [:]
+        var cache: [UInt64: Archive.DecodedVolume] = [:]
         let all = try archive.entries()
         var n = 0
         // folders first, then files grouped by volume (each volume is decoded once), then links
