@@ -76,6 +76,6 @@ public enum Detached {
 
     /// The data file of a pair as a volume.
     public static func source(_ p: Pair, dataBytes: [UInt8]) -> (VolumeSource?, String?) {
-        TextHeaderFormats.finish(path: p.dataPath, bytes: dataBytes, shape: p.shape, dt: p.dtype, offset: p.offset, big: p.bigEndian)
+        VolumeSource.singleFile(path: p.dataPath, bytes: dataBytes, offset: p.offset, shape: p.shape, dtype: p.dtype, bigEndian: p.bigEndian)
     }
 }

@@ -84,13 +84,10 @@ public enum DicomSeries {
         vox.reserveCapacity(n * run.count)
         var parts: [VolumeFilePart] = []
         for (z, s) in run.enumerated() {
-            let pv = s.file.pixelValue!
-            let big = s.file.syntax == .explicitBig
-            var px = Array(s.bytes[pv.lowerBound..<(pv.lowerBound + n)])
-            if big && dt.bytesPerVoxel == 2 { var i = 0; while i < px.count { px.swapAt(i, i + 1); i += 2 } }
+            let (part, px) = VolumeFilePart.split(path: s.path, bytes: s.bytes, offset: s.file.pixelValue!.lowerBound, count: n, dtype: dt,
+                                                  bigEndian: s.file.syntax == .explicitBig, firstSlice: z, slices: 1)
             vox += px
-            parts.append(VolumeFilePart(path: s.path, header: Array(s.bytes[0..<pv.lowerBound]),
-                                        trailer: Array(s.bytes[(pv.lowerBound + n)...]), firstSlice: z, slices: 1, bigEndian: big))
+            parts.append(part)
         }
         return VolumeSource(shape: Shape(c, r, run.count), dtype: dt, parts: parts, voxels: vox)
     }

@@ -42,6 +42,35 @@ public struct VolumeSource: Sendable {
     public var voxels: [UInt8]
 }
 
+extension VolumeFilePart {
+    /// Splits a file whose voxels are the `count` bytes at `offset` into its part (the bytes
+    /// around the voxels) and its voxels, little-endian (swapped when the file is big-endian).
+    static func split(path: String, bytes: [UInt8], offset: Int, count n: Int, dtype: DType, bigEndian: Bool,
+                      firstSlice: Int, slices: Int) -> (VolumeFilePart, [UInt8]) {
+        var vox = Array(bytes[offset..<(offset + n)])
+        if bigEndian && dtype.bytesPerVoxel == 2 {
+            var i = 0
+            while i < vox.count { vox.swapAt(i, i + 1); i += 2 }
+        }
+        let part = VolumeFilePart(path: path, header: Array(bytes[0..<offset]), trailer: Array(bytes[(offset + n)...]),
+                                  firstSlice: firstSlice, slices: slices, bigEndian: bigEndian)
+        return (part, vox)
+    }
+}
+
+extension VolumeSource {
+    /// A file holding one volume as a voxel block at `offset` (DICOM, NIfTI, MetaImage, NRRD,
+    /// header/data pairs): nil with the reason when the block does not fit in the file.
+    static func singleFile(path: String, bytes: [UInt8], offset: Int, shape: Shape, dtype: DType, bigEndian: Bool) -> (VolumeSource?, String?) {
+        guard shape.isValid else { return (nil, "bad dimensions") }
+        let n = shape.voxels * dtype.bytesPerVoxel
+        guard offset >= 0, offset <= bytes.count, n <= bytes.count - offset else { return (nil, "voxel block runs past the end of the file") }
+        let (part, vox) = VolumeFilePart.split(path: path, bytes: bytes, offset: offset, count: n, dtype: dtype, bigEndian: bigEndian,
+                                               firstSlice: 0, slices: shape.z)
+        return (VolumeSource(shape: shape, dtype: dtype, parts: [part], voxels: vox), nil)
+    }
+}
+
 public enum DicomVolume {
     /// A single DICOM file (single- or multi-frame) with native monochrome pixels as a volume
     /// of columns x rows x frames; nil with the reason when it must stay opaque.
@@ -50,16 +79,7 @@ public enum DicomVolume {
         do { f = try DicomFile.parse(bytes) } catch let e as VoxError { return (nil, e.message) } catch { return (nil, "\(error)") }
         if let why = f.opaqueReason { return (nil, why) }
         guard let dt = f.dtype, let pv = f.pixelValue, let r = f.rows, let c = f.columns else { return (nil, "no pixel data") }
-        let frames = f.numberOfFrames ?? 1
-        let n = r * c * frames * dt.bytesPerVoxel
-        let big = f.syntax == .explicitBig
-        var vox = Array(bytes[pv.lowerBound..<(pv.lowerBound + n)])
-        if big && dt.bytesPerVoxel == 2 {
-            var i = 0
-            while i < vox.count { vox.swapAt(i, i + 1); i += 2 }
-        }
-        let part = VolumeFilePart(path: path, header: Array(bytes[0..<pv.lowerBound]), trailer: Array(bytes[(pv.lowerBound + n)...]),
-                                  firstSlice: 0, slices: frames, bigEndian: big)
-        return (VolumeSource(shape: Shape(c, r, frames), dtype: dt, parts: [part], voxels: vox), nil)
+        return VolumeSource.singleFile(path: path, bytes: bytes, offset: pv.lowerBound, shape: Shape(c, r, f.numberOfFrames ?? 1),
+                                       dtype: dt, bigEndian: f.syntax == .explicitBig)
     }
 }

@@ -58,16 +58,7 @@ public enum Nifti {
         var z: Int64 = 1
         for k in 2..<7 { z = z.multipliedReportingOverflow(by: extent[k]).partialValue }
         let shape = Shape(Int(extent[0]), Int(extent[1]), Int(min(z, Int64(Int32.max))))
-        guard shape.isValid else { return (nil, "volume too large") }
-        let n = shape.voxels * dt.bytesPerVoxel
-        guard voxOffset >= 0, voxOffset <= Int64(bytes.count), Int64(n) <= Int64(bytes.count) - voxOffset else {
-            return (nil, "voxel block runs past the end of the file")
-        }
-        let off = Int(voxOffset)
-        var vox = Array(bytes[off..<(off + n)])
-        if big && dt.bytesPerVoxel == 2 { var i = 0; while i < vox.count { vox.swapAt(i, i + 1); i += 2 } }
-        let part = VolumeFilePart(path: path, header: Array(bytes[0..<off]), trailer: Array(bytes[(off + n)...]),
-                                  firstSlice: 0, slices: shape.z, bigEndian: big)
-        return (VolumeSource(shape: shape, dtype: dt, parts: [part], voxels: vox), nil)
+        guard voxOffset >= 0, voxOffset <= Int64(bytes.count) else { return (nil, "voxel block runs past the end of the file") }
+        return VolumeSource.singleFile(path: path, bytes: bytes, offset: Int(voxOffset), shape: shape, dtype: dt, bigEndian: big)
     }
 }

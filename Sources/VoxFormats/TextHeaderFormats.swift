@@ -36,17 +36,6 @@ public enum TextHeaderFormats {
         return out
     }
 
-    static func finish(path: String, bytes: [UInt8], shape: Shape, dt: DType, offset: Int, big: Bool) -> (VolumeSource?, String?) {
-        guard shape.isValid else { return (nil, "bad dimensions") }
-        let n = shape.voxels * dt.bytesPerVoxel
-        guard offset >= 0, offset <= bytes.count, n <= bytes.count - offset else { return (nil, "voxel block runs past the end of the file") }
-        var vox = Array(bytes[offset..<(offset + n)])
-        if big && dt.bytesPerVoxel == 2 { var i = 0; while i < vox.count { vox.swapAt(i, i + 1); i += 2 } }
-        let part = VolumeFilePart(path: path, header: Array(bytes[0..<offset]), trailer: Array(bytes[(offset + n)...]),
-                                  firstSlice: 0, slices: shape.z, bigEndian: big)
-        return (VolumeSource(shape: shape, dtype: dt, parts: [part], voxels: vox), nil)
-    }
-
     static func shape(_ dims: [Int]) -> Shape? {
         guard (1...4).contains(dims.count), dims.allSatisfy({ $0 >= 1 && $0 <= 1 << 20 }) else { return nil }
         let d = dims + Array(repeating: 1, count: 4 - dims.count)
@@ -72,7 +61,7 @@ public enum TextHeaderFormats {
         let big = ["true", "1"].contains((fields["BinaryDataByteOrderMSB"] ?? fields["ByteOrderMSB"] ?? "False").lowercased())
         var offset = start
         if let hs = fields["HeaderSize"], let h = Int(hs), h != 0 { offset = h == -1 ? bytes.count - s.voxels * dt.bytesPerVoxel : start + h }
-        return finish(path: path, bytes: bytes, shape: s, dt: dt, offset: offset, big: big)
+        return VolumeSource.singleFile(path: path, bytes: bytes, offset: offset, shape: s, dtype: dt, bigEndian: big)
     }
 
     public static func nrrd(path: String, bytes: [UInt8]) -> (VolumeSource?, String?) {
@@ -97,6 +86,6 @@ public enum TextHeaderFormats {
         let big = (fields["endian"] ?? "little").lowercased() == "big"
         let skip = Int(fields["byte skip"] ?? fields["byteskip"] ?? "0") ?? 0
         let offset = skip == -1 ? bytes.count - s.voxels * dt.bytesPerVoxel : start + max(0, skip)
-        return finish(path: path, bytes: bytes, shape: s, dt: dt, offset: offset, big: big)
+        return VolumeSource.singleFile(path: path, bytes: bytes, offset: offset, shape: s, dtype: dt, bigEndian: big)
     }
 }
