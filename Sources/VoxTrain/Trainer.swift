@@ -60,31 +60,29 @@ public final class Trainer {
         BLAS.setThreads(1) // small matrices: threads cost more than they give, and 1 thread is deterministic
     }
 
-    /// Float predictions for samples (normalised units).
-    public func predict(_ set: SampleSet, range: Range<Int>) -> [Float] {
-        var out: [Float] = []
+    /// Runs the float model over samples in batches; `collect` takes each batch's outputs.
+    private func forwardBatches(_ set: SampleSet, range: Range<Int>, _ collect: (Int) -> Void) {
         let TI = set.steps * set.stepInputs
         var s = range.lowerBound
         while s < range.upperBound {
             let n = min(config.batch, range.upperBound - s)
             set.x.withUnsafeBufferPointer { work.forward(params, x: $0.baseAddress! + s * TI, n: n) }
-            out += work.y.prefix(n)
+            collect(n)
             s += n
         }
+    }
+
+    /// Float predictions for samples (normalised units).
+    public func predict(_ set: SampleSet, range: Range<Int>) -> [Float] {
+        var out: [Float] = []
+        forwardBatches(set, range: range) { n in out += work.y.prefix(n) }
         return out
     }
 
     /// Final hidden states h_T ([n][H], float) for samples (the output layer's features).
     public func hiddenStates(_ set: SampleSet, range: Range<Int>) -> [Float] {
         var out: [Float] = []
-        let TI = set.steps * set.stepInputs
-        var s = range.lowerBound
-        while s < range.upperBound {
-            let n = min(config.batch, range.upperBound - s)
-            set.x.withUnsafeBufferPointer { work.forward(params, x: $0.baseAddress! + s * TI, n: n) }
-            out += work.hT.prefix(n * config.hidden)
-            s += n
-        }
+        forwardBatches(set, range: range) { n in out += work.hT.prefix(n * config.hidden) }
         return out
     }
 
