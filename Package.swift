@@ -32,11 +32,14 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // shared by the test targets: where the real data is, skip-or-fail when it is missing
+        .target(name: "VoxTestSupport", path: "Sources/VoxTestSupport"),
+
         .testTarget(name: "VoxCoreTests", dependencies: ["VoxCore"]),
-        .testTarget(name: "VoxCodecTests", dependencies: ["VoxCodec", "VoxCore", "CVoxKernels"]),
-        .testTarget(name: "VoxArchiveTests", dependencies: ["VoxArchive", "VoxCore", "VoxCodec", "VoxFormats"]),
-        .testTarget(name: "VoxFormatsTests", dependencies: ["VoxFormats", "VoxCore"]),
-        .testTarget(name: "VoxTrainTests", dependencies: ["VoxTrain", "VoxCodec", "VoxCore"]),
-        .testTarget(name: "VoxCLITests", dependencies: ["VoxCore", "voxfs"]),
+        .testTarget(name: "VoxCodecTests", dependencies: ["VoxTestSupport", "VoxCodec", "VoxCore", "CVoxKernels"]),
+        .testTarget(name: "VoxArchiveTests", dependencies: ["VoxTestSupport", "VoxArchive", "VoxCore", "VoxCodec", "VoxFormats"]),
+        .testTarget(name: "VoxFormatsTests", dependencies: ["VoxTestSupport", "VoxFormats", "VoxCore"]),
+        .testTarget(name: "VoxTrainTests", dependencies: ["VoxTestSupport", "VoxTrain", "VoxCodec", "VoxCore"]),
+        .testTarget(name: "VoxCLITests", dependencies: ["VoxTestSupport", "VoxCore", "voxfs"]),
     ]
 )

@@ -4,6 +4,7 @@ import VoxArchive
 import VoxCodec
 import VoxCore
 import VoxFormats
+import VoxTestSupport
 
 /// pack then unpack a tree of real data: DICOM series (shuffled, with a gap; real CT pixels,
 /// headers written by scripts/make_test_series.py), real DICOM test files, a raw volume with
@@ -17,11 +18,8 @@ final class PackTests: XCTestCase {
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
 
     func makeTree() throws -> URL {
-        let cache = ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs")
-        guard FileManager.default.fileExists(atPath: cache + "/series/gap") else {
-            if ProcessInfo.processInfo.environment["VOXFS_REQUIRE_DATA"] == "1" { XCTFail("test series missing") }
-            throw XCTSkip("test series missing; run scripts/fetch_data.sh")
-        }
+        let cache = RealData.cache
+        for p in ["series/gap", "dicom/pydicom", "dicom/pydicom-data/emri_small.dcm", "volumes/mr_brain1.raw"] { _ = try RealData.require(p) }
         let src = dir.appendingPathComponent("study")
         let fm = FileManager.default
         try fm.createDirectory(at: src.appendingPathComponent("ct/gap"), withIntermediateDirectories: true)
@@ -91,8 +89,8 @@ final class PackTests: XCTestCase {
     }
 
     func testVerifyFindsADamagedSlab() throws {
-        let cache = ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs")
-        guard FileManager.default.fileExists(atPath: cache + "/series/implicit") else { throw XCTSkip("test series missing") }
+        let cache = RealData.cache
+        _ = try RealData.require("series/implicit")
         let src = dir.appendingPathComponent("series")
         try FileManager.default.copyItem(atPath: cache + "/series/implicit", toPath: src.path)
         let path = dir.appendingPathComponent("v.voxfs").path

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import VoxCore
+import VoxTestSupport
 
 /// Runs the real `voxfs` binary, as a user would.
 final class CLITests: XCTestCase {
@@ -38,12 +39,7 @@ final class CLITests: XCTestCase {
 
     /// A real CT crop written as raw + sidecar.
     func writeCrop() throws -> String {
-        let cache = ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs")
-        let src = cache + "/volumes/ct_lung1.raw"
-        guard FileManager.default.fileExists(atPath: src) else {
-            if ProcessInfo.processInfo.environment["VOXFS_REQUIRE_DATA"] == "1" { XCTFail("real test data missing: \(src)") }
-            throw XCTSkip("real test data missing: \(src)")
-        }
+        let src = try RealData.require("volumes/ct_lung1.raw")
         let all = try FileIO.read(src)
         // 96 x 80 x 10 crop around the mediastinum, slices 20..29
         var out = [UInt8]()
@@ -149,9 +145,7 @@ final class CLITests: XCTestCase {
     }
 
     func testProbeRecognisesFormats() throws {
-        let cache = ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs")
-        let ct = cache + "/dicom/pydicom/CT_small.dcm", jp = cache + "/dicom/pydicom/JPEG2000.dcm"
-        guard FileManager.default.fileExists(atPath: ct) else { throw XCTSkip("DICOM test files missing") }
+        let ct = try RealData.require("dicom/pydicom/CT_small.dcm"), jp = try RealData.require("dicom/pydicom/JPEG2000.dcm")
         try FileIO.writeAtomically(path("notes.txt"), Array("hello".utf8))
         let r = try voxfs(["probe", "--verify", ct, jp, path("notes.txt")])
         XCTAssertEqual(r.status, 0, r.err)
@@ -165,8 +159,8 @@ final class CLITests: XCTestCase {
     /// Kill `pack` with SIGKILL at several points: what was committed verifies, and a second
     /// pack completes the archive, which then unpacks byte-identically.
     func testPackSurvivesSIGKILL() throws {
-        let cache = ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs")
-        guard FileManager.default.fileExists(atPath: cache + "/series/signed") else { throw XCTSkip("test series missing") }
+        let cache = RealData.cache
+        for n in ["signed", "unsigned", "implicit", "gap"] { _ = try RealData.require("series/" + n) }
         let src = path("src")
         try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
         for n in ["signed", "unsigned", "implicit", "gap"] { try FileManager.default.copyItem(atPath: cache + "/series/" + n, toPath: src + "/" + n) }

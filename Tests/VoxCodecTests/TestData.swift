@@ -1,22 +1,13 @@
 import Foundation
 import XCTest
 import VoxCore
+import VoxTestSupport
 
 /// Real scans fetched by scripts/fetch_data.sh (pyradiomics 3.0.1 sdist: chest CT, brain MRI).
 enum TestData {
-    static var cache: String {
-        ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs")
-    }
-
     /// Loads a real volume; skips (or fails under `make test`) when the cache is missing.
     static func volume(_ name: String) throws -> (values: [Int32], shape: Shape, dtype: DType) {
-        let raw = cache + "/volumes/\(name).raw"
-        guard FileManager.default.fileExists(atPath: raw) else {
-            if ProcessInfo.processInfo.environment["VOXFS_REQUIRE_DATA"] == "1" {
-                XCTFail("real test data missing: \(raw); run scripts/fetch_data.sh")
-            }
-            throw XCTSkip("real test data missing (\(raw)); run scripts/fetch_data.sh")
-        }
+        let raw = try RealData.require("volumes/\(name).raw")
         guard let sc = try Sidecar.load(forRaw: raw) else { throw VoxError(.io, "no sidecar for \(raw)") }
         let (shape, dtype) = try sc.parsed()
         let bytes = try FileIO.read(raw)

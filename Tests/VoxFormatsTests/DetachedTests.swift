@@ -1,17 +1,13 @@
 import Foundation
 import XCTest
+import VoxTestSupport
 import VoxCore
 import VoxFormats
 
 /// Header/data pairs written by hand around real voxels (a crop of the lung CT).
 final class DetachedTests: XCTestCase {
     func testPairsRebuildExactly() throws {
-        let cache = ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs")
-        let p = cache + "/volumes/ct_lung1.raw"
-        guard FileManager.default.fileExists(atPath: p) else {
-            if ProcessInfo.processInfo.environment["VOXFS_REQUIRE_DATA"] == "1" { XCTFail("real test data missing: \(p)") }
-            throw XCTSkip("real test data missing: \(p)")
-        }
+        let p = try RealData.require("volumes/ct_lung1.raw")
         let all = try FileIO.read(p)
         let vox = Array(all[(20 * 512 * 512 * 2)..<(22 * 512 * 512 * 2)]) // two real slices
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pairs-\(UUID().uuidString)")

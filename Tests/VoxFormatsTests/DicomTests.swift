@@ -1,21 +1,16 @@
 import Foundation
 import XCTest
+import VoxTestSupport
 import VoxCore
 import VoxFormats
 
 /// Real DICOM files from pydicom's and pydicom-data's test sets (scripts/fetch_data.sh copies
 /// them into the cache with a MANIFEST.tsv of what pydicom itself reads from each).
 final class DicomTests: XCTestCase {
-    static var root: String {
-        (ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs")) + "/dicom"
-    }
+    static var root: String { RealData.cache + "/dicom" }
 
     func manifest() throws -> [[String: String]] {
-        let p = DicomTests.root + "/MANIFEST.tsv"
-        guard FileManager.default.fileExists(atPath: p) else {
-            if ProcessInfo.processInfo.environment["VOXFS_REQUIRE_DATA"] == "1" { XCTFail("real DICOM test files missing: \(p)") }
-            throw XCTSkip("real DICOM test files missing (\(p)); run scripts/fetch_data.sh")
-        }
+        let p = try RealData.require("dicom/MANIFEST.tsv")
         let lines = try String(contentsOfFile: p, encoding: .utf8).split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false).map(String.init) }
         let head = lines[0]
         return lines.dropFirst().map { row in Dictionary(uniqueKeysWithValues: zip(head, row + Array(repeating: "", count: max(0, head.count - row.count)))) }

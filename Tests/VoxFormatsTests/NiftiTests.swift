@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import VoxTestSupport
 import VoxCore
 import VoxFormats
 
@@ -7,12 +8,7 @@ import VoxFormats
 /// real voxels: a crop of the pyradiomics lung CT.
 final class NiftiTests: XCTestCase {
     func realCrop() throws -> (values: [Int16], shape: Shape) {
-        let cache = ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs")
-        let p = cache + "/volumes/ct_lung1.raw"
-        guard FileManager.default.fileExists(atPath: p) else {
-            if ProcessInfo.processInfo.environment["VOXFS_REQUIRE_DATA"] == "1" { XCTFail("real test data missing: \(p)") }
-            throw XCTSkip("real test data missing: \(p)")
-        }
+        let p = try RealData.require("volumes/ct_lung1.raw")
         let all = try FileIO.read(p)
         var v: [Int16] = []
         for z in 20..<26 { for y in 200..<240 { for x in 180..<236 {

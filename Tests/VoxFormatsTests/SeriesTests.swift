@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import VoxTestSupport
 import VoxCore
 import VoxFormats
 
@@ -7,14 +8,11 @@ import VoxFormats
 /// headers written by the script (shuffled file names, unsigned with a rescale intercept,
 /// signed, implicit VR, a missing slice).
 final class SeriesTests: XCTestCase {
-    static var cache: String { ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs") }
+    static var cache: String { RealData.cache }
 
     func files(_ name: String) throws -> [(path: String, bytes: [UInt8])] {
-        let dir = SeriesTests.cache + "/series/" + name
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else {
-            if ProcessInfo.processInfo.environment["VOXFS_REQUIRE_DATA"] == "1" { XCTFail("test series missing: \(dir)") }
-            throw XCTSkip("test series missing (\(dir)); run scripts/fetch_data.sh")
-        }
+        let dir = try RealData.require("series/" + name)
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir)
         return try names.filter { $0.hasSuffix(".dcm") }.sorted().map { (dir + "/" + $0, try FileIO.read(dir + "/" + $0)) }
     }
 

@@ -1,19 +1,14 @@
 import Foundation
 import XCTest
+import VoxTestSupport
 import VoxCore
 import VoxFormats
 
 /// MetaImage and NRRD files written by hand around real voxels (a crop of the lung CT), and
 /// the real gzip-encoded NRRDs of the pyradiomics sdist (opaque: not rebuildable by recompressing).
 final class TextHeaderTests: XCTestCase {
-    static var cache: String { ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs") }
-
     func crop(big: Bool) throws -> [UInt8] {
-        let p = TextHeaderTests.cache + "/volumes/ct_lung1.raw"
-        guard FileManager.default.fileExists(atPath: p) else {
-            if ProcessInfo.processInfo.environment["VOXFS_REQUIRE_DATA"] == "1" { XCTFail("real test data missing: \(p)") }
-            throw XCTSkip("real test data missing: \(p)")
-        }
+        let p = try RealData.require("volumes/ct_lung1.raw")
         let all = try FileIO.read(p)
         var out: [UInt8] = []
         for z in 22..<26 { for y in 210..<250 { let o = ((z * 512 + y) * 512 + 200) * 2
@@ -57,11 +52,9 @@ final class TextHeaderTests: XCTestCase {
             XCTAssertNotNil(why, name)
         }
         // the real pyradiomics NRRDs are gzip-encoded: recognised, kept opaque
-        let src = TextHeaderTests.cache + "/src/pyradiomics-3.0.1/data/lung1_image.nrrd"
-        if FileManager.default.fileExists(atPath: src) {
-            let (s, why) = TextHeaderFormats.nrrd(path: src, bytes: try FileIO.read(src))
-            XCTAssertNil(s)
-            XCTAssertTrue(why?.contains("gzip") ?? false, why ?? "")
-        }
+        let src = try RealData.require("src/pyradiomics-3.0.1/data/lung1_image.nrrd")
+        let (s, why) = TextHeaderFormats.nrrd(path: src, bytes: try FileIO.read(src))
+        XCTAssertNil(s)
+        XCTAssertTrue(why?.contains("gzip") ?? false, why ?? "")
     }
 }

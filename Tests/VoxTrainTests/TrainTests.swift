@@ -1,19 +1,13 @@
 import Foundation
 import XCTest
+import VoxTestSupport
 import VoxCodec
 import VoxCore
 import VoxTrain
 
 final class TrainTests: XCTestCase {
-    static var cache: String { ProcessInfo.processInfo.environment["VOXFS_CACHE"] ?? (NSHomeDirectory() + "/.cache/voxfs") }
-
     func realVolume(_ name: String) throws -> LoadedVolume {
-        let p = TrainTests.cache + "/volumes/\(name).raw"
-        guard FileManager.default.fileExists(atPath: p) else {
-            if ProcessInfo.processInfo.environment["VOXFS_REQUIRE_DATA"] == "1" { XCTFail("real test data missing: \(p)") }
-            throw XCTSkip("real test data missing: \(p)")
-        }
-        return try LoadedVolume.load(p)
+        return try LoadedVolume.load(try RealData.require("volumes/\(name).raw"))
     }
 
     /// A crop of a real volume (keeps the tests fast).
