@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := pkg-config fuse3 libfuse3-dev libopenblas-dev liblmdb-dev libzstd-dev \
                 xz-utils zstd python3 python3-venv python3-pip ca-certificates
 
-.PHONY: all deps build data test demo bench-codec compare fuzz model experiments clean help
+.PHONY: all deps build data test demo bench-codec bench-pack compare fuzz model experiments clean help
 
 all: build
 
@@ -18,6 +18,7 @@ help:
 	@echo "make demo         install what is missing, build, fetch a real CT scan, compress it and show the result"
 	@echo "make test         install what is missing, build, fetch the real test data, run every test"
 	@echo "make bench-codec  bpp and speed of every preset on the real volumes, beside xz -9 and zstd -19"
+	@echo "make bench-pack   pack/unpack throughput and ratio of the real data tree, beside tar | zstd -19 and tar | xz -9"
 	@echo "make compare      VoxFS against JPEG-LS, JPEG 2000, HTJ2K, JPEG XL, HEVC, FFV1, xz, zstd -> docs/benchmarks-compare.md"
 	@echo "make fuzz         long fuzz runs of the .vxz decoder and the format parsers (FUZZ_ITERATIONS=...)"
 	@echo "make model        retrain the shipped models (models/*.vxm) from the real volumes and embed them"
@@ -56,6 +57,9 @@ demo: build data
 
 bench-codec: build data
 	$(PYTHON) scripts/bench_codec.py --voxfs .build/release/voxfs --cache "$(CACHE)"
+
+bench-pack: build data
+	$(PYTHON) scripts/bench_pack.py --voxfs .build/release/voxfs --cache "$(CACHE)" --out .build/bench-pack.md
 
 compare: build data
 	scripts/compare_setup.sh

@@ -12,8 +12,49 @@ public final class Archive: @unchecked Sendable {
     public static let schemaVersion: UInt32 = 1
     let env: LMDBEnvironment
     let meta, tree, volumes, slabs, models, parts, blobs: MDB_dbi
+    public let path: String
+    private var lockFD: Int32 = -1
+
+    deinit { if lockFD >= 0 { close(lockFD) } }
+
+    /// Takes the archive's advisory lock (flock on the archive file) without waiting: `pack`
+    /// holds it exclusively, a mount holds it shared. LMDB alone would let two packs
+    /// interleave their transactions safely, but not sensibly, and a mount would not see
+    /// what a pack adds; so the second one is refused with a message that says why.
+    public func lock(exclusive: Bool) throws {
+        guard lockFD < 0 else { return }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw VoxError(.io, "\(path): \(String(cString: strerror(errno)))") }
+        if flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
+            let e = errno
+            close(fd)
+            if e == EWOULDBLOCK {
+                throw VoxError(.busy, exclusive
+                    ? "\(path) is in use by another voxfs process (a pack writing it, or a mount); try again when it has finished"
+                    : "\(path) is locked by a writer (a voxfs pack is running on it); mount it when the pack has finished")
+            }
+            throw VoxError(.io, "\(path): cannot lock: \(String(cString: strerror(e)))")
+        }
+        lockFD = fd
+    }
+
+    static func freeBytes(near path: String) -> UInt64 {
+        var st = statvfs()
+        guard statvfs(path, &st) == 0 else { return .max }
+        return UInt64(st.f_bavail) * UInt64(st.f_frsize)
+    }
+
+    /// A write transaction whose disk-full failure says so (the transaction is aborted and the
+    /// archive keeps everything committed before it).
+    func write<T>(_ body: (Transaction) throws -> T) throws -> T {
+        do { return try env.write(body) } catch let e as LMDBError where e.isDiskFull || ((e.code == EIO || e.code == EDQUOT) && Archive.freeBytes(near: path) < 4 << 20) {
+            // LMDB reports a short write on a full disk as EIO: the free space tells them apart
+            throw VoxError(.io, "\(path): disk full (no space left on device); the last file was not stored, everything packed before it is intact; free space and run pack again to resume")
+        }
+    }
 
     public init(path: String, create: Bool) throws {
+        self.path = path
         if !create && !FileManager.default.fileExists(atPath: path) { throw VoxError(.io, "\(path): no such archive") }
         do { env = try LMDBEnvironment(path: path, readOnly: !create) } catch let e as LMDBError {
             throw VoxError(e.code == MDB_INVALID ? .badFormat : .io, "\(path) is not a VoxFS archive (\(e.message))")
@@ -24,7 +65,7 @@ public final class Archive: @unchecked Sendable {
             blobs = try env.database("blobs")
         } catch let e as LMDBError { throw VoxError(.badFormat, "\(path) is not a VoxFS archive (\(e.message))") }
         if create {
-            try env.write { t in
+            try write { t in
                 if try t.get(meta, Array("schema".utf8)) == nil {
                     var w = ByteWriter(); w.u32(Archive.schemaVersion)
                     try t.put(meta, Array("schema".utf8), w.bytes)
@@ -104,19 +145,26 @@ public final class Archive: @unchecked Sendable {
     // MARK: writing (each call is one transaction)
 
     public func putEntry(_ e: Entry) throws {
-        try env.write { t in try t.put(tree, Array(e.path.utf8), e.encoded()) }
+        try write { t in try t.put(tree, Array(e.path.utf8), e.encoded()) }
     }
 
-    /// Stores an opaque file (content-addressed: identical files are stored once) and its entry.
-    public func putOpaque(_ e: Entry, bytes: [UInt8]) throws {
+    /// Stores an opaque file (content-addressed: identical files are stored once) and its
+    /// entry; returns the bytes this added to the archive (0 for a file already stored).
+    @discardableResult
+    public func putOpaque(_ e: Entry, bytes: [UInt8]) throws -> Int {
         let h = Checksum.sha256(bytes)
         var entry = e
         entry.content = .blob(sha256: h)
         let exists = try env.read { t in try t.get(blobs, h) != nil }
         let stored = exists ? [] : Archive.packBlob(bytes)
-        try env.write { t in
-            if try t.get(blobs, h) == nil { try t.put(blobs, h, stored.isEmpty ? Archive.packBlob(bytes) : stored) }
+        return try write { t in
+            var added = 0
+            if try t.get(blobs, h) == nil {
+                let rec = stored.isEmpty ? Archive.packBlob(bytes) : stored
+                try t.put(blobs, h, rec); added = rec.count
+            }
             try t.put(tree, Array(e.path.utf8), entry.encoded())
+            return added
         }
     }
 
@@ -153,7 +201,7 @@ public final class Archive: @unchecked Sendable {
     /// needs, each file's non-pixel bytes and the files' entries, in one transaction.
     public func putVolume(stream: [UInt8], model: LSTMModel?, files: [(Entry, VolumeFilePart)]) throws -> UInt64 {
         let h = try StreamHeader(parsing: stream, fileSize: stream.count)
-        return try env.write { t in
+        return try write { t in
             var id: UInt64 = 1
             if let n = try t.get(meta, Array("next-volume".utf8)) { var r = ByteReader(n); id = try r.u64() }
             var w = ByteWriter(); w.u64(id + 1)
@@ -178,19 +226,26 @@ public final class Archive: @unchecked Sendable {
 
     // MARK: reading
 
-    /// A decoder for a stored volume (its stream reassembled from the header and slab records).
+    /// The stored .vxz header of a volume.
+    public func volumeHeader(_ id: UInt64) throws -> StreamHeader {
+        guard let head = try env.read({ t in try t.get(volumes, Archive.idKey(id)) }) else { throw VoxError(.corrupt, "volume \(id) is missing") }
+        return try StreamHeader(parsing: head, name: "volume \(id)")
+    }
+
+    /// A decoder for a stored volume that reads each slab's record when it decodes that slab
+    /// (the volume is never reassembled in memory; a slab is read without touching others).
     public func decoder(volume id: UInt64) throws -> VXZ.Decoder {
-        try env.read { t in
-            guard let head = try t.get(volumes, Archive.idKey(id)) else { throw VoxError(.corrupt, "volume \(id) is missing") }
-            let h = try StreamHeader(parsing: head, name: "volume \(id)")
-            var stream = head
-            for i in 0..<h.slabs.count {
-                guard let s = try t.get(slabs, Archive.slabKey(id, i)) else { throw VoxError(.corrupt, "volume \(id): slab \(i) is missing") }
-                stream += s
+        let h = try volumeHeader(id)
+        var extra: [LSTMModel] = []
+        if h.usesLSTM, h.embeddedModel == nil, let mb = try env.read({ t in try t.get(models, h.modelHash) }) {
+            do { extra.append(try LSTMModel(bytes: mb, name: "volume \(id): its model")) } catch let e as VoxError { throw VoxError(.corrupt, e.message) }
+        }
+        let env = self.env, slabs = self.slabs
+        return try VXZ.Decoder(header: h, name: "volume \(id)", extraModels: extra) { i in
+            guard let s = try env.read({ t in try t.get(slabs, Archive.slabKey(id, i)) }) else {
+                throw VoxError(.corrupt, "volume \(id): slab \(i) is missing")
             }
-            var extra: [LSTMModel] = []
-            if h.usesLSTM, h.embeddedModel == nil, let mb = try t.get(models, h.modelHash) { extra.append(try LSTMModel(bytes: mb)) }
-            return try VXZ.Decoder(stream: stream, name: "volume \(id)", extraModels: extra)
+            return s
         }
     }
 
@@ -263,6 +318,24 @@ public final class Archive: @unchecked Sendable {
             }
         }
         return out
+    }
+
+    /// Bytes the archive spends on one file: its blob record (shared by identical files), or
+    /// its share of its volume's slab records (in proportion to its slices) plus the record
+    /// that holds its own non-pixel bytes.
+    public func storedSize(_ e: Entry, volumes: [UInt64: VolumeInfo]) throws -> Int {
+        switch e.content {
+        case .none: return 0
+        case .blob(let h): return try env.read { t in try t.get(blobs, h)?.count ?? 0 }
+        case .volume(let id, let k):
+            guard let v = volumes[id] else { return 0 }
+            let rec = try env.read { t in try t.get(parts, Archive.slabKey(id, Int(k))) }
+            guard let rec, rec.count >= 8 else { return 0 }
+            var r = ByteReader(rec)
+            _ = try r.u32()
+            let slices = Int(try r.u32())
+            return rec.count + Int((Double(v.storedBytes) * Double(slices) / Double(max(1, v.header.shape.z))).rounded())
+        }
     }
 
     public struct Problem: Sendable, CustomStringConvertible {

@@ -78,15 +78,15 @@ public final class LMDBEnvironment: @unchecked Sendable {
     public func read<T>(_ body: (Transaction) throws -> T) throws -> T {
         var t: OpaquePointer?
         try check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &t), "mdb_txn_begin (read)")
-        do {
-            let r = try body(Transaction(txn: t!))
-            // committing (not aborting) a read transaction keeps database handles it opened
-            try check(mdb_txn_commit(t), "mdb_txn_commit (read)")
-            return r
-        } catch {
+        let r: T
+        do { r = try body(Transaction(txn: t!)) } catch {
             mdb_txn_abort(t)
             throw error
         }
+        // committing (not aborting) a read transaction keeps database handles it opened;
+        // mdb_txn_commit frees the transaction even when it fails
+        try check(mdb_txn_commit(t), "mdb_txn_commit (read)")
+        return r
     }
 
     /// Runs `body` in a write transaction and commits it; a throw aborts it (nothing written).
@@ -97,17 +97,21 @@ public final class LMDBEnvironment: @unchecked Sendable {
         while true {
             var t: OpaquePointer?
             try check(mdb_txn_begin(env, nil, 0, &t), "mdb_txn_begin (write)")
-            do {
-                let r = try body(Transaction(txn: t!))
-                try check(mdb_txn_commit(t), "mdb_txn_commit")
-                return r
-            } catch let e as LMDBError where e.isMapFull {
+            let r: T
+            do { r = try body(Transaction(txn: t!)) } catch let e as LMDBError where e.isMapFull {
                 mdb_txn_abort(t)
                 try grow()
+                continue
             } catch {
                 mdb_txn_abort(t)
                 throw error
             }
+            // mdb_txn_commit frees the transaction whether it succeeds or fails (aborting it
+            // again would be a double free)
+            let rc = mdb_txn_commit(t)
+            if rc == MDB_MAP_FULL { try grow(); continue }
+            try check(rc, "mdb_txn_commit")
+            return r
         }
     }
 

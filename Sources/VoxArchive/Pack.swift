@@ -10,15 +10,35 @@ import VoxFormats
 public struct Packer {
     public struct Summary: Sendable {
         public var files = 0, volumes = 0, opaque = 0, skipped = 0, directories = 0, symlinks = 0
-        public var originalBytes: UInt64 = 0
+        /// Files that could not be packed (unreadable, vanished, kept changing): each has a warning.
+        public var failed = 0
+        /// Bytes of the files packed in this run, and what the archive spent on them.
+        public var originalBytes: UInt64 = 0, storedBytes: UInt64 = 0
         public var warnings: [String] = []
+    }
+
+    /// Where a pack is: bytes and files done (packed or skipped as already in) of the totals
+    /// surveyed before it started, and the stored bytes of what this run packed.
+    public struct Progress: Sendable {
+        public var bytesDone: UInt64 = 0, bytesTotal: UInt64 = 0
+        public var filesDone = 0, filesTotal = 0
+        public var packedBytes: UInt64 = 0, storedBytes: UInt64 = 0
+        public var started = Date()
+        public var elapsed: Double { Date().timeIntervalSince(started) }
+        /// Seconds left, from the rate so far (nil until there is a rate).
+        public var eta: Double? {
+            guard bytesDone > 0, elapsed > 1 else { return nil }
+            return elapsed * Double(bytesTotal - min(bytesTotal, bytesDone)) / Double(bytesDone)
+        }
+        public var ratio: Double { storedBytes == 0 ? 0 : Double(packedBytes) / Double(storedBytes) }
     }
 
     public var preset: Preset
     /// Adapts the preset's model to a volume (VoxTrain's Adapter), or nil for no adaptation.
     public var adapt: ((LoadedVolume, LSTMModel) throws -> LSTMModel)?
     public var threads: Int
-    public var progress: ((String) -> Void)?
+    /// Called after each commit (and each skipped file) with where the pack is.
+    public var progress: ((Progress) -> Void)?
 
     public init(preset: Preset, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
                 adapt: ((LoadedVolume, LSTMModel) throws -> LSTMModel)? = nil) {
@@ -47,94 +67,190 @@ public struct Packer {
                              size: kind == .file ? UInt64(st.st_size) : 0, linkTarget: target, content: .none)
     }
 
-    /// Packs `sources` (files or folders; each stored under its base name) into `archive`.
-    public func pack(_ sources: [String], into archive: Archive, archivePath: String) throws -> Summary {
-        var sum = Summary()
-        let archiveReal = URL(fileURLWithPath: archivePath).standardizedFileURL.path
-        for src in sources {
-            let base = URL(fileURLWithPath: src).standardizedFileURL
-            try walk(base.path, name: base.lastPathComponent, archive: archive, archiveReal: archiveReal, sum: &sum)
+    /// Regular files and their bytes under `sources` (for the progress totals; errors are
+    /// left to the pack itself, which reports them).
+    static func survey(_ sources: [String]) -> (files: Int, bytes: UInt64) {
+        var files = 0, bytes: UInt64 = 0
+        func visit(_ p: String) {
+            var st = stat()
+            guard lstat(p, &st) == 0 else { return }
+            switch st.st_mode & S_IFMT {
+            case S_IFREG: files += 1; bytes += UInt64(st.st_size)
+            case S_IFDIR: for n in (try? FileManager.default.contentsOfDirectory(atPath: p)) ?? [] { visit(p + "/" + n) }
+            default: break
+            }
         }
-        return sum
+        for s in sources { visit(URL(fileURLWithPath: s).standardizedFileURL.path) }
+        return (files, bytes)
     }
 
-    func walk(_ path: String, name: String, archive: Archive, archiveReal: String, sum: inout Summary) throws {
-        guard var e = try Packer.lstatEntry(path, name: name) else { sum.warnings.append("\(path): special file skipped"); return }
+    /// The pack in progress: the archive, the totals, the summary so far.
+    final class Run {
+        let archive: Archive
+        let archiveReal: String
+        var sum = Summary()
+        var progress = Progress()
+        init(archive: Archive, archiveReal: String) { self.archive = archive; self.archiveReal = archiveReal }
+        func warn(_ w: String) { sum.warnings.append(w) }
+    }
+
+    /// Packs `sources` (files or folders; each stored under its base name) into `archive`.
+    /// Problems with single files (unreadable, vanished, changing while read, special files)
+    /// are warnings in the summary and do not stop the pack; a full disk or a damaged archive does.
+    public func pack(_ sources: [String], into archive: Archive, archivePath: String) throws -> Summary {
+        let run = Run(archive: archive, archiveReal: URL(fileURLWithPath: archivePath).standardizedFileURL.path)
+        let t = Packer.survey(sources)
+        run.progress.filesTotal = t.files; run.progress.bytesTotal = t.bytes
+        for src in sources {
+            let base = URL(fileURLWithPath: src).standardizedFileURL
+            try walk(base.path, name: base.lastPathComponent, run)
+        }
+        return run.sum
+    }
+
+    func walk(_ path: String, name: String, _ run: Run) throws {
+        let e: Archive.Entry
+        do {
+            guard let x = try Packer.lstatEntry(path, name: name) else { run.warn("\(path): special file (device, socket or pipe), skipped"); return }
+            e = x
+        } catch let err as VoxError { run.warn(err.message); run.sum.failed += 1; return }
         switch e.kind {
         case .symlink:
-            try archive.putEntry(e); sum.symlinks += 1
+            try run.archive.putEntry(e); run.sum.symlinks += 1
         case .file:
-            try packFiles([(path, e)], archive: archive, sum: &sum)
+            if path == run.archiveReal { run.warn("\(path): the archive itself, skipped"); return }
+            try packFiles([(path, e)], run)
         case .directory:
-            try archive.putEntry(e); sum.directories += 1
-            let names = try FileManager.default.contentsOfDirectory(atPath: path).sorted()
+            let names: [String]
+            do { names = try FileManager.default.contentsOfDirectory(atPath: path).sorted() } catch {
+                run.warn("\(path): cannot list the folder (\(String(cString: strerror(errno == 0 ? EACCES : errno)))), not packed"); run.sum.failed += 1; return
+            }
+            try run.archive.putEntry(e); run.sum.directories += 1
             var files: [(String, Archive.Entry)] = []
             for n in names {
                 let p = path + "/" + n
-                if p == archiveReal || p == archiveReal + "-lock" { sum.warnings.append("\(p): the archive itself, skipped"); continue }
-                guard let ce = try Packer.lstatEntry(p, name: name + "/" + n) else { sum.warnings.append("\(p): special file skipped"); continue }
-                if ce.kind == .file { files.append((p, ce)) } else { try walk(p, name: name + "/" + n, archive: archive, archiveReal: archiveReal, sum: &sum) }
+                if p == run.archiveReal || p == run.archiveReal + "-lock" { run.warn("\(p): the archive itself, skipped"); continue }
+                let ce: Archive.Entry
+                do {
+                    guard let x = try Packer.lstatEntry(p, name: name + "/" + n) else { run.warn("\(p): special file (device, socket or pipe), skipped"); continue }
+                    ce = x
+                } catch let err as VoxError { run.warn(err.message); run.sum.failed += 1; continue }
+                if ce.kind == .file { files.append((p, ce)) } else { try walk(p, name: name + "/" + n, run) }
             }
-            try packFiles(files, archive: archive, sum: &sum)
-            e.content = .none
+            try packFiles(files, run)
         }
+    }
+
+    /// Reads a file whose size and mtime are the same before and after the read (a file being
+    /// written is re-read, up to three times); nil (with a warning) when it cannot be read.
+    func readStable(_ p: String, _ e: inout Archive.Entry, _ run: Run) -> [UInt8]? {
+        for _ in 0..<3 {
+            let b: [UInt8]
+            do { b = try FileIO.read(p) } catch let err as VoxError { run.warn("\(err.message), not packed"); run.sum.failed += 1; return nil }
+            catch { run.warn("\(p): \(error), not packed"); run.sum.failed += 1; return nil }
+            guard let now = try? Packer.lstatEntry(p, name: e.path), now.kind == .file else {
+                run.warn("\(p): vanished while packing, not packed"); run.sum.failed += 1; return nil
+            }
+            if UInt64(b.count) == now.size, now.size == e.size, now.mtimeSec == e.mtimeSec, now.mtimeNsec == e.mtimeNsec { return b }
+            e = now
+        }
+        run.warn("\(p): kept changing while being read, not packed"); run.sum.failed += 1
+        return nil
+    }
+
+    func advance(_ run: Run, files: Int, bytes: UInt64, stored: UInt64?) {
+        run.progress.filesDone += files; run.progress.bytesDone += bytes
+        if let stored { run.progress.packedBytes += bytes; run.progress.storedBytes += stored }
+        progress?(run.progress)
     }
 
     /// Packs the regular files of one folder: DICOM slices grouped into series, other
     /// recognised files as volumes of their own, the rest opaque.
-    func packFiles(_ files: [(String, Archive.Entry)], archive: Archive, sum: inout Summary) throws {
+    func packFiles(_ files: [(String, Archive.Entry)], _ run: Run) throws {
         var todo: [(String, Archive.Entry, [UInt8])] = []
-        for (p, e) in files {
-            if let old = try archive.entry(e.path), old.size == e.size, old.mtimeSec == e.mtimeSec, old.mtimeNsec == e.mtimeNsec, old.content != .none {
-                sum.skipped += 1; continue
+        for (p, e0) in files {
+            var e = e0
+            if let old = try run.archive.entry(e.path), old.size == e.size, old.mtimeSec == e.mtimeSec, old.mtimeNsec == e.mtimeNsec, old.content != .none {
+                run.sum.skipped += 1; advance(run, files: 1, bytes: e.size, stored: nil); continue
             }
-            let b = try FileIO.read(p)
-            guard UInt64(b.count) == e.size else { sum.warnings.append("\(p): changed while packing, skipped"); continue }
+            guard let b = readStable(p, &e, run) else { advance(run, files: 1, bytes: e0.size, stored: nil); continue }
             todo.append((p, e, b))
-            sum.originalBytes += e.size
         }
         var dicom: [(path: String, bytes: [UInt8])] = []
         var entryByPath: [String: Archive.Entry] = [:]
+        var bytesByPath: [String: [UInt8]] = [:]
         for (p, e, b) in todo {
-            entryByPath[p] = e
+            entryByPath[p] = e; bytesByPath[p] = b
             if p.hasSuffix(".raw"), let sc = try? Sidecar.load(forRaw: p) {
                 let r = Formats.raw(path: p, bytes: b, sidecar: sc)
-                if let s = r.source { try storeVolume(s, entries: [p: e], archive: archive, sum: &sum); continue }
+                if let s = r.source { try storeVolume(s, entries: [p: e], bytes: bytesByPath, run); continue }
             }
             let r = Formats.recognise(path: p, bytes: b)
             if r.kind == .dicom, let s = r.source, s.shape.z == 1 { dicom.append((p, b)); continue }
-            if let s = r.source { try storeVolume(s, entries: [p: e], archive: archive, sum: &sum); continue }
-            try archive.putOpaque(e, bytes: b); sum.opaque += 1; sum.files += 1
+            if let s = r.source { try storeVolume(s, entries: [p: e], bytes: bytesByPath, run); continue }
+            try storeOpaque(e, b, run)
         }
         if !dicom.isEmpty {
             let g = DicomSeries.group(dicom)
-            for v in g.volumes { try storeVolume(v, entries: entryByPath, archive: archive, sum: &sum) }
-            for (p, _) in g.opaque { try archive.putOpaque(entryByPath[p]!, bytes: dicom.first { $0.path == p }!.bytes); sum.opaque += 1; sum.files += 1 }
+            for v in g.volumes { try storeVolume(v, entries: entryByPath, bytes: bytesByPath, run) }
+            for (p, _) in g.opaque { try storeOpaque(entryByPath[p]!, bytesByPath[p]!, run) }
         }
     }
 
-    func storeVolume(_ s: VolumeSource, entries: [String: Archive.Entry], archive: Archive, sum: inout Summary) throws {
-        var model: LSTMModel? = try preset.builtinModel()
-        var embed = false
-        if let base = model, let adapt, s.shape.voxels >= (1 << 20) {
-            var vals = [Int32](repeating: 0, count: s.shape.voxels)
-            s.voxels.withUnsafeBytes { b in vals.withUnsafeMutableBufferPointer { s.dtype.decode(b, into: $0) } }
-            model = try adapt(LoadedVolume(name: "pack", path: "", shape: s.shape, dtype: s.dtype, values: vals), base)
-            embed = true
-        }
-        progress?("coding \(s.shape) \(s.dtype) volume of \(s.parts.count) file(s)")
-        let opts = EncodeOptions(preset: preset, model: model, slabThickness: 8, threads: threads, embedModel: embed)
-        let stream = try s.voxels.withUnsafeBytes { try VXZ.encode(raw: $0, shape: s.shape, dtype: s.dtype, options: opts) }
-        _ = try archive.putVolume(stream: stream, model: model, files: s.parts.map { (entries[$0.path]!, $0) })
-        sum.volumes += 1
-        sum.files += s.parts.count
+    func storeOpaque(_ e: Archive.Entry, _ b: [UInt8], _ run: Run) throws {
+        let stored = try run.archive.putOpaque(e, bytes: b)
+        run.sum.opaque += 1; run.sum.files += 1
+        run.sum.originalBytes += e.size; run.sum.storedBytes += UInt64(stored)
+        advance(run, files: 1, bytes: e.size, stored: UInt64(stored))
     }
 
-    /// Restores the whole archive under `dest` (created when missing).
-    public static func unpack(_ archive: Archive, to dest: String) throws -> Int {
+    func storeVolume(_ s: VolumeSource, entries: [String: Archive.Entry], bytes: [String: [UInt8]], _ run: Run) throws {
+        do {
+            var model: LSTMModel? = try preset.builtinModel()
+            var embed = false
+            if let base = model, let adapt, s.shape.voxels >= (1 << 20) {
+                var vals = [Int32](repeating: 0, count: s.shape.voxels)
+                s.voxels.withUnsafeBytes { b in vals.withUnsafeMutableBufferPointer { s.dtype.decode(b, into: $0) } }
+                model = try adapt(LoadedVolume(name: "pack", path: "", shape: s.shape, dtype: s.dtype, values: vals), base)
+                embed = true
+            }
+            let opts = EncodeOptions(preset: preset, model: model, slabThickness: 8, threads: threads, embedModel: embed)
+            let stream = try s.voxels.withUnsafeBytes { try VXZ.encode(raw: $0, shape: s.shape, dtype: s.dtype, options: opts) }
+            let files = s.parts.map { (entries[$0.path]!, $0) }
+            _ = try run.archive.putVolume(stream: stream, model: model, files: files)
+            let original = files.reduce(UInt64(0)) { $0 + $1.0.size }
+            let stored = UInt64(stream.count + s.parts.reduce(0) { $0 + $1.header.count + $1.trailer.count + 17 })
+            run.sum.volumes += 1; run.sum.files += s.parts.count
+            run.sum.originalBytes += original; run.sum.storedBytes += stored
+            advance(run, files: s.parts.count, bytes: original, stored: stored)
+        } catch let e as VoxError where e.kind != .io && e.kind != .busy {
+            // a volume the codec cannot take (an unusual dtype or size): its files are kept as they are
+            run.warn("\(s.parts.first?.path ?? "volume"): not coded as a volume (\(e.message)); stored as plain files")
+            for p in s.parts { try storeOpaque(entries[p.path]!, bytes[p.path]!, run) }
+        }
+    }
+
+    /// The entries at or under each of `paths` (archive paths; all when empty). A path that
+    /// names nothing in the archive is an error.
+    public static func select(_ entries: [Archive.Entry], _ paths: [String]) throws -> [Archive.Entry] {
+        if paths.isEmpty { return entries }
+        var keep = Set<String>()
+        for raw in paths {
+            var q = raw
+            while q.hasPrefix("./") { q.removeFirst(2) }
+            while q.count > 1 && q.hasSuffix("/") { q.removeLast() }
+            let hits = entries.filter { $0.path == q || $0.path.hasPrefix(q + "/") }
+            guard !hits.isEmpty else { throw VoxError(.invalidArgument, "\(raw): not in the archive") }
+            for h in hits { keep.insert(h.path) }
+        }
+        return entries.filter { keep.contains($0.path) }
+    }
+
+    /// Restores the archive (or the entries at or under `paths`) under `dest` (created when missing).
+    public static func unpack(_ archive: Archive, to dest: String, paths: [String] = []) throws -> Int {
         try FileManager.default.createDirectory(atPath: dest, withIntermediateDirectories: true)
         var cache: [UInt64: Archive.DecodedVolume] = [:]
-        let all = try archive.entries()
+        let all = try select(try archive.entries(), paths)
         var n = 0
         // folders first, then files grouped by volume (each volume is decoded once), then links
         func rank(_ e: Archive.Entry) -> (Int, UInt64, UInt32, String) {
@@ -153,12 +269,14 @@ public struct Packer {
             case .directory:
                 try FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true)
             case .symlink:
+                try FileManager.default.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
                 unlink(p)
                 guard symlink(e.linkTarget, p) == 0 else { throw VoxError(.io, "\(p): \(String(cString: strerror(errno)))") }
                 var ts = [timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec)), timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec))]
                 utimensat(AT_FDCWD, p, &ts, AT_SYMLINK_NOFOLLOW)
             case .file:
                 let b = try archive.contents(e, decoded: &cache)
+                try FileManager.default.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
                 try FileIO.writeAtomically(p, b)
                 chmod(p, mode_t(e.mode))
                 var ts = [timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec)), timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec))]

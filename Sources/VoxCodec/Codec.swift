@@ -273,13 +273,25 @@ public enum VXZ {
     /// A decoder for one stream: parses the header once, then decodes any slab on demand.
     public final class Decoder: @unchecked Sendable {
         public let header: StreamHeader
-        let data: [UInt8]
+        /// Slab i's stored bytes (from the stream in memory, or fetched from an archive record).
+        let slabBytes: @Sendable (Int) throws -> [UInt8]
         let coder: SlabCoder
         public let name: String
 
-        public init(stream: [UInt8], name: String = "stream", kernel: Kernel = .best, extraModels: [LSTMModel] = []) throws {
-            header = try StreamHeader(parsing: stream, fileSize: stream.count, name: name)
-            data = stream
+        public convenience init(stream: [UInt8], name: String = "stream", kernel: Kernel = .best, extraModels: [LSTMModel] = []) throws {
+            let h = try StreamHeader(parsing: stream, fileSize: stream.count, name: name)
+            try self.init(header: h, name: name, kernel: kernel, extraModels: extraModels) { i in
+                let e = h.slabs[i]
+                return Array(stream[Int(e.offset)..<(Int(e.offset) + Int(e.length))])
+            }
+        }
+
+        /// A decoder that reads each slab's bytes through `slab` when it decodes it (an archive
+        /// keeps one record per slab, so a volume is never reassembled in memory).
+        public init(header: StreamHeader, name: String = "stream", kernel: Kernel = .best, extraModels: [LSTMModel] = [],
+                    slab: @escaping @Sendable (Int) throws -> [UInt8]) throws {
+            self.header = header
+            slabBytes = slab
             self.name = name
             var model: LSTMModel? = nil
             if header.usesLSTM {
@@ -326,8 +338,10 @@ public enum VXZ {
             let nv = sl.count * header.shape.sliceVoxels
             let nbytes = nv * header.dtype.bytesPerVoxel
             var out = [UInt8](repeating: 0, count: nbytes)
-            let range = Int(e.offset)..<(Int(e.offset) + Int(e.length))
             let where_ = "\(name): slab \(i) (slices \(sl.lowerBound)-\(sl.upperBound - 1))"
+            let data = try slabBytes(i)
+            guard data.count == Int(e.length) else { throw VoxError(.corrupt, "\(where_) has \(data.count) stored bytes, the slab table says \(e.length)") }
+            let range = 0..<data.count
             switch e.method {
             case .stored:
                 guard e.length == nbytes else { throw VoxError(.corrupt, "\(where_) has the wrong stored size") }

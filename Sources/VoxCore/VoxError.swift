@@ -9,6 +9,7 @@ public struct VoxError: Error, CustomStringConvertible, Equatable, Sendable {
         case corrupt              // a checksum or a decoded value shows damage
         case missingModel         // the stream names a model that cannot be found
         case outOfMemory
+        case busy                 // another process holds what this one needs (an archive being written)
     }
 
     public let kind: Kind

@@ -5,8 +5,20 @@ import VoxCodec
 import VoxCore
 import VoxTrain
 
+func humanBytes(_ n: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(n), u = 0
+    while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+    return u == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[u])
+}
+
+func duration(_ s: Double) -> String {
+    s < 60 ? String(format: "%.0f s", s) : String(format: "%d min %02d s", Int(s) / 60, Int(s) % 60)
+}
+
 struct Pack: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Pack files and folders into an archive (DICOM series, NIfTI, MetaImage, NRRD and raw volumes coded as volumes; everything else kept as is).")
+    static let configuration = CommandConfiguration(abstract: "Pack files and folders into an archive (DICOM series, NIfTI, MetaImage, NRRD and raw volumes coded as volumes; everything else kept as is).",
+        discussion: "Running pack again on the same sources resumes: files already in the archive (same path, size and mtime) are skipped. Exit status 1 when some file could not be packed (each is named in a warning).")
     @Argument(help: "Sources, then the archive (NAME.voxfs).") var paths: [String]
     @Option(help: "Preset for the volumes.") var preset: String = Preset.defaultName
     @Option(help: "Worker threads.") var jobs: Int?
@@ -19,50 +31,96 @@ struct Pack: ParsableCommand {
         for s in sources where !FileManager.default.fileExists(atPath: s) { throw VoxError(.io, "\(s): no such file or folder") }
         let pr = try Preset.named(preset)
         guard (0...1000).contains(adapt) else { throw VoxError(.invalidArgument, "--adapt must be 0 to 1000") }
+        if let j = jobs, !(1...256).contains(j) { throw VoxError(.invalidArgument, "--jobs must be 1 to 256") }
         let epochs = adapt
         var packer = Packer(preset: pr, threads: jobs ?? ProcessInfo.processInfo.activeProcessorCount,
                             adapt: epochs == 0 ? nil : { vol, base in try Adapter.adapt(base, to: vol, epochs: epochs) })
-        if !quiet { packer.progress = { print($0) } }
+        let tty = isatty(2) != 0
+        var lastLine = Date.distantPast
+        if !quiet {
+            packer.progress = { p in
+                let pct = p.bytesTotal == 0 ? 100.0 : 100.0 * Double(p.bytesDone) / Double(p.bytesTotal)
+                let eta = p.eta.map { "ETA " + duration($0) } ?? "ETA -"
+                let ratio = p.storedBytes == 0 ? "-" : String(format: "%.2f", p.ratio)
+                let text = String(format: "%5.1f%%  %@ / %@  %d/%d files  ratio %@  %@", pct, humanBytes(p.bytesDone), humanBytes(p.bytesTotal),
+                                  p.filesDone, p.filesTotal, ratio, eta)
+                if tty {
+                    let width = 24, filled = Int(pct / 100 * Double(width))
+                    let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+                    FileHandle.standardError.write(Data("\r\u{1B}[K[\(bar)] \(text)".utf8))
+                } else if Date().timeIntervalSince(lastLine) >= 5 || p.bytesDone == p.bytesTotal {
+                    lastLine = Date()
+                    FileHandle.standardError.write(Data("pack: \(text)\n".utf8))
+                }
+            }
+        }
         let t0 = Date()
         let archive = try Archive(path: archivePath, create: true)
+        try archive.lock(exclusive: true)
         let s = try packer.pack(sources, into: archive, archivePath: archivePath)
+        if tty && !quiet { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
         for w in s.warnings { FileHandle.standardError.write(Data("voxfs: warning: \(w)\n".utf8)) }
         var st = stat()
         stat(archivePath, &st)
         if !quiet {
-            print(String(format: "%@: %ld files (%ld in %ld volumes, %ld opaque), %ld skipped as already packed, %ld folders, %ld symlinks; %llu bytes read, archive %lld bytes; %.1f s",
-                         archivePath, s.files, s.files - s.opaque, s.volumes, s.opaque, s.skipped, s.directories, s.symlinks, s.originalBytes, Int64(st.st_size), Date().timeIntervalSince(t0)))
+            let ratio = s.storedBytes == 0 ? "-" : String(format: "%.2f", Double(s.originalBytes) / Double(s.storedBytes))
+            print("\(archivePath): packed \(s.files) files (\(s.files - s.opaque) in \(s.volumes) volumes, \(s.opaque) opaque), \(s.directories) folders, \(s.symlinks) symlinks; \(s.skipped) already in")
+            print("  original \(humanBytes(s.originalBytes)) (\(s.originalBytes) bytes), stored \(humanBytes(s.storedBytes)) (\(s.storedBytes) bytes), ratio \(ratio); archive file \(humanBytes(UInt64(max(0, st.st_size)))); \(duration(Date().timeIntervalSince(t0)))")
+        }
+        if s.failed > 0 {
+            FileHandle.standardError.write(Data("voxfs: \(s.failed) file(s) could not be packed (see the warnings above); run pack again once they are readable\n".utf8))
+            throw ExitCode(1)
         }
     }
 }
 
 struct Unpack: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Restore an archive's files, byte for byte, with modes, times and symlinks.")
+    static let configuration = CommandConfiguration(abstract: "Restore an archive's files (all, or those at or under PATHs), byte for byte, with modes, times and symlinks.")
     @Argument(help: "Archive.") var archive: String
     @Argument(help: "Destination folder.") var dest: String
+    @Argument(help: "Archive paths to restore (folders include everything under them; default: all).") var only: [String] = []
     func run() throws {
         let a = try Archive(path: archive, create: false)
-        let n = try Packer.unpack(a, to: dest)
+        let n = try Packer.unpack(a, to: dest, paths: only)
         print("\(dest): \(n) files restored")
     }
 }
 
 struct Ls: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List an archive.")
+    static let configuration = CommandConfiguration(abstract: "List an archive (-l: mode, owner, size, stored size, ratio, time, how it is stored).")
     @Argument(help: "Archive.") var archive: String
+    @Argument(help: "Archive paths to list (folders include everything under them; default: all).") var only: [String] = []
     @Flag(name: .short, help: "Long listing.") var long = false
     func run() throws {
         let a = try Archive(path: archive, create: false)
-        for e in try a.entries() {
-            if !long { print(e.path); continue }
+        let entries = try Packer.select(try a.entries(), only)
+        if !long { for e in entries { print(e.path) }; return }
+        let vols = Dictionary(uniqueKeysWithValues: try a.volumeInfos().map { ($0.id, $0) })
+        let fmt = DateFormatter()
+        fmt.dateFormat = "yyyy-MM-dd HH:mm"
+        for e in entries {
             let kind = e.kind == .directory ? "d" : (e.kind == .symlink ? "l" : "-")
-            var how = ""
-            switch e.content { case .volume(let id, _): how = "volume \(id)"; case .blob: how = "stored"; case .none: how = "" }
-            let date = Date(timeIntervalSince1970: TimeInterval(e.mtimeSec))
-            print(String(format: "%@%@ %5u %5u %12llu %@ %@%@%@", kind, String(e.mode, radix: 8), e.uid, e.gid, e.size,
-                         ISO8601DateFormatter().string(from: date), e.path, e.kind == .symlink ? " -> " + e.linkTarget : "", how.isEmpty ? "" : "  [\(how)]"))
+            var perms = ""
+            for (i, c) in "rwxrwxrwx".enumerated() { perms.append(e.mode & (0o400 >> UInt32(i)) != 0 ? c : "-") }
+            var how = "", stored = "", ratio = ""
+            if e.kind == .file {
+                let sz = try a.storedSize(e, volumes: vols)
+                stored = "\(sz)"
+                ratio = sz > 0 ? String(format: "%.2f", Double(e.size) / Double(sz)) : "-"
+                switch e.content {
+                case .volume(let id, _): how = "volume \(id)"
+                case .blob: how = "blob"
+                case .none: how = ""
+                }
+            }
+            let date = fmt.string(from: Date(timeIntervalSince1970: TimeInterval(e.mtimeSec)))
+            let owner = String(format: "%5u %5u", e.uid, e.gid)
+            let line = "\(kind)\(perms) \(owner) \(pad(e.kind == .file ? "\(e.size)" : "", 11)) \(pad(stored, 11)) \(pad(ratio, 6)) \(date) \(e.path)"
+                + (e.kind == .symlink ? " -> " + e.linkTarget : "") + (how.isEmpty ? "" : "  [\(how)]")
+            print(line)
         }
     }
+    func pad(_ s: String, _ n: Int) -> String { String(repeating: " ", count: max(0, n - s.count)) + s }
 }
 
 struct Verify: ParsableCommand {

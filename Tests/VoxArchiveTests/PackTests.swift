@@ -124,4 +124,43 @@ final class PackTests: XCTestCase {
             XCTAssertTrue((e as? VoxError)?.message.contains("not a VoxFS archive") ?? false, "\(e)")
         }
     }
+
+    func testUnpackSubsetsStoredSizesAndTheWriterLock() throws {
+        let src = try makeTree()
+        let path = dir.appendingPathComponent("s.voxfs").path
+        let a = try Archive(path: path, create: true)
+        try a.lock(exclusive: true)
+        let sum = try Packer(preset: try Preset.named("classical")).pack([src.path], into: a, archivePath: path)
+        XCTAssertGreaterThan(sum.storedBytes, 0)
+        XCTAssertLessThan(sum.storedBytes, sum.originalBytes)
+        // a second writer, and a mount (shared lock), are refused while the first holds it
+        let b = try Archive(path: path, create: false)
+        for exclusive in [true, false] {
+            XCTAssertThrowsError(try b.lock(exclusive: exclusive)) { e in
+                XCTAssertEqual((e as? VoxError)?.kind, .busy, "\(e)")
+            }
+        }
+        // only the gap series and the link come back
+        let out = dir.appendingPathComponent("sub").path
+        let n = try Packer.unpack(b, to: out, paths: ["study/ct/gap/", "./study/link.dcm"])
+        XCTAssertEqual(n, 9)
+        let got = try FileManager.default.subpathsOfDirectory(atPath: out).sorted()
+        XCTAssertTrue(got.allSatisfy { $0 == "study" || $0.hasPrefix("study/ct") || $0 == "study/link.dcm" }, "\(got)")
+        for f in try FileManager.default.contentsOfDirectory(atPath: src.path + "/ct/gap") {
+            XCTAssertEqual(try FileIO.read(out + "/study/ct/gap/" + f), try FileIO.read(src.path + "/ct/gap/" + f), f)
+        }
+        XCTAssertThrowsError(try Packer.unpack(b, to: out, paths: ["study/nothing"]))
+        // stored sizes: the volume files share their volume's bytes; the two identical notes one blob
+        let vols = Dictionary(uniqueKeysWithValues: try b.volumeInfos().map { ($0.id, $0) })
+        let entries = try b.entries().filter { $0.kind == .file }
+        var total = 0
+        for e in entries { total += try b.storedSize(e, volumes: vols) }
+        let slabBytes = vols.values.reduce(0) { $0 + $1.storedBytes }
+        XCTAssertGreaterThan(total, slabBytes)
+        let notes = try entries.filter { $0.path.hasSuffix(".txt") }.map { try b.storedSize($0, volumes: vols) }
+        XCTAssertEqual(notes.count, 2)
+        XCTAssertEqual(notes[0], notes[1])
+        let blobs = Set(entries.compactMap { e -> [UInt8]? in if case .blob(let h) = e.content { return h }; return nil })
+        XCTAssertEqual(blobs.count, entries.filter { if case .blob = $0.content { return true }; return false }.count - 1, "identical files share one blob")
+    }
 }

@@ -194,6 +194,70 @@ final class CLITests: XCTestCase {
         for i in 0..<20 { XCTAssertEqual(try FileIO.read(path("restored/src/note\(i).txt")), Array("note \(i)\n".utf8)) }
     }
 
+    /// A second pack on an archive that is being packed is refused with a clear message, and
+    /// special files are skipped with a warning.
+    func testConcurrentPackIsRefusedAndSpecialFilesWarn() throws {
+        let src = path("src")
+        try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
+        _ = try writeCrop()
+        try FileManager.default.moveItem(atPath: path("crop.raw"), toPath: src + "/crop.raw")
+        try FileManager.default.moveItem(atPath: path("crop.json"), toPath: src + "/crop.json")
+        mkfifo(src + "/pipe", 0o644)
+        let archive = path("c.voxfs")
+        var r = try voxfs(["pack", src, archive, "--preset", "classical", "-q"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.err.contains("pipe: special file"), r.err)
+        XCTAssertTrue(r.out.contains("ratio"), r.out)
+        // hold the writer's lock as another pack would
+        let fd = open(archive, O_RDONLY)
+        XCTAssertEqual(flock(fd, LOCK_EX | LOCK_NB), 0)
+        r = try voxfs(["pack", src, archive])
+        close(fd)
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("in use by another voxfs process"), r.err)
+        r = try voxfs(["ls", "-l", archive, "src/crop.raw"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("[volume 1]") && r.out.contains("153600"), r.out)
+    }
+
+    /// A full disk aborts the transaction with a message that says so; the archive keeps what
+    /// was committed before and verifies. Needs root (a small tmpfs).
+    func testDiskFullIsAClearErrorAndTheArchiveStaysSound() throws {
+        guard getuid() == 0 else { throw XCTSkip("needs root to mount a small tmpfs") }
+        let cache = RealData.cache
+        _ = try RealData.require("series/signed")
+        let mnt = path("small")
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        let m = Process()
+        m.executableURL = URL(fileURLWithPath: "/bin/mount")
+        m.arguments = ["-t", "tmpfs", "-o", "size=1200k", "tmpfs", mnt]
+        try m.run(); m.waitUntilExit()
+        XCTAssertEqual(m.terminationStatus, 0, "mount tmpfs")
+        defer { let u = Process(); u.executableURL = URL(fileURLWithPath: "/bin/umount"); u.arguments = [mnt]; try? u.run(); u.waitUntilExit() }
+        let src = path("src")
+        try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
+        for i in 0..<12 { try FileIO.writeAtomically(src + "/note\(i).txt", Array("note \(i)\n".utf8)) }
+        // a real DICOM slice (a volume; its folder is packed first) is in before the disk fills
+        try FileManager.default.createDirectory(atPath: src + "/a", withIntermediateDirectories: true)
+        let slice = try FileManager.default.contentsOfDirectory(atPath: cache + "/series/signed").filter { $0.hasSuffix(".dcm") }.sorted()[0]
+        try FileManager.default.copyItem(atPath: cache + "/series/signed/" + slice, toPath: src + "/a/slice.dcm")
+        // incompressible opaque files fill the disk after the notes and the slice are in
+        var g: UInt64 = 7
+        for i in 0..<4 { try FileIO.writeAtomically(src + "/zz-r\(i).bin", (0..<400_000).map { _ in g = g &* 6364136223846793005 &+ 1442695040888963407; return UInt8(truncatingIfNeeded: g >> 33) }) }
+        let archive = mnt + "/d.voxfs"
+        var r = try voxfs(["pack", src, archive, "--preset", "classical", "-q"])
+        XCTAssertEqual(r.status, 1, r.out + r.err)
+        XCTAssertTrue(r.err.contains("disk full"), r.err)
+        r = try voxfs(["verify", archive])
+        XCTAssertEqual(r.status, 0, r.out + r.err)
+        r = try voxfs(["ls", "-l", archive])
+        XCTAssertTrue(r.out.contains("src/note11.txt") && r.out.contains("src/a/slice.dcm"), r.out)
+        r = try voxfs(["unpack", archive, path("back"), "src/a/slice.dcm", "src/note3.txt"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(try FileIO.read(path("back/src/a/slice.dcm")), try FileIO.read(src + "/a/slice.dcm"))
+        XCTAssertEqual(try FileIO.read(path("back/src/note3.txt")), Array("note 3\n".utf8))
+    }
+
     func testHelpListsSubcommands() throws {
         let r = try voxfs(["--help"])
         XCTAssertEqual(r.status, 0)
