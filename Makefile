@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := pkg-config fuse3 libfuse3-dev libopenblas-dev liblmdb-dev libzstd-dev \
                 xz-utils zstd python3 python3-venv python3-pip ca-certificates
 
-.PHONY: all deps build data test demo bench-codec bench-pack compare fuzz model experiments clean help
+.PHONY: all deps build data test demo install uninstall bench-codec bench-pack bench-mount compare fuzz model experiments clean help
 
 all: build
 
@@ -79,6 +79,17 @@ model: build data
 experiments: build data
 	$(CACHE)/venv/bin/python -c "import matplotlib" 2>/dev/null || $(CACHE)/venv/bin/pip install -q matplotlib
 	$(CACHE)/venv/bin/python scripts/experiments.py --voxfs .build/release/voxfs --cache "$(CACHE)" $(EXPERIMENTS_FLAGS)
+
+# voxfs, the mount(8) helper (mount -t fuse.voxfs, fstab) and the systemd unit template
+PREFIX ?= /usr/local
+install: build
+	install -D -m 755 .build/release/voxfs $(DESTDIR)$(PREFIX)/bin/voxfs
+	install -D -m 755 systemd/mount.fuse.voxfs $(DESTDIR)/sbin/mount.fuse.voxfs
+	install -D -m 644 systemd/voxfs@.service $(DESTDIR)/etc/systemd/system/voxfs@.service
+	@echo "installed: $(DESTDIR)$(PREFIX)/bin/voxfs, $(DESTDIR)/sbin/mount.fuse.voxfs, $(DESTDIR)/etc/systemd/system/voxfs@.service"
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/voxfs $(DESTDIR)/sbin/mount.fuse.voxfs $(DESTDIR)/etc/systemd/system/voxfs@.service
 
 clean:
 	rm -rf .build

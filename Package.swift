@@ -27,8 +27,11 @@ let package = Package(
         .target(name: "VoxFormats", dependencies: ["VoxCore"]),
         .target(name: "VoxArchive", dependencies: ["VoxCore", "VoxCodec", "VoxFormats", "CLMDB", "CZstd"]),
         .target(name: "VoxTrain", dependencies: ["VoxCore", "VoxCodec", "COpenBLAS"]),
+        // the filesystem without FUSE (testable in-process), and the only module that imports libfuse3
+        .target(name: "VoxFS", dependencies: ["VoxCore", "VoxCodec", "VoxArchive"]),
+        .target(name: "VoxFuse", dependencies: ["VoxFS", "VoxArchive", "VoxCore", "CFuse3"]),
         .executableTarget(name: "voxfs", dependencies: [
-            "VoxCore", "VoxCodec", "VoxTrain", "VoxFormats", "VoxArchive",
+            "VoxCore", "VoxCodec", "VoxTrain", "VoxFormats", "VoxArchive", "VoxFS", "VoxFuse",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -40,6 +43,7 @@ let package = Package(
         .testTarget(name: "VoxArchiveTests", dependencies: ["VoxTestSupport", "VoxArchive", "VoxCore", "VoxCodec", "VoxFormats"]),
         .testTarget(name: "VoxFormatsTests", dependencies: ["VoxTestSupport", "VoxFormats", "VoxCore"]),
         .testTarget(name: "VoxTrainTests", dependencies: ["VoxTestSupport", "VoxTrain", "VoxCodec", "VoxCore"]),
-        .testTarget(name: "VoxCLITests", dependencies: ["VoxTestSupport", "VoxCore", "voxfs"]),
+        .testTarget(name: "VoxFSTests", dependencies: ["VoxTestSupport", "VoxFS", "VoxArchive", "VoxCodec", "VoxCore"]),
+        .testTarget(name: "VoxCLITests", dependencies: ["VoxTestSupport", "VoxCore", "VoxArchive", "voxfs"]),
     ]
 )

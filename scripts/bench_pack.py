@@ -102,7 +102,7 @@ def main():
             return 1
         tv = timed([voxfs, "verify", arc])
         rows = [(n, s, t, tu, None) for (n, s, t, _, _) in rows]
-        for name, comp, ext in [("tar | zstd -19 -T1", ["zstd", "-19", "-T1", "-q", "-c"], "zst"), ("tar | xz -9 -T1", ["xz", "-9", "-T1", "-c"], "xz")]:
+        for name, comp, ext in [("tar \\| zstd -19 -T1", ["zstd", "-19", "-T1", "-q", "-c"], "zst"), ("tar \\| xz -9 -T1", ["xz", "-9", "-T1", "-c"], "xz")]:
             print(f"bench-pack: {name} ...", file=sys.stderr)
             f = os.path.join(work, "data.tar." + ext)
             t0 = time.monotonic()

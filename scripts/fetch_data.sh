@@ -28,7 +28,7 @@ DICOM="$CACHE/dicom"
 PYRADIOMICS_VERSION="3.0.1"
 PYDICOM_DATA_VERSION="1.0.0"
 # Bump this when the package list changes so the venv is re-populated.
-REQS_ID="v1 numpy setuptools wheel versioneer pynrrd pydicom pydicom-data"
+REQS_ID="v2 numpy setuptools wheel versioneer pynrrd nibabel pydicom pydicom-data"
 
 FORCE=0
 if [[ "${1:-}" == "--force" ]]; then FORCE=1; fi
@@ -62,7 +62,7 @@ STAMP="$VENV/.voxfs-installed"
 if [[ ! -f "$STAMP" ]] || [[ "$(cat "$STAMP")" != "$REQS_ID" ]]; then
     log "installing Python packages into venv"
     "$PY" -m pip install --quiet --upgrade pip
-    "$PY" -m pip install --quiet numpy setuptools wheel versioneer pynrrd
+    "$PY" -m pip install --quiet numpy setuptools wheel versioneer pynrrd nibabel
     # pydicom: latest that installs and imports; fall back to the 2.x line.
     if ! { "$PY" -m pip install --quiet --upgrade pydicom && "$PY" -c 'import pydicom'; }; then
         log "latest pydicom failed; trying pydicom<3"

@@ -7,6 +7,7 @@ made up by this script, so these files test grouping and rebuilding, not real sc
   $CACHE/series/signed/     16 slices, int16 HU, explicit VR little endian
   $CACHE/series/implicit/   8 slices, implicit VR little endian
   $CACHE/series/gap/        15 slices: slice 8 missing (must split into two volumes)
+  $CACHE/series-full/lung1/ all 48 slices of lung1, int16 (make bench-mount's whole CT series)
 File names are shuffled (not in slice order)."""
 import json, os, random, sys
 import numpy as np
@@ -17,7 +18,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 cache = sys.argv[1]
 out = os.path.join(cache, "series")
 stamp = os.path.join(out, ".complete-v1")
-if os.path.exists(stamp):
+full_stamp = os.path.join(cache, "series-full", ".complete-v1")
+if os.path.exists(stamp) and os.path.exists(full_stamp):
     sys.exit(0)
 meta = json.load(open(os.path.join(cache, "volumes", "ct_lung1.json")))
 nx, ny, nz = meta["shape"]
@@ -25,8 +27,8 @@ vol = np.fromfile(os.path.join(cache, "volumes", "ct_lung1.raw"), dtype="<i2").r
 sx, sy, sz = meta["spacing"]
 rng = random.Random(7)
 
-def write_series(name, zs, unsigned, implicit=False):
-    d = os.path.join(out, name)
+def write_series(name, zs, unsigned, implicit=False, root=out):
+    d = os.path.join(root, name)
     os.makedirs(d, exist_ok=True)
     series = generate_uid(entropy_srcs=[name])
     study = generate_uid(entropy_srcs=["study"])
@@ -74,9 +76,14 @@ def write_series(name, zs, unsigned, implicit=False):
         ds.is_implicit_VR = implicit
         ds.save_as(os.path.join(d, f"IM{names[k]:04d}.dcm"), enforce_file_format=True)
 
-write_series("unsigned", list(range(10, 26)), True)
-write_series("signed", list(range(10, 26)), False)
-write_series("implicit", list(range(30, 38)), False, implicit=True)
-write_series("gap", [z for z in range(10, 26) if z != 18], False)
-open(stamp, "w").write("ok\n")
-print(f"wrote test series under {out} (real lung1 pixels, written headers)")
+if not os.path.exists(stamp):
+    write_series("unsigned", list(range(10, 26)), True)
+    write_series("signed", list(range(10, 26)), False)
+    write_series("implicit", list(range(30, 38)), False, implicit=True)
+    write_series("gap", [z for z in range(10, 26) if z != 18], False)
+    open(stamp, "w").write("ok\n")
+    print(f"wrote test series under {out} (real lung1 pixels, written headers)")
+if not os.path.exists(full_stamp):
+    write_series("lung1", list(range(nz)), False, root=os.path.join(cache, "series-full"))
+    open(full_stamp, "w").write("ok\n")
+    print(f"wrote the whole lung1 series under {cache}/series-full (real pixels, written headers)")

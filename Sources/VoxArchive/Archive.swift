@@ -56,7 +56,7 @@ public final class Archive: @unchecked Sendable {
     public init(path: String, create: Bool) throws {
         self.path = path
         if !create && !FileManager.default.fileExists(atPath: path) { throw VoxError(.io, "\(path): no such archive") }
-        do { env = try LMDBEnvironment(path: path, readOnly: !create) } catch let e as LMDBError {
+        do { env = try LMDBEnvironment.shared(path: path, readOnly: !create) } catch let e as LMDBError {
             throw VoxError(e.code == MDB_INVALID ? .badFormat : .io, "\(path) is not a VoxFS archive (\(e.message))")
         }
         do {
@@ -97,6 +97,12 @@ public final class Archive: @unchecked Sendable {
         public var size: UInt64
         public var linkTarget: String
         public var content: Content
+
+        public init(path: String, kind: Kind, mode: UInt32, uid: UInt32, gid: UInt32, mtimeSec: Int64, mtimeNsec: Int32,
+                    size: UInt64, linkTarget: String, content: Content) {
+            self.path = path; self.kind = kind; self.mode = mode; self.uid = uid; self.gid = gid
+            self.mtimeSec = mtimeSec; self.mtimeNsec = mtimeNsec; self.size = size; self.linkTarget = linkTarget; self.content = content
+        }
 
         func encoded() -> [UInt8] {
             var w = ByteWriter()
@@ -199,7 +205,9 @@ public final class Archive: @unchecked Sendable {
 
     /// Stores a coded volume (its stream split into header and slab records), the model it
     /// needs, each file's non-pixel bytes and the files' entries, in one transaction.
-    public func putVolume(stream: [UInt8], model: LSTMModel?, files: [(Entry, VolumeFilePart)]) throws -> UInt64 {
+    /// `files` pairs each entry with its part and the SHA-256 of the original file (kept in the
+    /// part record: unpack checks every rebuilt file against it, the mount reports it).
+    public func putVolume(stream: [UInt8], model: LSTMModel?, files: [(Entry, VolumeFilePart, [UInt8])]) throws -> UInt64 {
         let h = try StreamHeader(parsing: stream, fileSize: stream.count)
         return try write { t in
             var id: UInt64 = 1
@@ -211,10 +219,12 @@ public final class Archive: @unchecked Sendable {
                 try t.put(slabs, Archive.slabKey(id, i), Array(stream[Int(s.offset)..<(Int(s.offset) + Int(s.length))]))
             }
             if let m = model, h.embeddedModel == nil, try t.get(models, m.hash) == nil { try t.put(models, m.hash, m.serialized()) }
-            for (k, (e, p)) in files.enumerated() {
+            for (k, (e, p, sha)) in files.enumerated() {
+                precondition(sha.count == 32)
                 var pw = ByteWriter()
                 pw.u32(UInt32(p.firstSlice)); pw.u32(UInt32(p.slices)); pw.u8(p.bigEndian ? 1 : 0)
                 pw.u32(UInt32(p.header.count)); pw.raw(p.header); pw.u32(UInt32(p.trailer.count)); pw.raw(p.trailer)
+                pw.raw(sha)
                 try t.put(parts, Archive.slabKey(id, k), pw.bytes)
                 var entry = e
                 entry.content = .volume(id: id, part: UInt32(k))
@@ -249,14 +259,24 @@ public final class Archive: @unchecked Sendable {
         }
     }
 
-    public func part(volume id: UInt64, part k: UInt32) throws -> VolumeFilePart {
+    /// A volume-backed file's part: where its voxels are in the volume, its own non-pixel
+    /// bytes, and the SHA-256 of the original file (nil in records written before it was kept).
+    public struct StoredPart: Sendable {
+        public var part: VolumeFilePart
+        public var sha256: [UInt8]?
+        /// Bytes of the file before its voxels, and of its voxels.
+        public var headerBytes: Int { part.header.count }
+    }
+
+    public func part(volume id: UInt64, part k: UInt32) throws -> StoredPart {
         try env.read { t in
             guard let b = try t.get(parts, Archive.slabKey(id, Int(k))) else { throw VoxError(.corrupt, "volume \(id): file part \(k) is missing") }
             var r = ByteReader(b, what: "file part")
             let first = Int(try r.u32()), n = Int(try r.u32()), big = try r.u8() != 0
             let hl = Int(try r.u32()); let head = try r.raw(hl)
             let tl = Int(try r.u32()); let tail = try r.raw(tl)
-            return VolumeFilePart(path: "", header: head, trailer: tail, firstSlice: first, slices: n, bigEndian: big)
+            let sha: [UInt8]? = r.remaining >= 32 ? try r.raw(32) : nil
+            return StoredPart(part: VolumeFilePart(path: "", header: head, trailer: tail, firstSlice: first, slices: n, bigEndian: big), sha256: sha)
         }
     }
 
@@ -282,12 +302,14 @@ public final class Archive: @unchecked Sendable {
                 cache = [id: DecodedVolume(header: d.header, voxels: try d.decodeVolume())]
             }
             let vol = cache[id]!
-            let p = try part(volume: id, part: k)
+            let sp = try part(volume: id, part: k)
+            let p = sp.part
             let sliceBytes = vol.header.shape.sliceVoxels * vol.header.dtype.bytesPerVoxel
             let range = (p.firstSlice * sliceBytes)..<((p.firstSlice + p.slices) * sliceBytes)
             guard range.upperBound <= vol.voxels.count else { throw VoxError(.corrupt, "\(e.path): file part outside its volume") }
             let out = p.rebuild(voxels: vol.voxels[range], dtype: vol.header.dtype)
             guard UInt64(out.count) == e.size else { throw VoxError(.corrupt, "\(e.path): rebuilt size differs from the recorded size") }
+            if let h = sp.sha256, Checksum.sha256(out) != h { throw VoxError(.corrupt, "\(e.path): rebuilt file differs from the original (SHA-256 mismatch)") }
             return out
         }
     }

@@ -59,6 +59,26 @@ public final class LMDBEnvironment: @unchecked Sendable {
 
     deinit { mdb_env_close(env) }
 
+    private final class Weak { weak var env: LMDBEnvironment?; init(_ e: LMDBEnvironment) { env = e } }
+    nonisolated(unsafe) private static var open: [String: Weak] = [:]
+    private static let registryLock = NSLock()
+
+    /// The process's one environment for `path`. LMDB forbids opening one environment twice
+    /// in a process (reader slots and locks are per process: closing the second copy breaks
+    /// the first), so every opener of a path shares it. A writable one serves read-only
+    /// openers too; asking for a writable one while a read-only one is open is an error.
+    public static func shared(path: String, readOnly: Bool) throws -> LMDBEnvironment {
+        let key = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
+        registryLock.lock(); defer { registryLock.unlock() }
+        if let e = open[key]?.env {
+            if readOnly || !e.readOnly { return e }
+            throw LMDBError(EBUSY, "\(path) is open read-only in this process")
+        }
+        let e = try LMDBEnvironment(path: path, readOnly: readOnly)
+        open[key] = Weak(e)
+        return e
+    }
+
     /// A named sub-database (created on first use unless read-only).
     public func database(_ name: String) throws -> MDB_dbi {
         lock.lock()

@@ -1,0 +1,395 @@
+import Foundation
+import VoxArchive
+import VoxCodec
+import VoxCore
+
+/// The filesystem's domain errors; the FUSE layer turns them into errnos (and nothing else
+/// does). Damage (a VoxError from the archive or the codec) is not one of these: it becomes
+/// EIO plus a log line there.
+public enum FSError: Error, Equatable, Sendable {
+    case noEntry, notDirectory, isDirectory, notLink, readOnly, noAttribute, range, badHandle
+
+    public var errno: Int32 {
+        switch self {
+        case .noEntry: ENOENT
+        case .notDirectory: ENOTDIR
+        case .isDirectory: EISDIR
+        case .notLink: EINVAL
+        case .readOnly: EROFS
+        case .noAttribute: ENODATA
+        case .range: ERANGE
+        case .badHandle: EBADF
+        }
+    }
+}
+
+/// A read-only filesystem over an archive, free of FUSE: inodes, lookup, attributes, listings,
+/// links, extended attributes, and `read(handle, offset, length)` that decodes only the slabs
+/// the byte range needs, through a bounded slab cache, with prefetch of the next slab.
+public final class VoxFileSystem: @unchecked Sendable {
+    public struct Options: Sendable {
+        /// Bytes of decoded slabs kept (LRU).
+        public var cacheBytes: Int
+        /// Background decoders for prefetch (and how many slabs ahead a sequential reader is served).
+        public var workers: Int
+        /// Report every file as owned by these instead of the owners recorded at pack time.
+        public var uid: UInt32?, gid: UInt32?
+        public var log: @Sendable (String) -> Void
+
+        public static var defaultCacheBytes: Int {
+            Int(min(UInt64(1) << 30, max(UInt64(64) << 20, ProcessInfo.processInfo.physicalMemory / 8)))
+        }
+
+        public init(cacheBytes: Int = Options.defaultCacheBytes, workers: Int = ProcessInfo.processInfo.activeProcessorCount,
+                    uid: UInt32? = nil, gid: UInt32? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) {
+            self.cacheBytes = cacheBytes; self.workers = max(0, workers); self.uid = uid; self.gid = gid; self.log = log
+        }
+    }
+
+    public struct Attributes: Sendable, Equatable {
+        public var ino: UInt64
+        public var kind: Archive.Kind
+        /// Permission bits with the file type (S_IFDIR, S_IFREG, S_IFLNK).
+        public var mode: UInt32
+        public var nlink: UInt32
+        public var uid: UInt32, gid: UInt32
+        public var size: UInt64
+        public var mtimeSec: Int64, mtimeNsec: Int32
+    }
+
+    public struct DirEntry: Sendable, Equatable {
+        public var name: String
+        public var ino: UInt64
+        public var kind: Archive.Kind
+    }
+
+    struct Node {
+        var entry: Archive.Entry
+        var parent: UInt64
+        var children: [(name: String, ino: UInt64)] = []
+        var index: [String: UInt64] = [:]
+    }
+
+    public static let rootIno: UInt64 = 1
+
+    public let archive: Archive
+    public let options: Options
+    public let cache: SlabCache
+    private let nodes: [Node]                 // nodes[ino - 1]
+    private let volumeInfos: [UInt64: Archive.VolumeInfo]
+    public let originalBytes: UInt64
+    public let storedBytes: UInt64
+
+    private let lock = NSLock()
+    private var decoders: [UInt64: VXZ.Decoder] = [:]
+    private var handles: [UInt64: Handle] = [:]
+    private var nextHandle: UInt64 = 1
+    private var lastSlab: [UInt64: Int] = [:]  // per volume: the last slab a read touched
+    private let prefetchQueue: OperationQueue
+
+    public init(archive: Archive, options: Options = Options()) throws {
+        self.archive = archive
+        self.options = options
+        cache = SlabCache(capacity: options.cacheBytes)
+        prefetchQueue = OperationQueue()
+        prefetchQueue.maxConcurrentOperationCount = max(1, options.workers)
+        prefetchQueue.qualityOfService = .utility
+        let volumeInfos = Dictionary(uniqueKeysWithValues: try archive.volumeInfos().map { ($0.id, $0) })
+        self.volumeInfos = volumeInfos
+
+        var st = stat()
+        stat(archive.path, &st)
+        let root = Archive.Entry(path: "", kind: .directory, mode: 0o755, uid: st.st_uid, gid: st.st_gid,
+                                 mtimeSec: Int64(st.st_mtim.tv_sec), mtimeNsec: Int32(st.st_mtim.tv_nsec), size: 0, linkTarget: "", content: .none)
+        var nodes = [Node(entry: root, parent: VoxFileSystem.rootIno)]
+        var byPath: [String: UInt64] = ["": VoxFileSystem.rootIno]
+        var original: UInt64 = 0, stored: UInt64 = 0
+        for e in try archive.entries() {
+            let parent = VoxFileSystem.ensureDirectory((e.path as NSString).deletingLastPathComponent, &nodes, &byPath, like: root)
+            let name = (e.path as NSString).lastPathComponent
+            if let existing = byPath[e.path] {         // a folder made up for an earlier child
+                if e.kind == .directory { nodes[Int(existing - 1)].entry = e }
+                continue
+            }
+            nodes.append(Node(entry: e, parent: parent))
+            let ino = UInt64(nodes.count)
+            byPath[e.path] = ino
+            nodes[Int(parent - 1)].children.append((name, ino))
+            nodes[Int(parent - 1)].index[name] = ino
+            if e.kind == .file {
+                original += e.size
+                stored += UInt64(try archive.storedSize(e, volumes: volumeInfos))
+            }
+        }
+        self.nodes = nodes
+        originalBytes = original
+        storedBytes = stored
+    }
+
+    /// The inode of folder `path`, creating folders the archive does not list (so that every
+    /// entry has a parent).
+    private static func ensureDirectory(_ path: String, _ nodes: inout [Node], _ byPath: inout [String: UInt64], like root: Archive.Entry) -> UInt64 {
+        if let i = byPath[path] { return i }
+        let parent = ensureDirectory((path as NSString).deletingLastPathComponent, &nodes, &byPath, like: root)
+        var e = root
+        e.path = path
+        nodes.append(Node(entry: e, parent: parent))
+        let ino = UInt64(nodes.count)
+        byPath[path] = ino
+        let name = (path as NSString).lastPathComponent
+        nodes[Int(parent - 1)].children.append((name, ino))
+        nodes[Int(parent - 1)].index[name] = ino
+        return ino
+    }
+
+    public var inodeCount: Int { nodes.count }
+
+    private func node(_ ino: UInt64) throws -> Node {
+        guard ino >= 1, ino <= UInt64(nodes.count) else { throw FSError.noEntry }
+        return nodes[Int(ino - 1)]
+    }
+
+    // MARK: metadata
+
+    public func attributes(_ ino: UInt64) throws -> Attributes {
+        let n = try node(ino)
+        let e = n.entry
+        let type: UInt32 = switch e.kind { case .directory: UInt32(S_IFDIR); case .file: UInt32(S_IFREG); case .symlink: UInt32(S_IFLNK) }
+        let nlink: UInt32 = e.kind == .directory ? 2 + UInt32(n.children.filter { nodes[Int($0.ino - 1)].entry.kind == .directory }.count) : 1
+        let size: UInt64 = e.kind == .symlink ? UInt64(e.linkTarget.utf8.count) : e.size
+        return Attributes(ino: ino, kind: e.kind, mode: type | (e.mode & 0o7777), nlink: nlink,
+                          uid: options.uid ?? e.uid, gid: options.gid ?? e.gid, size: size, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec)
+    }
+
+    public func lookup(parent: UInt64, name: String) throws -> Attributes {
+        let p = try node(parent)
+        guard p.entry.kind == .directory else { throw FSError.notDirectory }
+        if name == "." { return try attributes(parent) }
+        if name == ".." { return try attributes(p.parent) }
+        guard let ino = p.index[name] else { throw FSError.noEntry }
+        return try attributes(ino)
+    }
+
+    /// The folder's entries, "." and ".." first, in a stable order (offsets index into it).
+    public func list(_ ino: UInt64) throws -> [DirEntry] {
+        let n = try node(ino)
+        guard n.entry.kind == .directory else { throw FSError.notDirectory }
+        var out = [DirEntry(name: ".", ino: ino, kind: .directory), DirEntry(name: "..", ino: n.parent, kind: .directory)]
+        for c in n.children { out.append(DirEntry(name: c.name, ino: c.ino, kind: nodes[Int(c.ino - 1)].entry.kind)) }
+        return out
+    }
+
+    public func readlink(_ ino: UInt64) throws -> String {
+        let n = try node(ino)
+        guard n.entry.kind == .symlink else { throw FSError.notLink }
+        return n.entry.linkTarget
+    }
+
+    /// Inode of an archive path ("" is the root).
+    public func resolve(_ path: String) throws -> UInt64 {
+        var ino = VoxFileSystem.rootIno
+        for c in path.split(separator: "/") where !c.isEmpty { ino = try lookup(parent: ino, name: String(c)).ino }
+        return ino
+    }
+
+    public func path(of ino: UInt64) throws -> String { try node(ino).entry.path }
+
+    // MARK: extended attributes (user.voxfs.*)
+
+    public func xattrNames(_ ino: UInt64) throws -> [String] {
+        try xattrs(ino).map(\.0)
+    }
+
+    public func xattr(_ ino: UInt64, _ name: String) throws -> [UInt8] {
+        guard let v = try xattrs(ino).first(where: { $0.0 == name }) else { throw FSError.noAttribute }
+        return Array(v.1.utf8)
+    }
+
+    private func xattrs(_ ino: UInt64) throws -> [(String, String)] {
+        let n = try node(ino)
+        if ino == VoxFileSystem.rootIno {
+            let c = cache.snapshot
+            return [("user.voxfs.archive", archive.path),
+                    ("user.voxfs.original_bytes", "\(originalBytes)"),
+                    ("user.voxfs.stored_bytes", "\(storedBytes)"),
+                    ("user.voxfs.ratio", String(format: "%.3f", Double(originalBytes) / Double(max(1, storedBytes)))),
+                    ("user.voxfs.volumes", "\(volumeInfos.count)"),
+                    ("user.voxfs.cache", "capacity=\(cache.capacity) bytes=\(c.bytes) slabs=\(c.entries) hits=\(c.hits) misses=\(c.misses) decodes=\(c.decodes) prefetches=\(c.prefetches) evictions=\(c.evictions)")]
+        }
+        let e = n.entry
+        guard e.kind == .file else { return [] }
+        let stored = try archive.storedSize(e, volumes: volumeInfos)
+        var out: [(String, String)] = [("user.voxfs.stored_size", "\(stored)"),
+                                       ("user.voxfs.ratio", String(format: "%.3f", Double(e.size) / Double(max(1, stored))))]
+        switch e.content {
+        case .none: break
+        case .blob(let h):
+            out.append(("user.voxfs.storage", "blob (zstd)"))
+            out.append(("user.voxfs.sha256", Checksum.hex(h)))
+        case .volume(let id, let k):
+            out.append(("user.voxfs.storage", "volume"))
+            out.append(("user.voxfs.volume", "\(id)"))
+            if let v = volumeInfos[id] {
+                let h = v.header
+                out.append(("user.voxfs.shape", h.shape.description + " " + h.dtype.description))
+                out.append(("user.voxfs.preset", h.preset))
+                out.append(("user.voxfs.model", h.usesLSTM ? Checksum.hex(h.modelHash) + (h.embeddedModel != nil ? " (adapted, embedded)" : "") : "none (classical)"))
+            }
+            let p = try archive.part(volume: id, part: k)
+            out.append(("user.voxfs.slices", "\(p.part.firstSlice)-\(p.part.firstSlice + p.part.slices - 1)"))
+            if let s = p.sha256 { out.append(("user.voxfs.sha256", Checksum.hex(s))) }
+        }
+        return out
+    }
+
+    // MARK: open files and reads
+
+    final class Handle: @unchecked Sendable {
+        enum Layout {
+            case bytes([UInt8])
+            case volume(id: UInt64, part: Archive.StoredPart, header: StreamHeader)
+        }
+        let ino: UInt64
+        let entry: Archive.Entry
+        let layout: Layout
+        init(ino: UInt64, entry: Archive.Entry, layout: Layout) { self.ino = ino; self.entry = entry; self.layout = layout }
+    }
+
+    /// Opens a file for reading; returns a handle for `read` and `release`. An opaque file's
+    /// content is unpacked (and its SHA-256 checked) here; a volume-backed file reads only its
+    /// part record (its header bytes come without decoding any voxels).
+    public func open(_ ino: UInt64, write: Bool = false) throws -> UInt64 {
+        let n = try node(ino)
+        guard n.entry.kind != .directory else { throw FSError.isDirectory }
+        guard n.entry.kind == .file else { throw FSError.noEntry }
+        guard !write else { throw FSError.readOnly }
+        let layout: Handle.Layout
+        switch n.entry.content {
+        case .none: layout = .bytes([])
+        case .blob:
+            var unused: [UInt64: Archive.DecodedVolume] = [:]
+            layout = .bytes(try archive.contents(n.entry, decoded: &unused))
+        case .volume(let id, let k):
+            let p = try archive.part(volume: id, part: k)
+            guard let v = volumeInfos[id] else { throw VoxError(.corrupt, "\(n.entry.path): its volume \(id) is missing") }
+            let h = v.header
+            let sliceBytes = h.shape.sliceVoxels * h.dtype.bytesPerVoxel
+            guard p.part.firstSlice >= 0, p.part.slices >= 0, p.part.firstSlice + p.part.slices <= h.shape.z,
+                  UInt64(p.part.header.count + p.part.slices * sliceBytes + p.part.trailer.count) == n.entry.size else {
+                throw VoxError(.corrupt, "\(n.entry.path): its file part does not match its volume or its size")
+            }
+            layout = .volume(id: id, part: p, header: h)
+        }
+        lock.lock(); defer { lock.unlock() }
+        let fh = nextHandle
+        nextHandle += 1
+        handles[fh] = Handle(ino: ino, entry: n.entry, layout: layout)
+        return fh
+    }
+
+    public func release(_ fh: UInt64) {
+        lock.lock(); handles[fh] = nil; lock.unlock()
+    }
+
+    public var openHandles: Int { lock.lock(); defer { lock.unlock() }; return handles.count }
+
+    /// Bytes [offset, offset + length) of the open file (fewer at its end).
+    public func read(_ fh: UInt64, offset: UInt64, length: Int) throws -> [UInt8] {
+        lock.lock()
+        let h = handles[fh]
+        lock.unlock()
+        guard let h else { throw FSError.badHandle }
+        let size = h.entry.size
+        guard offset < size, length > 0 else { return [] }
+        let lo = Int(offset), hi = Int(min(size, offset + UInt64(length)))
+        switch h.layout {
+        case .bytes(let b): return Array(b[lo..<hi])
+        case .volume(let id, let sp, let header):
+            let p = sp.part
+            var out = [UInt8]()
+            out.reserveCapacity(hi - lo)
+            let sliceBytes = header.shape.sliceVoxels * header.dtype.bytesPerVoxel
+            let pixStart = p.header.count, pixEnd = pixStart + p.slices * sliceBytes
+            if lo < pixStart { out += p.header[lo..<min(hi, pixStart)] }
+            let a = max(lo, pixStart), b = min(hi, pixEnd)
+            if a < b {
+                // volume byte offsets of the file's voxel bytes [a, b)
+                let base = p.firstSlice * sliceBytes - pixStart
+                let va = base + a, vb = base + b
+                let slabBytes = header.slabThickness * sliceBytes
+                let swap = p.bigEndian && header.dtype.bytesPerVoxel == 2
+                let first = va / slabBytes, last = (vb - 1) / slabBytes
+                for s in first...last {
+                    let slab = try slabData(volume: id, slab: s, header: header, path: h.entry.path)
+                    let s0 = s * slabBytes
+                    let from = max(va, s0), to = min(vb, s0 + slab.count)
+                    guard from < to else { throw VoxError(.corrupt, "\(h.entry.path): volume \(id) slab \(s) is shorter than its slices") }
+                    if swap {
+                        // the file holds each 16-bit voxel big-endian: file byte o is volume byte o ^ 1
+                        slab.withUnsafeBufferPointer { sb in
+                            for o in from..<to { out.append(sb[(o ^ 1) - s0]) }
+                        }
+                    } else {
+                        out += slab[(from - s0)..<(to - s0)]
+                    }
+                }
+                notePosition(volume: id, first: first, last: last, header: header, path: h.entry.path)
+            }
+            if hi > pixEnd { out += p.trailer[(max(lo, pixEnd) - pixEnd)..<(hi - pixEnd)] }
+            return out
+        }
+    }
+
+    private func decoder(_ id: UInt64) throws -> VXZ.Decoder {
+        lock.lock()
+        if let d = decoders[id] { lock.unlock(); return d }
+        lock.unlock()
+        let d = try archive.decoder(volume: id)
+        lock.lock(); defer { lock.unlock() }
+        if let other = decoders[id] { return other }
+        decoders[id] = d
+        return d
+    }
+
+    private func slabData(volume id: UInt64, slab s: Int, header: StreamHeader, path: String, prefetch: Bool = false) throws -> [UInt8] {
+        guard s >= 0, s < header.slabs.count else { throw VoxError(.corrupt, "\(path): volume \(id) has no slab \(s)") }
+        return try cache.get(SlabCache.Key(volume: id, slab: s), prefetch: prefetch) {
+            let d = try decoder(id)
+            do { return try d.decodeSlab(s) } catch let e as VoxError {
+                throw VoxError(e.kind, "\(path): \(e.message)")
+            }
+        }
+    }
+
+    /// A read that continues where the last read of the volume was (same or next slab) is
+    /// sequential: the next `workers` slabs are decoded in the background.
+    private func notePosition(volume id: UInt64, first: Int, last: Int, header: StreamHeader, path: String) {
+        lock.lock()
+        let prev = lastSlab[id]
+        lastSlab[id] = last
+        lock.unlock()
+        guard options.workers > 0, let prev, first == prev || first == prev + 1 else { return }
+        for s in (last + 1)..<min(header.slabs.count, last + 1 + options.workers) {
+            let key = SlabCache.Key(volume: id, slab: s)
+            if cache.contains(key) { continue }
+            prefetchQueue.addOperation { [self] in
+                do { _ = try self.slabData(volume: id, slab: s, header: header, path: path, prefetch: true) } catch {
+                    self.options.log("prefetch: \(error)")
+                }
+            }
+        }
+    }
+
+    /// Waits for background decodes (tests, unmount).
+    public func drain() { prefetchQueue.waitUntilAllOperationsAreFinished() }
+
+    public struct FSStats: Sendable {
+        public var blockSize: UInt64 = 4096
+        public var blocks: UInt64, files: UInt64
+    }
+
+    /// statfs: the original bytes as used space (nothing free: the filesystem is read-only).
+    public func fsStats() -> FSStats {
+        FSStats(blocks: (originalBytes + 4095) / 4096, files: UInt64(nodes.count))
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+
+/// Decoded slabs in an LRU bounded in bytes. Concurrent readers of one slab wait for a single
+/// decode (single flight); hits, misses, decodes and evictions are counted.
+public final class SlabCache: @unchecked Sendable {
+    public struct Key: Hashable, Sendable {
+        public var volume: UInt64
+        public var slab: Int
+        public init(volume: UInt64, slab: Int) { self.volume = volume; self.slab = slab }
+    }
+
+    public struct Stats: Sendable, Equatable {
+        public var hits = 0, misses = 0, decodes = 0, evictions = 0, prefetches = 0
+        public var bytes = 0, entries = 0
+    }
+
+    final class Flight {
+        var bytes: [UInt8]?
+        var error: Error?
+        var done = false
+    }
+
+    public let capacity: Int
+    private let cond = NSCondition()
+    private var slabs: [Key: (bytes: [UInt8], used: UInt64)] = [:]
+    private var flights: [Key: Flight] = [:]
+    private var tick: UInt64 = 0
+    private var stats = Stats()
+
+    public init(capacity: Int) { self.capacity = max(0, capacity) }
+
+    public var snapshot: Stats {
+        cond.lock(); defer { cond.unlock() }
+        var s = stats
+        s.entries = slabs.count
+        return s
+    }
+
+    public func contains(_ k: Key) -> Bool {
+        cond.lock(); defer { cond.unlock() }
+        return slabs[k] != nil || flights[k] != nil
+    }
+
+    /// The slab for `key`, decoding it with `decode` when it is not cached. A decode that is
+    /// already running for the key is waited for, not repeated. Errors are not cached.
+    public func get(_ key: Key, prefetch: Bool = false, decode: () throws -> [UInt8]) throws -> [UInt8] {
+        cond.lock()
+        if let hit = slabs[key] {
+            tick += 1
+            slabs[key] = (hit.bytes, tick)
+            if !prefetch { stats.hits += 1 }
+            cond.unlock()
+            return hit.bytes
+        }
+        if let f = flights[key] {
+            if !prefetch { stats.hits += 1 }
+            while !f.done { cond.wait() }
+            cond.unlock()
+            if let e = f.error { throw e }
+            return f.bytes!
+        }
+        let f = Flight()
+        flights[key] = f
+        if prefetch { stats.prefetches += 1 } else { stats.misses += 1 }
+        cond.unlock()
+
+        var result: [UInt8]? = nil
+        var failure: Error? = nil
+        do { result = try decode() } catch { failure = error }
+
+        cond.lock()
+        f.bytes = result; f.error = failure; f.done = true
+        flights[key] = nil
+        stats.decodes += 1
+        if let b = result, b.count <= capacity {
+            tick += 1
+            slabs[key] = (b, tick)
+            stats.bytes += b.count
+            while stats.bytes > capacity, let victim = slabs.min(by: { $0.value.used < $1.value.used }) {
+                slabs[victim.key] = nil
+                stats.bytes -= victim.value.bytes.count
+                stats.evictions += 1
+            }
+        }
+        cond.broadcast()
+        cond.unlock()
+        if let e = failure { throw e }
+        return result!
+    }
+}

@@ -1,0 +1,194 @@
+import Foundation
+import XCTest
+import VoxArchive
+import VoxCodec
+import VoxCore
+import VoxFS
+import VoxTestSupport
+
+/// The FUSE-free filesystem core, in-process, on a packed tree of real data: DICOM series
+/// (real CT pixels, headers written by scripts/make_test_series.py), real pydicom test files
+/// (big-endian, multi-frame, JPEG 2000), a raw CT crop with its sidecar, notes, a symlink.
+final class FileSystemTests: XCTestCase {
+    var dir: URL!
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("vfs-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    func makeTree() throws -> String {
+        let cache = RealData.cache
+        for p in ["series/signed", "dicom/pydicom", "dicom/pydicom-data/emri_small.dcm", "volumes/ct_lung1.raw"] { _ = try RealData.require(p) }
+        let fm = FileManager.default
+        let src = dir.appendingPathComponent("study").path
+        try fm.createDirectory(atPath: src + "/misc", withIntermediateDirectories: true)
+        try fm.copyItem(atPath: cache + "/series/signed", toPath: src + "/ct")
+        for n in ["CT_small.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm"] { try fm.copyItem(atPath: cache + "/dicom/pydicom/" + n, toPath: src + "/misc/" + n) }
+        try fm.copyItem(atPath: cache + "/dicom/pydicom-data/emri_small.dcm", toPath: src + "/misc/emri_small.dcm")
+        let all = try FileIO.read(cache + "/volumes/ct_lung1.raw")
+        try FileIO.writeAtomically(src + "/misc/crop.raw", Array(all[(512 * 512 * 2 * 20)..<(512 * 512 * 2 * 45)]))
+        try FileIO.writeAtomically(src + "/misc/crop.json", Array("{\"shape\":[512,512,25],\"dtype\":\"int16\"}".utf8))
+        try FileIO.writeAtomically(src + "/notes.txt", Array("real data, see the test's comment\n".utf8))
+        symlink("misc/CT_small.dcm", src + "/link.dcm")
+        return src
+    }
+
+    func mount(_ src: String, cacheBytes: Int = 64 << 20, workers: Int = 2) throws -> (VoxFileSystem, String) {
+        let path = dir.appendingPathComponent("t.voxfs").path
+        let a = try Archive(path: path, create: true)
+        _ = try Packer(preset: try Preset.named("classical-par")).pack([src], into: a, archivePath: path)
+        let fs = try VoxFileSystem(archive: try Archive(path: path, create: false), options: .init(cacheBytes: cacheBytes, workers: workers))
+        return (fs, path)
+    }
+
+    func readAll(_ fs: VoxFileSystem, _ ino: UInt64, chunk: Int) throws -> [UInt8] { try FileSystemTests.readAll(fs, ino, chunk: chunk) }
+
+    static func readAll(_ fs: VoxFileSystem, _ ino: UInt64, chunk: Int) throws -> [UInt8] {
+        let fh = try fs.open(ino)
+        defer { fs.release(fh) }
+        var out: [UInt8] = [], off: UInt64 = 0
+        while true {
+            let b = try fs.read(fh, offset: off, length: chunk)
+            if b.isEmpty { break }
+            out += b; off += UInt64(b.count)
+        }
+        return out
+    }
+
+    func testEveryFileReadsBackWithItsMetadata() throws {
+        let src = try makeTree()
+        let (fs, _) = try mount(src)
+        let fm = FileManager.default
+        var checked = 0
+        for rel in try fm.subpathsOfDirectory(atPath: src) {
+            let p = src + "/" + rel
+            var st = stat()
+            lstat(p, &st)
+            let ino = try fs.resolve("study/" + rel)
+            let a = try fs.attributes(ino)
+            XCTAssertEqual(a.mode, UInt32(st.st_mode), rel)
+            if st.st_mode & S_IFMT == S_IFLNK {
+                XCTAssertEqual(try fs.readlink(ino), try fm.destinationOfSymbolicLink(atPath: p))
+                continue
+            }
+            guard st.st_mode & S_IFMT == S_IFREG else { continue }
+            XCTAssertEqual(a.size, UInt64(st.st_size), rel)
+            XCTAssertEqual(a.mtimeSec, Int64(st.st_mtim.tv_sec), rel)
+            XCTAssertEqual(a.mtimeNsec, Int32(st.st_mtim.tv_nsec), rel)
+            let orig = try FileIO.read(p)
+            for chunk in [4096, 131072, 777] { XCTAssertEqual(try readAll(fs, ino, chunk: chunk), orig, "\(rel) in \(chunk)-byte reads") }
+            // random ranges, including ones past the end
+            let fh = try fs.open(ino)
+            var g = SplitMix64(seed: UInt64(rel.utf8.count))
+            for _ in 0..<40 {
+                let off = Int(g.next() % UInt64(orig.count + 10)), len = Int(g.next() % 300_000) + 1
+                let want = off < orig.count ? Array(orig[off..<min(orig.count, off + len)]) : []
+                XCTAssertEqual(try fs.read(fh, offset: UInt64(off), length: len), want, "\(rel) [\(off), +\(len))")
+            }
+            fs.release(fh)
+            // the SHA-256 recorded at pack time
+            XCTAssertEqual(String(decoding: try fs.xattr(ino, "user.voxfs.sha256"), as: UTF8.self), Checksum.hex(Checksum.sha256(orig)), rel)
+            checked += 1
+        }
+        XCTAssertEqual(checked, 16 + 4 + 2 + 1)
+        // listings: ".", "..", then the children
+        let names = try fs.list(try fs.resolve("study")).map(\.name)
+        XCTAssertEqual(Array(names.prefix(2)), [".", ".."])
+        XCTAssertEqual(Set(names.dropFirst(2)), Set(try fm.contentsOfDirectory(atPath: src)))
+        XCTAssertThrowsError(try fs.lookup(parent: VoxFileSystem.rootIno, name: "nope")) { XCTAssertEqual($0 as? FSError, .noEntry) }
+        XCTAssertThrowsError(try fs.open(try fs.resolve("study/notes.txt"), write: true)) { XCTAssertEqual($0 as? FSError, .readOnly) }
+        XCTAssertThrowsError(try fs.open(try fs.resolve("study/ct"))) { XCTAssertEqual($0 as? FSError, .isDirectory) }
+        XCTAssertThrowsError(try fs.xattr(VoxFileSystem.rootIno, "user.other")) { XCTAssertEqual($0 as? FSError, .noAttribute) }
+        XCTAssertEqual(fs.openHandles, 0)
+        let root = String(decoding: try fs.xattr(VoxFileSystem.rootIno, "user.voxfs.stored_bytes"), as: UTF8.self)
+        XCTAssertGreaterThan(Int(root) ?? 0, 0)
+        XCTAssertLessThan(UInt64(root) ?? .max, fs.originalBytes)
+    }
+
+    func testHeaderReadsDecodeNothingAndSlabsDecodeOnceUnderConcurrency() throws {
+        let src = try makeTree()
+        let (fs, _) = try mount(src, workers: 0)
+        let ct = try fs.list(try fs.resolve("study/ct")).dropFirst(2)
+        // header-only scan of the series: every byte before the pixels of every file
+        for e in ct {
+            let fh = try fs.open(e.ino)
+            let orig = try FileIO.read(src + "/ct/" + e.name)
+            let head = orig.count - 512 * 512 * 2
+            XCTAssertGreaterThan(head, 128)
+            XCTAssertEqual(try fs.read(fh, offset: 0, length: head), Array(orig.prefix(head)))
+            fs.release(fh)
+        }
+        XCTAssertEqual(fs.cache.snapshot.decodes, 0, "a header-only scan decoded pixels")
+        // 8 threads read the whole series at once: each slab is decoded once
+        let files = ct.map { ($0.ino, $0.name) }
+        let failures = Locked(0)
+        let dir = src
+        DispatchQueue.concurrentPerform(iterations: 8) { t in
+            for (ino, name) in files.shuffled() {
+                let ok = (try? FileSystemTests.readAll(fs, ino, chunk: 65536)) == (try? FileIO.read(dir + "/ct/" + name))
+                if !ok { failures.mutate { $0 += 1 } }
+            }
+            _ = t
+        }
+        XCTAssertEqual(failures.value, 0)
+        let vols = Set(try files.map { f -> String in String(decoding: try fs.xattr(f.0, "user.voxfs.volume"), as: UTF8.self) })
+        XCTAssertEqual(vols.count, 1)
+        XCTAssertEqual(fs.cache.snapshot.decodes, 2, "16 slices in slabs of 8: two decodes, whatever the readers")
+    }
+
+    func testSequentialReadsPrefetchAndTheCacheStaysBounded() throws {
+        let src = try makeTree()
+        // room for two 512x512x8 int16 slabs (4 MiB each)
+        let (fs, _) = try mount(src, cacheBytes: 9 << 20, workers: 1)
+        let crop = try fs.resolve("study/misc/crop.raw")
+        XCTAssertEqual(try readAll(fs, crop, chunk: 131072), try FileIO.read(src + "/misc/crop.raw"))
+        fs.drain()
+        let s = fs.cache.snapshot
+        XCTAssertGreaterThan(s.prefetches, 0, "\(s)")
+        XCTAssertLessThanOrEqual(s.bytes, 9 << 20)
+        XCTAssertGreaterThan(s.evictions, 0, "\(s)")
+        // 25 slices: 4 slabs, each decoded once (by the reader or ahead of it)
+        XCTAssertEqual(s.misses + s.prefetches, 4, "\(s)")
+        XCTAssertEqual(s.decodes, 4, "\(s)")
+        XCTAssertGreaterThan(s.hits, 0)
+    }
+
+    func testADamagedSlabIsAnErrorNamingFileAndSlabAndOtherFilesStillRead() throws {
+        let src = try makeTree()
+        // (the first filesystem, and with it the archive, is closed before the file is damaged)
+        let (crop, path, rec): (UInt64, String, [UInt8]) = try {
+            let (fs0, path) = try mount(src)
+            let crop = try fs0.resolve("study/misc/crop.raw")
+            let vol = UInt64(String(decoding: try fs0.xattr(crop, "user.voxfs.volume"), as: UTF8.self))!
+            return (crop, path, try fs0.archive.slabRecord(volume: vol, index: 1)!)
+        }()
+        var file = try FileIO.read(path)
+        let needle = Array(rec[200..<264])
+        guard let at = (0..<(file.count - needle.count)).first(where: { file[$0] == needle[0] && Array(file[$0..<($0 + needle.count)]) == needle }) else {
+            return XCTFail("slab bytes not found")
+        }
+        for k in 0..<16 { file[at + k] ^= 0x5A }
+        try FileIO.writeAtomically(path, file)
+        let fs = try VoxFileSystem(archive: try Archive(path: path, create: false), options: .init(cacheBytes: 64 << 20, workers: 0))
+        let fh = try fs.open(crop)
+        let sliceBytes = 512 * 512 * 2
+        // slab 0 (slices 0-7) reads; slab 1 (8-15) is an error that names the file and the slab
+        XCTAssertEqual(try fs.read(fh, offset: 0, length: sliceBytes), Array(try FileIO.read(src + "/misc/crop.raw").prefix(sliceBytes)))
+        XCTAssertThrowsError(try fs.read(fh, offset: UInt64(9 * sliceBytes), length: 100)) { e in
+            let m = (e as? VoxError)?.message ?? "\(e)"
+            XCTAssertTrue(m.contains("misc/crop.raw") && m.contains("slab 1"), m)
+        }
+        fs.release(fh)
+        let notes = try fs.resolve("study/notes.txt")
+        XCTAssertEqual(try readAll(fs, notes, chunk: 4096), try FileIO.read(src + "/notes.txt"))
+    }
+}
+
+final class Locked<T>: @unchecked Sendable {
+    private var v: T
+    private let l = NSLock()
+    init(_ v: T) { self.v = v }
+    var value: T { l.lock(); defer { l.unlock() }; return v }
+    func mutate(_ f: (inout T) -> Void) { l.lock(); f(&v); l.unlock() }
+}
