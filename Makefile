@@ -19,6 +19,8 @@ help:
 	@echo "make test         install what is missing, build, fetch the real test data, run every test"
 	@echo "make bench-codec  bpp and speed of every preset on the real volumes, beside xz -9 and zstd -19"
 	@echo "make bench-pack   pack/unpack throughput and ratio of the real data tree, beside tar | zstd -19 and tar | xz -9"
+	@echo "make bench-mount  reads through voxfs mount (cold, warm, first byte, random 4 KiB, header scan) beside the originals and squashfuse"
+	@echo "make install      voxfs, the mount helper (mount -t fuse.voxfs, fstab) and the systemd unit (PREFIX=/usr/local)"
 	@echo "make compare      VoxFS against JPEG-LS, JPEG 2000, HTJ2K, JPEG XL, HEVC, FFV1, xz, zstd -> docs/benchmarks-compare.md"
 	@echo "make fuzz         long fuzz runs of the .vxz decoder and the format parsers (FUZZ_ITERATIONS=...)"
 	@echo "make model        retrain the shipped models (models/*.vxm) from the real volumes and embed them"
@@ -60,6 +62,11 @@ bench-codec: build data
 
 bench-pack: build data
 	$(PYTHON) scripts/bench_pack.py --voxfs .build/release/voxfs --cache "$(CACHE)" --out .build/bench-pack.md
+
+# squashfs-tools and squashfuse are only needed for this comparison
+bench-mount: build data
+	$(MAKE) --no-print-directory deps DEB_PACKAGES="squashfs-tools squashfuse"
+	$(CACHE)/venv/bin/python scripts/bench_mount.py --voxfs .build/release/voxfs --cache "$(CACHE)" --out .build/bench-mount.md
 
 compare: build data
 	scripts/compare_setup.sh

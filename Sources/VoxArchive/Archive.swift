@@ -205,9 +205,46 @@ public final class Archive: @unchecked Sendable {
 
     /// Stores a coded volume (its stream split into header and slab records), the model it
     /// needs, each file's non-pixel bytes and the files' entries, in one transaction.
-    /// `files` pairs each entry with its part and the SHA-256 of the original file (kept in the
-    /// part record: unpack checks every rebuilt file against it, the mount reports it).
-    public func putVolume(stream: [UInt8], model: LSTMModel?, files: [(Entry, VolumeFilePart, [UInt8])]) throws -> UInt64 {
+    /// A volume-backed file as pack stores it: its entry, its part of the volume, the SHA-256
+    /// of the original file, and the file's bytes from the end of its header to its first 4 KiB
+    /// page boundary (see `pagePrefix`).
+    public struct PackedFile: Sendable {
+        public var entry: Entry
+        public var part: VolumeFilePart
+        public var sha256: [UInt8]
+        public var prefix: [UInt8]
+        public init(entry: Entry, part: VolumeFilePart, original: [UInt8]) {
+            self.entry = entry; self.part = part
+            sha256 = Checksum.sha256(original)
+            let n = Archive.prefixLength(headerBytes: part.header.count, voxelBytes: original.count - part.header.count - part.trailer.count)
+            prefix = Array(original[part.header.count..<(part.header.count + n)])
+        }
+    }
+
+    /// Voxel bytes kept beside a file's header: up to the file's first 4 KiB boundary. The
+    /// kernel reads whole pages, so a header-only read (pydicom's stop_before_pixels, dcmdump)
+    /// asks for them too; with them at hand it decodes no slab.
+    public static func prefixLength(headerBytes: Int, voxelBytes: Int) -> Int {
+        guard headerBytes > 0 else { return 0 }
+        return min(max(0, voxelBytes), (4096 - headerBytes % 4096) % 4096)
+    }
+
+    static func encodePart(_ f: PackedFile) -> [UInt8] {
+        let p = f.part
+        precondition(f.sha256.count == 32)
+        var w = ByteWriter()
+        w.u32(UInt32(p.firstSlice)); w.u32(UInt32(p.slices)); w.u8(p.bigEndian ? 1 : 0)
+        w.u32(UInt32(p.header.count)); w.u32(UInt32(p.trailer.count)); w.u32(UInt32(f.prefix.count))
+        w.raw(f.sha256)
+        let bytes = p.header + p.trailer + f.prefix
+        w.u32(Checksum.crc32c(bytes))
+        w.raw(packBlob(bytes))
+        return w.bytes
+    }
+
+    /// Stores a coded volume (its stream split into header and slab records), the model it
+    /// needs, each file's part record and entry, in one transaction.
+    public func putVolume(stream: [UInt8], model: LSTMModel?, files: [PackedFile]) throws -> UInt64 {
         let h = try StreamHeader(parsing: stream, fileSize: stream.count)
         return try write { t in
             var id: UInt64 = 1
@@ -219,16 +256,11 @@ public final class Archive: @unchecked Sendable {
                 try t.put(slabs, Archive.slabKey(id, i), Array(stream[Int(s.offset)..<(Int(s.offset) + Int(s.length))]))
             }
             if let m = model, h.embeddedModel == nil, try t.get(models, m.hash) == nil { try t.put(models, m.hash, m.serialized()) }
-            for (k, (e, p, sha)) in files.enumerated() {
-                precondition(sha.count == 32)
-                var pw = ByteWriter()
-                pw.u32(UInt32(p.firstSlice)); pw.u32(UInt32(p.slices)); pw.u8(p.bigEndian ? 1 : 0)
-                pw.u32(UInt32(p.header.count)); pw.raw(p.header); pw.u32(UInt32(p.trailer.count)); pw.raw(p.trailer)
-                pw.raw(sha)
-                try t.put(parts, Archive.slabKey(id, k), pw.bytes)
-                var entry = e
+            for (k, f) in files.enumerated() {
+                try t.put(parts, Archive.slabKey(id, k), Archive.encodePart(f))
+                var entry = f.entry
                 entry.content = .volume(id: id, part: UInt32(k))
-                try t.put(tree, Array(e.path.utf8), entry.encoded())
+                try t.put(tree, Array(entry.path.utf8), entry.encoded())
             }
             return id
         }
@@ -259,24 +291,28 @@ public final class Archive: @unchecked Sendable {
         }
     }
 
-    /// A volume-backed file's part: where its voxels are in the volume, its own non-pixel
-    /// bytes, and the SHA-256 of the original file (nil in records written before it was kept).
+    /// A volume-backed file's part: where its voxels are in the volume, its own non-voxel
+    /// bytes, the SHA-256 of the original file, and its page prefix.
     public struct StoredPart: Sendable {
         public var part: VolumeFilePart
-        public var sha256: [UInt8]?
-        /// Bytes of the file before its voxels, and of its voxels.
-        public var headerBytes: Int { part.header.count }
+        public var sha256: [UInt8]
+        /// The file's voxel bytes from the end of its header to its first 4 KiB boundary.
+        public var prefix: [UInt8]
     }
 
     public func part(volume id: UInt64, part k: UInt32) throws -> StoredPart {
         try env.read { t in
             guard let b = try t.get(parts, Archive.slabKey(id, Int(k))) else { throw VoxError(.corrupt, "volume \(id): file part \(k) is missing") }
-            var r = ByteReader(b, what: "file part")
+            var r = ByteReader(b, what: "volume \(id) file part \(k)")
             let first = Int(try r.u32()), n = Int(try r.u32()), big = try r.u8() != 0
-            let hl = Int(try r.u32()); let head = try r.raw(hl)
-            let tl = Int(try r.u32()); let tail = try r.raw(tl)
-            let sha: [UInt8]? = r.remaining >= 32 ? try r.raw(32) : nil
-            return StoredPart(part: VolumeFilePart(path: "", header: head, trailer: tail, firstSlice: first, slices: n, bigEndian: big), sha256: sha)
+            let hl = Int(try r.u32()), tl = Int(try r.u32()), pl = Int(try r.u32())
+            let sha = try r.raw(32)
+            let crc = try r.u32()
+            guard hl + tl + pl <= 1 << 30, pl <= 4096 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged") }
+            let bytes = try Archive.unpackBlob(try r.raw(r.remaining), size: UInt64(hl + tl + pl), path: "volume \(id) file part \(k)")
+            guard bytes.count == hl + tl + pl, Checksum.crc32c(bytes) == crc else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged") }
+            return StoredPart(part: VolumeFilePart(path: "", header: Array(bytes[0..<hl]), trailer: Array(bytes[hl..<(hl + tl)]), firstSlice: first, slices: n, bigEndian: big),
+                              sha256: sha, prefix: Array(bytes[(hl + tl)...]))
         }
     }
 
@@ -308,8 +344,11 @@ public final class Archive: @unchecked Sendable {
             let range = (p.firstSlice * sliceBytes)..<((p.firstSlice + p.slices) * sliceBytes)
             guard range.upperBound <= vol.voxels.count else { throw VoxError(.corrupt, "\(e.path): file part outside its volume") }
             let out = p.rebuild(voxels: vol.voxels[range], dtype: vol.header.dtype)
+            guard out.count >= p.header.count + sp.prefix.count, out[p.header.count..<(p.header.count + sp.prefix.count)].elementsEqual(sp.prefix) else {
+                throw VoxError(.corrupt, "\(e.path): its stored page prefix differs from its decoded voxels")
+            }
             guard UInt64(out.count) == e.size else { throw VoxError(.corrupt, "\(e.path): rebuilt size differs from the recorded size") }
-            if let h = sp.sha256, Checksum.sha256(out) != h { throw VoxError(.corrupt, "\(e.path): rebuilt file differs from the original (SHA-256 mismatch)") }
+            if Checksum.sha256(out) != sp.sha256 { throw VoxError(.corrupt, "\(e.path): rebuilt file differs from the original (SHA-256 mismatch)") }
             return out
         }
     }
@@ -352,7 +391,7 @@ public final class Archive: @unchecked Sendable {
         case .volume(let id, let k):
             guard let v = volumes[id] else { return 0 }
             let rec = try env.read { t in try t.get(parts, Archive.slabKey(id, Int(k))) }
-            guard let rec, rec.count >= 8 else { return 0 }
+            guard let rec, rec.count >= 8 else { return 0 }   // first slice, then slices
             var r = ByteReader(rec)
             _ = try r.u32()
             let slices = Int(try r.u32())

@@ -216,10 +216,10 @@ public struct Packer {
             }
             let opts = EncodeOptions(preset: preset, model: model, slabThickness: 8, threads: threads, embedModel: embed)
             let stream = try s.voxels.withUnsafeBytes { try VXZ.encode(raw: $0, shape: s.shape, dtype: s.dtype, options: opts) }
-            let files = s.parts.map { (entries[$0.path]!, $0, Checksum.sha256(bytes[$0.path]!)) }
+            let files = s.parts.map { Archive.PackedFile(entry: entries[$0.path]!, part: $0, original: bytes[$0.path]!) }
+            let stored = UInt64(stream.count + files.reduce(0) { $0 + Archive.encodePart($1).count })
             _ = try run.archive.putVolume(stream: stream, model: model, files: files)
-            let original = files.reduce(UInt64(0)) { $0 + $1.0.size }
-            let stored = UInt64(stream.count + s.parts.reduce(0) { $0 + $1.header.count + $1.trailer.count + 49 })
+            let original = files.reduce(UInt64(0)) { $0 + $1.entry.size }
             run.sum.volumes += 1; run.sum.files += s.parts.count
             run.sum.originalBytes += original; run.sum.storedBytes += stored
             advance(run, files: s.parts.count, bytes: original, stored: stored)

@@ -85,15 +85,14 @@ public final class VoxFileSystem: @unchecked Sendable {
     private var handles: [UInt64: Handle] = [:]
     private var nextHandle: UInt64 = 1
     private var lastSlab: [UInt64: Int] = [:]  // per volume: the last slab a read touched
-    private let prefetchQueue: OperationQueue
+    private var queued = Set<SlabCache.Key>()   // prefetches submitted and not finished
+    private let prefetchPool: WorkerPool
 
     public init(archive: Archive, options: Options = Options()) throws {
         self.archive = archive
         self.options = options
         cache = SlabCache(capacity: options.cacheBytes)
-        prefetchQueue = OperationQueue()
-        prefetchQueue.maxConcurrentOperationCount = max(1, options.workers)
-        prefetchQueue.qualityOfService = .utility
+        prefetchPool = WorkerPool(threads: options.workers)
         let volumeInfos = Dictionary(uniqueKeysWithValues: try archive.volumeInfos().map { ($0.id, $0) })
         self.volumeInfos = volumeInfos
 
@@ -237,7 +236,7 @@ public final class VoxFileSystem: @unchecked Sendable {
             }
             let p = try archive.part(volume: id, part: k)
             out.append(("user.voxfs.slices", "\(p.part.firstSlice)-\(p.part.firstSlice + p.part.slices - 1)"))
-            if let s = p.sha256 { out.append(("user.voxfs.sha256", Checksum.hex(s))) }
+            out.append(("user.voxfs.sha256", Checksum.hex(p.sha256)))
         }
         return out
     }
@@ -274,7 +273,7 @@ public final class VoxFileSystem: @unchecked Sendable {
             guard let v = volumeInfos[id] else { throw VoxError(.corrupt, "\(n.entry.path): its volume \(id) is missing") }
             let h = v.header
             let sliceBytes = h.shape.sliceVoxels * h.dtype.bytesPerVoxel
-            guard p.part.firstSlice >= 0, p.part.slices >= 0, p.part.firstSlice + p.part.slices <= h.shape.z,
+            guard p.part.firstSlice >= 0, p.part.slices >= 0, p.part.firstSlice + p.part.slices <= h.shape.z, p.prefix.count <= p.part.slices * sliceBytes,
                   UInt64(p.part.header.count + p.part.slices * sliceBytes + p.part.trailer.count) == n.entry.size else {
                 throw VoxError(.corrupt, "\(n.entry.path): its file part does not match its volume or its size")
             }
@@ -311,7 +310,14 @@ public final class VoxFileSystem: @unchecked Sendable {
             let sliceBytes = header.shape.sliceVoxels * header.dtype.bytesPerVoxel
             let pixStart = p.header.count, pixEnd = pixStart + p.slices * sliceBytes
             if lo < pixStart { out += p.header[lo..<min(hi, pixStart)] }
-            let a = max(lo, pixStart), b = min(hi, pixEnd)
+            // the page prefix: voxel bytes kept beside the header (no decoding)
+            let preEnd = pixStart + sp.prefix.count
+            var a = max(lo, pixStart)
+            if a < min(hi, preEnd) {
+                out += sp.prefix[(a - pixStart)..<(min(hi, preEnd) - pixStart)]
+                a = min(hi, preEnd)
+            }
+            let b = min(hi, pixEnd)
             if a < b {
                 // volume byte offsets of the file's voxel bytes [a, b)
                 let base = p.firstSlice * sliceBytes - pixStart
@@ -319,6 +325,8 @@ public final class VoxFileSystem: @unchecked Sendable {
                 let slabBytes = header.slabThickness * sliceBytes
                 let swap = p.bigEndian && header.dtype.bytesPerVoxel == 2
                 let first = va / slabBytes, last = (vb - 1) / slabBytes
+                // before decoding: the slabs ahead start on the workers while this read decodes
+                notePosition(volume: id, first: first, last: last, header: header, path: h.entry.path)
                 for s in first...last {
                     let slab = try slabData(volume: id, slab: s, header: header, path: h.entry.path)
                     let s0 = s * slabBytes
@@ -333,7 +341,6 @@ public final class VoxFileSystem: @unchecked Sendable {
                         out += slab[(from - s0)..<(to - s0)]
                     }
                 }
-                notePosition(volume: id, first: first, last: last, header: header, path: h.entry.path)
             }
             if hi > pixEnd { out += p.trailer[(max(lo, pixEnd) - pixEnd)..<(hi - pixEnd)] }
             return out
@@ -368,20 +375,31 @@ public final class VoxFileSystem: @unchecked Sendable {
         let prev = lastSlab[id]
         lastSlab[id] = last
         lock.unlock()
-        guard options.workers > 0, let prev, first == prev || first == prev + 1 else { return }
-        for s in (last + 1)..<min(header.slabs.count, last + 1 + options.workers) {
+        // the first read of a volume gets one slab ahead (most first reads start a scan);
+        // a sequential reader gets `workers` slabs ahead
+        let ahead: Int
+        if prev == nil { ahead = 1 } else if first == prev! || first == prev! + 1 { ahead = options.workers } else { return }
+        guard options.workers > 0 else { return }
+        for s in (last + 1)..<min(header.slabs.count, last + 1 + min(ahead, options.workers)) {
             let key = SlabCache.Key(volume: id, slab: s)
             if cache.contains(key) { continue }
-            prefetchQueue.addOperation { [self] in
+            lock.lock()
+            let fresh = queued.insert(key).inserted
+            lock.unlock()
+            guard fresh else { continue }            // already waiting for a worker
+            prefetchPool.submit { [self] in
                 do { _ = try self.slabData(volume: id, slab: s, header: header, path: path, prefetch: true) } catch {
                     self.options.log("prefetch: \(error)")
                 }
+                self.lock.lock(); self.queued.remove(key); self.lock.unlock()
             }
         }
     }
 
     /// Waits for background decodes (tests, unmount).
-    public func drain() { prefetchQueue.waitUntilAllOperationsAreFinished() }
+    public func drain() { prefetchPool.drain() }
+
+    deinit { prefetchPool.stop() }
 
     public struct FSStats: Sendable {
         public var blockSize: UInt64 = 4096

@@ -88,3 +88,48 @@ public final class SlabCache: @unchecked Sendable {
         return result!
     }
 }
+
+/// A fixed set of background threads running jobs in submission order (slab prefetch).
+final class WorkerPool: @unchecked Sendable {
+    private let cond = NSCondition()
+    private var jobs: [() -> Void] = []
+    private var busy = 0
+    private var stopping = false
+
+    init(threads: Int) {
+        for i in 0..<threads {
+            let t = Thread { [self] in loop() }
+            t.name = "voxfs-prefetch-\(i)"
+            t.start()
+        }
+    }
+
+    func submit(_ job: @escaping () -> Void) {
+        cond.lock(); jobs.append(job); cond.signal(); cond.unlock()
+    }
+
+    private func loop() {
+        while true {
+            cond.lock()
+            while jobs.isEmpty && !stopping { cond.wait() }
+            if jobs.isEmpty && stopping { cond.unlock(); return }
+            let j = jobs.removeFirst()
+            busy += 1
+            cond.unlock()
+            j()
+            cond.lock(); busy -= 1; cond.broadcast(); cond.unlock()
+        }
+    }
+
+    /// Waits until every submitted job has run.
+    func drain() {
+        cond.lock()
+        while !jobs.isEmpty || busy > 0 { cond.wait() }
+        cond.unlock()
+    }
+
+    /// Lets the threads finish the queued jobs and exit.
+    func stop() {
+        cond.lock(); stopping = true; cond.broadcast(); cond.unlock()
+    }
+}

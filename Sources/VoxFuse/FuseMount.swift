@@ -15,8 +15,13 @@ public final class FuseMount: @unchecked Sendable {
     private var session: OpaquePointer?
     public let mountpoint: String
 
-    public init(fs: VoxFileSystem, mountpoint: String, log: @escaping @Sendable (String) -> Void) {
+    /// Kernel readahead in bytes. Small by default: the kernel reads whole pages ahead of a
+    /// reader, and readahead past a DICOM header's page would decode a slab for a header-only scan.
+    public let readahead: Int
+
+    public init(fs: VoxFileSystem, mountpoint: String, readahead: Int = 0, log: @escaping @Sendable (String) -> Void) {
         self.fs = fs
+        self.readahead = readahead
         self.mountpoint = mountpoint
         self.log = log
     }
@@ -26,6 +31,10 @@ public final class FuseMount: @unchecked Sendable {
     /// Creates the session and mounts it. `options` are passed to the kernel mount (-o).
     public func mount(options: [String], debug: Bool) throws {
         var ops = fuse_lowlevel_ops()
+        ops.`init` = { userdata, conn in
+            let m = Unmanaged<FuseMount>.fromOpaque(userdata!).takeUnretainedValue()
+            conn!.pointee.max_readahead = UInt32(m.readahead)
+        }
         ops.lookup = { req, parent, name in
             FuseMount.with(req, "lookup") { m in
                 let n = String(cString: name!)

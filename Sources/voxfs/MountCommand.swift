@@ -13,8 +13,9 @@ struct MountOptions {
     var uid: UInt32?
     var gid: UInt32?
     var threads = 8
+    var readahead = 0
 
-    static let known = "allow_other, allow_root, default_permissions, ro, uid=N, gid=N, cache_size=SIZE (K/M/G), workers=N, threads=N, fsname=NAME"
+    static let known = "allow_other, allow_root, default_permissions, ro, uid=N, gid=N, cache_size=SIZE (K/M/G), workers=N, threads=N, readahead=SIZE, fsname=NAME"
 
     static func size(_ s: String) -> Int? {
         let u = s.uppercased()
@@ -46,6 +47,7 @@ struct MountOptions {
                 case ("gid", let v?): guard let n = UInt32(v) else { throw bad() }; gid = n
                 case ("cache_size", let v?): guard let n = MountOptions.size(v) else { throw bad() }; cacheBytes = n
                 case ("workers", let v?): guard let n = Int(v), (0...256).contains(n) else { throw bad() }; workers = n
+                case ("readahead", let v?): guard let n = MountOptions.size(v), n <= 1 << 24 else { throw bad() }; readahead = n
                 case ("threads", let v?): guard let n = Int(v), (2...256).contains(n) else { throw bad() }; threads = n
                 default: throw VoxError(.invalidArgument, "unknown mount option '\(o)' (known: \(MountOptions.known))")
                 }
@@ -121,7 +123,7 @@ struct Mount: ParsableCommand {
         try a.lock(exclusive: false)
         let log = try MountLog(path: logPath, foreground: !daemonChild)
         let fs = try VoxFileSystem(archive: a, options: .init(cacheBytes: opts.cacheBytes, workers: opts.workers, uid: opts.uid, gid: opts.gid, log: { log($0) }))
-        let m = FuseMount(fs: fs, mountpoint: mp, log: { log($0) })
+        let m = FuseMount(fs: fs, mountpoint: mp, readahead: opts.readahead, log: { log($0) })
         try m.mount(options: opts.fuse, debug: debug)
         log("mounted \(archivePath) on \(mp): \(fs.inodeCount) entries, cache \(opts.cacheBytes) bytes, \(opts.workers) prefetch workers")
         if daemonChild {

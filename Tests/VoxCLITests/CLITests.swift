@@ -204,7 +204,7 @@ final class CLITests: XCTestCase {
         try FileManager.default.moveItem(atPath: path("crop.json"), toPath: src + "/crop.json")
         mkfifo(src + "/pipe", 0o644)
         let archive = path("c.voxfs")
-        var r = try voxfs(["pack", src, archive, "--preset", "classical", "-q"])
+        var r = try voxfs(["pack", src, archive, "--preset", "classical"])
         XCTAssertEqual(r.status, 0, r.err)
         XCTAssertTrue(r.err.contains("pipe: special file"), r.err)
         XCTAssertTrue(r.out.contains("ratio"), r.out)
