@@ -154,20 +154,29 @@ public final class Archive: @unchecked Sendable {
         try write { t in try t.put(tree, Array(e.path.utf8), e.encoded()) }
     }
 
+    /// An opaque file's SHA-256 and blob record, computed away from the writer (pack prepares
+    /// a folder's opaque files on all cores, then commits them one by one).
+    public struct PreparedBlob: Sendable {
+        public let sha256: [UInt8]
+        public let record: [UInt8]
+        public init(_ bytes: [UInt8]) { sha256 = Checksum.sha256(bytes); record = Archive.packBlob(bytes) }
+    }
+
     /// Stores an opaque file (content-addressed: identical files are stored once) and its
     /// entry; returns the bytes this added to the archive (0 for a file already stored).
     @discardableResult
     public func putOpaque(_ e: Entry, bytes: [UInt8]) throws -> Int {
-        let h = Checksum.sha256(bytes)
+        try putOpaque(e, prepared: PreparedBlob(bytes))
+    }
+
+    @discardableResult
+    public func putOpaque(_ e: Entry, prepared b: PreparedBlob) throws -> Int {
         var entry = e
-        entry.content = .blob(sha256: h)
-        let exists = try env.read { t in try t.get(blobs, h) != nil }
-        let stored = exists ? [] : Archive.packBlob(bytes)
+        entry.content = .blob(sha256: b.sha256)
         return try write { t in
             var added = 0
-            if try t.get(blobs, h) == nil {
-                let rec = stored.isEmpty ? Archive.packBlob(bytes) : stored
-                try t.put(blobs, h, rec); added = rec.count
+            if try t.get(blobs, b.sha256) == nil {
+                try t.put(blobs, b.sha256, b.record); added = b.record.count
             }
             try t.put(tree, Array(e.path.utf8), entry.encoded())
             return added

@@ -179,6 +179,7 @@ public struct Packer {
         var dicom: [(path: String, bytes: [UInt8])] = []
         var entryByPath: [String: Archive.Entry] = [:]
         var bytesByPath: [String: [UInt8]] = [:]
+        var opaque: [(Archive.Entry, [UInt8])] = []
         for (p, e, b) in todo {
             entryByPath[p] = e; bytesByPath[p] = b
             if p.hasSuffix(".raw"), let sc = try? Sidecar.load(forRaw: p) {
@@ -188,20 +189,43 @@ public struct Packer {
             let r = Formats.recognise(path: p, bytes: b)
             if r.kind == .dicom, let s = r.source, s.shape.z == 1 { dicom.append((p, b)); continue }
             if let s = r.source { try storeVolume(s, entries: [p: e], bytes: bytesByPath, run); continue }
-            try storeOpaque(e, b, run)
+            opaque.append((e, b))
         }
         if !dicom.isEmpty {
             let g = DicomSeries.group(dicom)
             for v in g.volumes { try storeVolume(v, entries: entryByPath, bytes: bytesByPath, run) }
-            for (p, _) in g.opaque { try storeOpaque(entryByPath[p]!, bytesByPath[p]!, run) }
+            for (p, _) in g.opaque { opaque.append((entryByPath[p]!, bytesByPath[p]!)) }
         }
+        try storeOpaque(opaque, run)
     }
 
-    func storeOpaque(_ e: Archive.Entry, _ b: [UInt8], _ run: Run) throws {
-        let stored = try run.archive.putOpaque(e, bytes: b)
-        run.sum.opaque += 1; run.sum.files += 1
-        run.sum.originalBytes += e.size; run.sum.storedBytes += UInt64(stored)
-        advance(run, files: 1, bytes: e.size, stored: UInt64(stored))
+    /// Stores opaque files: hashed and zstd-compressed on all cores, committed one by one.
+    func storeOpaque(_ files: [(Archive.Entry, [UInt8])], _ run: Run) throws {
+        if files.isEmpty { return }
+        final class Results: @unchecked Sendable {
+            var items: [Archive.PreparedBlob?]
+            let lock = NSLock()
+            var next = 0
+            init(_ n: Int) { items = Array(repeating: nil, count: n) }
+        }
+        let res = Results(files.count)
+        DispatchQueue.concurrentPerform(iterations: max(1, min(threads, files.count))) { _ in
+            while true {
+                res.lock.lock()
+                let i = res.next
+                res.next += 1
+                res.lock.unlock()
+                if i >= files.count { return }
+                let b = Archive.PreparedBlob(files[i].1)
+                res.lock.lock(); res.items[i] = b; res.lock.unlock()
+            }
+        }
+        for (i, (e, _)) in files.enumerated() {
+            let stored = try run.archive.putOpaque(e, prepared: res.items[i]!)
+            run.sum.opaque += 1; run.sum.files += 1
+            run.sum.originalBytes += e.size; run.sum.storedBytes += UInt64(stored)
+            advance(run, files: 1, bytes: e.size, stored: UInt64(stored))
+        }
     }
 
     func storeVolume(_ s: VolumeSource, entries: [String: Archive.Entry], bytes: [String: [UInt8]], _ run: Run) throws {
@@ -226,7 +250,7 @@ public struct Packer {
         } catch let e as VoxError where e.kind != .io && e.kind != .busy {
             // a volume the codec cannot take (an unusual dtype or size): its files are kept as they are
             run.warn("\(s.parts.first?.path ?? "volume"): not coded as a volume (\(e.message)); stored as plain files")
-            for p in s.parts { try storeOpaque(entries[p.path]!, bytes[p.path]!, run) }
+            try storeOpaque(s.parts.map { (entries[$0.path]!, bytes[$0.path]!) }, run)
         }
     }
 

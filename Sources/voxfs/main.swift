@@ -7,7 +7,7 @@ import VoxTrain
 // Training runs OpenBLAS, whose Debian build (0.3.21) falls back to its slowest kernel on
 // CPUs it does not know (recent Xeons) unless OPENBLAS_CORETYPE is set before the process
 // starts: when it picked a generic kernel on a CPU with AVX2/AVX-512, set it and re-execute once.
-if let sub = CommandLine.arguments.dropFirst().first, sub == "train" || sub == "eval" || sub == "compress",
+if let sub = CommandLine.arguments.dropFirst().first, sub == "train" || sub == "eval" || sub == "compress" || sub == "pack",
    BLAS.usesGenericKernel, let core = BLAS.preferredCoreType(), ProcessInfo.processInfo.environment["VOXFS_NO_REEXEC"] == nil {
     setenv("OPENBLAS_CORETYPE", core, 1)
     setenv("VOXFS_NO_REEXEC", "1", 1)
