@@ -55,6 +55,6 @@ python3 - "$MNT" "$DEMO/lung1" <<'PY'
 import os, sys
 mnt, src = sys.argv[1], sys.argv[2]
 orig = int(os.getxattr(mnt, "user.voxfs.original_bytes")); stored = int(os.getxattr(mnt, "user.voxfs.stored_bytes"))
-print(f"== mounted: {orig:,} bytes of DICOM stored in {stored:,} bytes (ratio {orig / stored:.2f}; per file: getfattr -d {mnt}/lung1/FILE)")
+print(f"== mounted: {orig:,} bytes of DICOM stored in {stored:,} bytes (ratio {orig / stored:.2f}; per file: getfattr -d {mnt}/lung1/FILE, from Debian's attr)")
 PY
 echo "== the archive stays mounted at $MNT; unmount with: fusermount3 -u $MNT"
