@@ -245,7 +245,7 @@ public final class VoxFileSystem: @unchecked Sendable {
 
     final class Handle: @unchecked Sendable {
         enum Layout {
-            case bytes([UInt8])
+            case bytes(BlobBox)
             case volume(id: UInt64, part: Archive.StoredPart, header: StreamHeader)
         }
         let ino: UInt64
@@ -264,10 +264,9 @@ public final class VoxFileSystem: @unchecked Sendable {
         guard !write else { throw FSError.readOnly }
         let layout: Handle.Layout
         switch n.entry.content {
-        case .none: layout = .bytes([])
-        case .blob:
-            var unused: [UInt64: Archive.DecodedVolume] = [:]
-            layout = .bytes(try archive.contents(n.entry, decoded: &unused))
+        case .none: layout = .bytes(BlobBox([]))
+        case .blob(let sha):
+            layout = .bytes(try openBlob(sha, entry: n.entry))
         case .volume(let id, let k):
             let p = try archive.part(volume: id, part: k)
             guard let v = volumeInfos[id] else { throw VoxError(.corrupt, "\(n.entry.path): its volume \(id) is missing") }
@@ -292,6 +291,28 @@ public final class VoxFileSystem: @unchecked Sendable {
 
     public var openHandles: Int { lock.lock(); defer { lock.unlock() }; return handles.count }
 
+    /// An opaque file's content, shared by every open handle of it (and of identical files);
+    /// it lives while a handle holds it.
+    final class BlobBox: @unchecked Sendable {
+        let bytes: [UInt8]
+        init(_ b: [UInt8]) { bytes = b }
+    }
+    private final class WeakBlob { weak var box: BlobBox?; init(_ b: BlobBox) { box = b } }
+    private var blobs: [[UInt8]: WeakBlob] = [:]
+
+    private func openBlob(_ sha: [UInt8], entry: Archive.Entry) throws -> BlobBox {
+        lock.lock()
+        if let b = blobs[sha]?.box { lock.unlock(); return b }
+        lock.unlock()
+        var unused: [UInt64: Archive.DecodedVolume] = [:]
+        let box = BlobBox(try archive.contents(entry, decoded: &unused))
+        lock.lock(); defer { lock.unlock() }
+        if let b = blobs[sha]?.box { return b }
+        blobs = blobs.filter { $0.value.box != nil }
+        blobs[sha] = WeakBlob(box)
+        return box
+    }
+
     /// Bytes [offset, offset + length) of the open file (fewer at its end).
     public func read(_ fh: UInt64, offset: UInt64, length: Int) throws -> [UInt8] {
         lock.lock()
@@ -302,7 +323,7 @@ public final class VoxFileSystem: @unchecked Sendable {
         guard offset < size, length > 0 else { return [] }
         let lo = Int(offset), hi = Int(min(size, offset + UInt64(length)))
         switch h.layout {
-        case .bytes(let b): return Array(b[lo..<hi])
+        case .bytes(let b): return Array(b.bytes[lo..<hi])
         case .volume(let id, let sp, let header):
             let p = sp.part
             var out = [UInt8]()
