@@ -339,6 +339,7 @@ public final class Archive: @unchecked Sendable {
         case .blob(let h):
             guard let r = try env.read({ t in try t.get(blobs, h) }) else { throw VoxError(.corrupt, "\(e.path): blob missing") }
             let b = try Archive.unpackBlob(r, size: e.size, path: e.path)
+            guard UInt64(b.count) == e.size else { throw VoxError(.corrupt, "\(e.path): stored content has \(b.count) bytes, the entry says \(e.size)") }
             guard Checksum.sha256(b) == h else { throw VoxError(.corrupt, "\(e.path): blob is damaged") }
             return b
         case .volume(let id, let k):
@@ -396,7 +397,7 @@ public final class Archive: @unchecked Sendable {
     public func storedSize(_ e: Entry, volumes: [UInt64: VolumeInfo]) throws -> Int {
         switch e.content {
         case .none: return 0
-        case .blob(let h): return try env.read { t in try t.get(blobs, h)?.count ?? 0 }
+        case .blob(let h): return try env.read { t in try t.size(blobs, h) ?? 0 }
         case .volume(let id, let k):
             guard let v = volumes[id] else { return 0 }
             let rec = try env.read { t in try t.get(parts, Archive.slabKey(id, Int(k))) }

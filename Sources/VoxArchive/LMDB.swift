@@ -41,7 +41,10 @@ public final class LMDBEnvironment: @unchecked Sendable {
         do {
             try check(mdb_env_set_maxdbs(handle, MDB_dbi(maxDatabases)), "mdb_env_set_maxdbs")
             try check(mdb_env_set_mapsize(handle, mapSize), "mdb_env_set_mapsize")
-            let flags = UInt32(MDB_NOSUBDIR) | (readOnly ? UInt32(MDB_RDONLY) : 0)
+            // MDB_NOTLS: a reader slot belongs to a transaction, not to a thread, so the mount's
+            // many threads (FUSE loop, prefetch workers) hold slots only while they read
+            try check(mdb_env_set_maxreaders(handle, 1024), "mdb_env_set_maxreaders")
+            let flags = UInt32(MDB_NOSUBDIR) | UInt32(MDB_NOTLS) | (readOnly ? UInt32(MDB_RDONLY) : 0)
             try check(mdb_env_open(handle, path, flags, 0o644), "mdb_env_open \(path)")
             // the file may be larger than asked for: use its size
             var info = MDB_envinfo()
@@ -214,6 +217,19 @@ public struct Transaction {
             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)
         }
         if rc != MDB_NOTFOUND { try check(rc, "mdb_cursor_get") }
+    }
+
+    /// Size of the value stored under `key` without copying it, or nil.
+    public func size(_ db: MDB_dbi, _ key: [UInt8]) throws -> Int? {
+        var k = MDB_val(), v = MDB_val()
+        return try key.withUnsafeBytes { kb -> Int? in
+            k.mv_size = kb.count
+            k.mv_data = UnsafeMutableRawPointer(mutating: kb.baseAddress)
+            let rc = mdb_get(txn, db, &k, &v)
+            if rc == MDB_NOTFOUND { return nil }
+            try check(rc, "mdb_get")
+            return v.mv_size
+        }
     }
 
     /// Number of entries (`mdb_stat`).

@@ -104,6 +104,10 @@ public final class VoxFileSystem: @unchecked Sendable {
         var byPath: [String: UInt64] = ["": VoxFileSystem.rootIno]
         var original: UInt64 = 0, stored: UInt64 = 0
         for e in try archive.entries() {
+            let comps = e.path.split(separator: "/", omittingEmptySubsequences: false)
+            guard !e.path.isEmpty, !comps.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
+                throw VoxError(.corrupt, "\(archive.path): unsafe path '\(e.path)' in the archive")
+            }
             let parent = VoxFileSystem.ensureDirectory((e.path as NSString).deletingLastPathComponent, &nodes, &byPath, like: root)
             let name = (e.path as NSString).lastPathComponent
             if let existing = byPath[e.path] {         // a folder made up for an earlier child
@@ -200,6 +204,9 @@ public final class VoxFileSystem: @unchecked Sendable {
     }
 
     public func xattr(_ ino: UInt64, _ name: String) throws -> [UInt8] {
+        _ = try node(ino)
+        // security.*, system.posix_acl_* and the like are probed on every file by ls, cp -a, tar
+        guard name.hasPrefix("user.voxfs.") else { throw FSError.noAttribute }
         guard let v = try xattrs(ino).first(where: { $0.0 == name }) else { throw FSError.noAttribute }
         return Array(v.1.utf8)
     }
@@ -400,8 +407,13 @@ public final class VoxFileSystem: @unchecked Sendable {
         // a sequential reader gets `workers` slabs ahead
         let ahead: Int
         if prev == nil { ahead = 1 } else if first == prev! || first == prev! + 1 { ahead = options.workers } else { return }
-        guard options.workers > 0 else { return }
-        for s in (last + 1)..<min(header.slabs.count, last + 1 + min(ahead, options.workers)) {
+        // never more ahead than the cache holds beside the slab being read (prefetched slabs
+        // are newer in the LRU and would evict it)
+        let slabBytes = header.slabThickness * header.shape.sliceVoxels * header.dtype.bytesPerVoxel
+        let room = cache.capacity / max(1, slabBytes) - 1
+        let depth = min(ahead, options.workers, room)
+        guard depth > 0 else { return }
+        for s in (last + 1)..<min(header.slabs.count, last + 1 + depth) {
             let key = SlabCache.Key(volume: id, slab: s)
             if cache.contains(key) { continue }
             lock.lock()

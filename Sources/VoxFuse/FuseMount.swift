@@ -175,6 +175,13 @@ public final class FuseMount: @unchecked Sendable {
         }
     }
 
+    /// Unmounts at once (used when the mount cannot be handed over).
+    public func unmount() {
+        guard let se = session else { return }
+        fuse_session_unmount(se)
+        fuse_remove_signal_handlers(se)
+    }
+
     /// Serves requests until the filesystem is unmounted (fusermount3 -u, umount) or the
     /// process gets SIGTERM, SIGINT or SIGHUP; then unmounts. Returns 0 on a clean exit.
     public func run(threads: Int) -> Int32 {

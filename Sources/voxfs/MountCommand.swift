@@ -57,28 +57,26 @@ struct MountOptions {
 }
 
 /// Log lines: stderr in the foreground, a file with --log, syslog for a daemon without one.
+/// Written with write(2): a full disk or a closed stderr loses a line, never the mount.
 final class MountLog: @unchecked Sendable {
-    let file: FileHandle?
-    let toStderr: Bool
+    let fd: Int32
     let lock = NSLock()
     init(path: String?, foreground: Bool) throws {
-        toStderr = foreground && path == nil
         if let path {
-            if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
-            guard let f = FileHandle(forWritingAtPath: path) else { throw VoxError(.io, "\(path): cannot open the log file") }
-            f.seekToEndOfFile()
-            file = f
+            fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+            guard fd >= 0 else { throw VoxError(.io, "\(path): cannot open the log file (\(String(cString: strerror(errno))))") }
+        } else if foreground {
+            fd = 2
         } else {
-            file = nil
-            if !foreground { openlog("voxfs", LOG_PID, LOG_DAEMON) }
+            fd = -1
+            openlog("voxfs", LOG_PID, LOG_DAEMON)
         }
     }
     func callAsFunction(_ s: String) {
         lock.lock(); defer { lock.unlock() }
-        let line = "\(ISO8601DateFormatter().string(from: Date())) voxfs[\(getpid())]: \(s)\n"
-        if let file { file.write(Data(line.utf8)) }
-        else if toStderr { FileHandle.standardError.write(Data(line.utf8)) }
-        else { withVaList([s]) { vsyslog(LOG_ERR, "%s", $0) } }
+        if fd < 0 { withVaList([s]) { vsyslog(LOG_ERR, "%s", $0) }; return }
+        let line = Array("\(ISO8601DateFormatter().string(from: Date())) voxfs[\(getpid())]: \(s)\n".utf8)
+        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
     }
 }
 
@@ -118,7 +116,7 @@ struct Mount: ParsableCommand {
         if !(foreground || debug) && !daemonChild { return try daemonise() }
 
         let logPath = self.log.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
-        if daemonChild { setsid(); _ = chdir("/") }
+        if daemonChild { _ = chdir("/") }        // its own session already (POSIX_SPAWN_SETSID)
         let a = try Archive(path: archivePath, create: false)
         try a.lock(exclusive: false)
         let log = try MountLog(path: logPath, foreground: !daemonChild)
@@ -127,8 +125,14 @@ struct Mount: ParsableCommand {
         try m.mount(options: opts.fuse, debug: debug)
         log("mounted \(archivePath) on \(mp): \(fs.inodeCount) entries, cache \(opts.cacheBytes) bytes, \(opts.workers) prefetch workers")
         if daemonChild {
-            // tell the waiting parent, then let go of the terminal
-            FileHandle.standardOutput.write(Data("READY\n".utf8))
+            // tell the waiting parent, then let go of its pipe; a parent that has gone (Ctrl-C)
+            // gets no mount left behind
+            let ready = Array("READY\n".utf8)
+            if ready.withUnsafeBytes({ write(1, $0.baseAddress, $0.count) }) != ready.count {
+                log("the starting voxfs mount went away before the mount was ready; unmounting")
+                m.unmount()
+                throw ExitCode(1)
+            }
             let null = open("/dev/null", O_RDWR)
             dup2(null, 0); dup2(null, 1); dup2(null, 2)
             if null > 2 { close(null) }
@@ -139,21 +143,53 @@ struct Mount: ParsableCommand {
         if rc != 0 { throw ExitCode(rc) }
     }
 
-    /// Starts this command again as a detached child (its own session) and returns once the
-    /// child says the mount is ready, or fails with the child's message.
+    /// Starts this command again as a detached child (a new session: POSIX_SPAWN_SETSID, so
+    /// the terminal's signals do not reach it) and returns once the child writes READY on the
+    /// pipe that is its stdout and stderr, or fails with what the child wrote.
     func daemonise() throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/proc/self/exe")
-        p.arguments = Array(CommandLine.arguments.dropFirst()) + ["--daemon-child"]
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out; p.standardError = err
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let ready = out.fileHandleForReading.readDataToEndOfFile()
-        if String(decoding: ready, as: UTF8.self).contains("READY") { return }
-        let msg = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        FileHandle.standardError.write(Data((msg.isEmpty ? "voxfs: the mount daemon exited (status \(p.terminationStatus))\n" : msg).utf8))
-        throw ExitCode(p.terminationStatus == 0 ? 1 : p.terminationStatus)
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw VoxError(.io, "pipe: \(String(cString: strerror(errno)))") }
+        var fa = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&fa)
+        defer { posix_spawn_file_actions_destroy(&fa) }
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&fa, fds[1], 1)
+        posix_spawn_file_actions_adddup2(&fa, fds[1], 2)
+        posix_spawn_file_actions_addclose(&fa, fds[0])
+        if fds[1] > 2 { posix_spawn_file_actions_addclose(&fa, fds[1]) }
+        // nothing else this process has open may reach the daemon: a pipe it held would keep
+        // whoever reads that pipe (a script, a test) waiting for an EOF that never comes
+        if let open = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") {
+            for f in open.compactMap({ Int32($0) }) where f > 2 { _ = fcntl(f, F_SETFD, FD_CLOEXEC) }
+        }
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        posix_spawnattr_setflags(&attr, Int16(0x80))        // POSIX_SPAWN_SETSID (glibc 2.26+)
+        // the marker goes right after the subcommand, so that a `--` in the arguments cannot swallow it
+        let args = [CommandLine.arguments[0], "mount", "--daemon-child"] + CommandLine.arguments.dropFirst(2)
+        var argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, &argv, environ)
+        close(fds[1])
+        guard rc == 0 else { close(fds[0]); throw VoxError(.io, "cannot start the mount daemon: \(String(cString: strerror(rc)))") }
+        var out = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
+            if n > 0 { out += buf[0..<n]; continue }
+            if n < 0 && errno == EINTR { continue }
+            break
+        }
+        close(fds[0])
+        let text = String(decoding: out, as: UTF8.self)
+        if text.contains("READY\n") { return }
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        let msg = text.isEmpty ? "voxfs: the mount daemon exited (status \(code))\n" : text
+        _ = Array(msg.utf8).withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+        throw ExitCode(code == 0 ? 1 : code)
     }
 }
