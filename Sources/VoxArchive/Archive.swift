@@ -30,8 +30,8 @@ public final class Archive: @unchecked Sendable {
             close(fd)
             if e == EWOULDBLOCK {
                 throw VoxError(.busy, exclusive
-                    ? "\(path) is in use by another voxfs process (a pack writing it, or a mount); try again when it has finished"
-                    : "\(path) is locked by a writer (a voxfs pack is running on it); mount it when the pack has finished")
+                    ? "\(path) is in use by another voxfs process (a pack writing it, or a mount or reader of it: unmount it first)"
+                    : "\(path) is locked by a writer (a voxfs pack is running on it); try again when the pack has finished")
             }
             throw VoxError(.io, "\(path): cannot lock: \(String(cString: strerror(e)))")
         }
@@ -42,6 +42,23 @@ public final class Archive: @unchecked Sendable {
         var st = statvfs()
         guard statvfs(path, &st) == 0 else { return .max }
         return UInt64(st.f_bavail) * UInt64(st.f_frsize)
+    }
+
+    /// Refuses a file that is not an LMDB environment before LMDB opens it (which would create
+    /// a lock file beside it). An LMDB data file starts with a meta page: a 16-byte page header,
+    /// then the magic 0xBEEFC0DE.
+    static func checkMagic(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw VoxError(.io, "\(path): cannot open the archive: \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var head = [UInt8](repeating: 0, count: 20)
+        let n = head.withUnsafeMutableBytes { read(fd, $0.baseAddress, 20) }
+        if n == 0 { return }                          // empty: a new archive
+        guard n == 20, head[16] == 0xDE, head[17] == 0xC0, head[18] == 0xEF, head[19] == 0xBE else {
+            throw VoxError(.badFormat, "\(path) is not a VoxFS archive")
+        }
     }
 
     /// A write transaction whose disk-full failure says so (the transaction is aborted and the
@@ -55,7 +72,11 @@ public final class Archive: @unchecked Sendable {
 
     public init(path: String, create: Bool) throws {
         self.path = path
-        if !create && !FileManager.default.fileExists(atPath: path) { throw VoxError(.io, "\(path): no such archive") }
+        var isDir: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
+        if !create && !exists { throw VoxError(.io, "\(path): no such archive") }
+        if exists && isDir.boolValue { throw VoxError(.badFormat, "\(path) is a folder, not a VoxFS archive") }
+        if exists { try Archive.checkMagic(path) }
         do { env = try LMDBEnvironment.shared(path: path, readOnly: !create) } catch let e as LMDBError {
             throw VoxError(e.code == MDB_INVALID ? .badFormat : .io, "\(path) is not a VoxFS archive (\(e.message))")
         }
@@ -325,14 +346,57 @@ public final class Archive: @unchecked Sendable {
         }
     }
 
-    /// A decoded volume with the stream header that describes it.
-    public struct DecodedVolume: Sendable {
-        public var header: StreamHeader
-        public var voxels: [UInt8]
+    /// The decoded slabs of one volume (or why each damaged one failed), with its header:
+    /// the files of a volume are rebuilt from the slabs their slices lie in, so one damaged slab
+    /// costs only the files on it.
+    public struct DecodedVolume: @unchecked Sendable {
+        public let header: StreamHeader
+        let decoder: VXZ.Decoder
+        var slabs: [Int: Result<[UInt8], VoxError>] = [:]
     }
 
-    /// The original bytes of a file entry. `cache` keeps the last decoded volume, so that the
-    /// files of one volume (visited together) reassemble and decode its stream once.
+    /// The slabs holding a volume-backed file's voxels (empty for other entries).
+    public func slabs(of e: Entry) throws -> (volume: UInt64, slabs: [Int])? {
+        guard case .volume(let id, let k) = e.content else { return nil }
+        let h = try volumeHeader(id)
+        let p = try part(volume: id, part: k).part
+        guard p.slices > 0 else { return (id, []) }
+        return (id, Array((p.firstSlice / h.slabThickness)...((p.firstSlice + p.slices - 1) / h.slabThickness)))
+    }
+
+    /// Decodes slabs of a volume into `cache` (all when `only` is nil) on `threads` cores;
+    /// a damaged slab is recorded, not thrown. The cache keeps one volume.
+    public func decode(volume id: UInt64, slabs only: [Int]? = nil, into cache: inout [UInt64: DecodedVolume],
+                       threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+        if cache[id] == nil { cache = [id: DecodedVolume(header: try volumeHeader(id), decoder: try decoder(volume: id))] }
+        var vol = cache[id]!
+        let want = (only ?? Array(0..<vol.header.slabs.count)).filter { $0 >= 0 && $0 < vol.header.slabs.count && vol.slabs[$0] == nil }
+        final class Collect: @unchecked Sendable {
+            var out: [Int: Result<[UInt8], VoxError>] = [:]
+            let lock = NSLock()
+        }
+        let c = Collect()
+        let d = vol.decoder
+        let workers = max(1, min(threads, want.count))
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            var j = w
+            while j < want.count {
+                let i = want[j]
+                let r: Result<[UInt8], VoxError>
+                do { r = .success(try d.decodeSlab(i)) } catch let e as VoxError { r = .failure(e) } catch {
+                    r = .failure(VoxError(.io, "volume \(id): slab \(i): \(error)"))
+                }
+                c.lock.lock(); c.out[i] = r; c.lock.unlock()
+                j += workers
+            }
+        }
+        for (i, r) in c.out { vol.slabs[i] = r }
+        cache[id] = vol
+    }
+
+    /// The original bytes of a file entry. `cache` keeps the decoded slabs of the last volume,
+    /// so that the files of one volume (visited together) decode each slab once. A file whose
+    /// slab is damaged is an error naming the file and the slab.
     public func contents(_ e: Entry, decoded cache: inout [UInt64: DecodedVolume]) throws -> [UInt8] {
         switch e.content {
         case .none: return []
@@ -343,17 +407,30 @@ public final class Archive: @unchecked Sendable {
             guard Checksum.sha256(b) == h else { throw VoxError(.corrupt, "\(e.path): blob is damaged") }
             return b
         case .volume(let id, let k):
-            if cache[id] == nil {
-                let d = try decoder(volume: id)
-                cache = [id: DecodedVolume(header: d.header, voxels: try d.decodeVolume())]
-            }
-            let vol = cache[id]!
             let sp = try part(volume: id, part: k)
             let p = sp.part
-            let sliceBytes = vol.header.shape.sliceVoxels * vol.header.dtype.bytesPerVoxel
-            let range = (p.firstSlice * sliceBytes)..<((p.firstSlice + p.slices) * sliceBytes)
-            guard range.upperBound <= vol.voxels.count else { throw VoxError(.corrupt, "\(e.path): file part outside its volume") }
-            let out = p.rebuild(voxels: vol.voxels[range], dtype: vol.header.dtype)
+            let h = try cache[id]?.header ?? volumeHeader(id)
+            guard p.firstSlice >= 0, p.slices >= 0, p.firstSlice + p.slices <= h.shape.z else { throw VoxError(.corrupt, "\(e.path): file part outside its volume") }
+            let sliceBytes = h.shape.sliceVoxels * h.dtype.bytesPerVoxel
+            let slabBytes = h.slabThickness * sliceBytes
+            let lo = p.firstSlice * sliceBytes, hi = (p.firstSlice + p.slices) * sliceBytes
+            var voxels = [UInt8]()
+            voxels.reserveCapacity(hi - lo)
+            if hi > lo {
+                let need = Array((lo / slabBytes)...((hi - 1) / slabBytes))
+                try decode(volume: id, slabs: need, into: &cache)
+                for s in need {
+                    switch cache[id]!.slabs[s]! {
+                    case .failure(let err): throw VoxError(err.kind, "\(e.path): \(err.message)")
+                    case .success(let b):
+                        let s0 = s * slabBytes
+                        let from = max(lo, s0), to = min(hi, s0 + b.count)
+                        guard from < to else { throw VoxError(.corrupt, "\(e.path): volume \(id) slab \(s) is shorter than its slices") }
+                        voxels += b[(from - s0)..<(to - s0)]
+                    }
+                }
+            }
+            let out = p.rebuild(voxels: voxels[...], dtype: h.dtype)
             guard out.count >= p.header.count + sp.prefix.count, out[p.header.count..<(p.header.count + sp.prefix.count)].elementsEqual(sp.prefix) else {
                 throw VoxError(.corrupt, "\(e.path): its stored page prefix differs from its decoded voxels")
             }
@@ -455,38 +532,15 @@ public final class Archive: @unchecked Sendable {
                     }
                     continue
                 }
-                // decode every slab once; rebuild every file of the volume from the result
-                let h = d.header
-                let slabBytes = h.slabThickness * h.shape.sliceVoxels * h.dtype.bytesPerVoxel
-                // the slabs decode on all cores; every damaged one is reported, in order
-                final class Collect: @unchecked Sendable {
-                    var vol: [UInt8]
-                    var damaged: [(Int, String)] = []
-                    let lock = NSLock()
-                    init(_ n: Int) { vol = [UInt8](repeating: 0, count: n) }
+                // decode every slab once, on all cores; report each damaged slab, then rebuild
+                // every file of the volume (those on a damaged slab are reported by name)
+                _ = d
+                var cache: [UInt64: DecodedVolume] = [:]
+                try decode(volume: v.id, into: &cache, threads: threads)
+                for (i, r) in cache[v.id]!.slabs.sorted(by: { $0.key < $1.key }) {
+                    if case .failure(let err) = r { problems.append(Problem(path: "volume \(v.id)", message: err.message)); _ = i }
                 }
-                let c = Collect(h.shape.voxels * h.dtype.bytesPerVoxel)
-                let slabs = d.slabCount
-                DispatchQueue.concurrentPerform(iterations: max(1, min(threads, slabs))) { w in
-                    var i = w
-                    while i < slabs {
-                        do {
-                            let b = try d.decodeSlab(i)
-                            c.lock.lock()
-                            c.vol.replaceSubrange((i * slabBytes)..<(i * slabBytes + b.count), with: b)
-                            c.lock.unlock()
-                        } catch {
-                            let m = (error as? VoxError)?.message ?? "\(error)"
-                            c.lock.lock(); c.damaged.append((i, m)); c.lock.unlock()
-                        }
-                        i += max(1, min(threads, slabs))
-                    }
-                }
-                for (_, m) in c.damaged.sorted(by: { $0.0 < $1.0 }) { problems.append(Problem(path: "volume \(v.id)", message: m)) }
-                let ok = c.damaged.isEmpty
-                var cache: [UInt64: DecodedVolume] = [v.id: DecodedVolume(header: h, voxels: c.vol)]
                 for e in es {
-                    if !ok { problems.append(Problem(path: e.path, message: "its volume \(v.id) is damaged")); continue }
                     do { _ = try contents(e, decoded: &cache) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
                 }
             } catch let e as VoxError {

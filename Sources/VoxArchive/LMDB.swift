@@ -44,7 +44,10 @@ public final class LMDBEnvironment: @unchecked Sendable {
             // MDB_NOTLS: a reader slot belongs to a transaction, not to a thread, so the mount's
             // many threads (FUSE loop, prefetch workers) hold slots only while they read
             try check(mdb_env_set_maxreaders(handle, 1024), "mdb_env_set_maxreaders")
-            let flags = UInt32(MDB_NOSUBDIR) | UInt32(MDB_NOTLS) | (readOnly ? UInt32(MDB_RDONLY) : 0)
+            // read-only: MDB_NOLOCK, no lock file (a reader may not be able to create one, and
+            // must not leave one beside whatever it was given); VoxFS's own flock on the archive
+            // (Archive.lock) keeps writers away while it reads
+            let flags = UInt32(MDB_NOSUBDIR) | UInt32(MDB_NOTLS) | (readOnly ? UInt32(MDB_RDONLY) | UInt32(MDB_NOLOCK) : 0)
             try check(mdb_env_open(handle, path, flags, 0o644), "mdb_env_open \(path)")
             // the file may be larger than asked for: use its size
             var info = MDB_envinfo()

@@ -270,12 +270,27 @@ public struct Packer {
         return entries.filter { keep.contains($0.path) }
     }
 
-    /// Restores the archive (or the entries at or under `paths`) under `dest` (created when missing).
-    public static func unpack(_ archive: Archive, to dest: String, paths: [String] = []) throws -> Int {
+    public struct UnpackResult: Sendable {
+        public var restored = 0
+        /// Files that could not be rebuilt (a damaged slab or record), with why; everything
+        /// else was restored.
+        public var failed: [Archive.Problem] = []
+    }
+
+    /// Restores the archive (or the entries at or under `paths`) under `dest` (created when
+    /// missing), like tar: existing files are replaced; as root, owners are restored too. A
+    /// file that cannot be rebuilt is reported in the result and the others are still restored.
+    public static func unpack(_ archive: Archive, to dest: String, paths: [String] = []) throws -> UnpackResult {
+        let all = try select(try archive.entries(), paths)
         try FileManager.default.createDirectory(atPath: dest, withIntermediateDirectories: true)
         var cache: [UInt64: Archive.DecodedVolume] = [:]
-        let all = try select(try archive.entries(), paths)
-        var n = 0
+        var result = UnpackResult()
+        let asRoot = getuid() == 0
+        // the slabs each volume's selected files need, decoded on all cores before its files
+        var need: [UInt64: Set<Int>] = [:]
+        for e in all where e.kind == .file {
+            if let s = try? archive.slabs(of: e) { need[s.volume, default: []].formUnion(s.slabs) }
+        }
         // folders first, then files grouped by volume (each volume is decoded once), then links
         func rank(_ e: Archive.Entry) -> (Int, UInt64, UInt32, String) {
             switch (e.kind, e.content) {
@@ -299,22 +314,32 @@ public struct Packer {
                 var ts = [timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec)), timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec))]
                 utimensat(AT_FDCWD, p, &ts, AT_SYMLINK_NOFOLLOW)
             case .file:
-                let b = try archive.contents(e, decoded: &cache)
+                if case .volume(let id, _) = e.content, cache[id] == nil, let slabs = need[id] {
+                    try? archive.decode(volume: id, slabs: slabs.sorted(), into: &cache)
+                }
+                let b: [UInt8]
+                do { b = try archive.contents(e, decoded: &cache) } catch let err as VoxError {
+                    result.failed.append(Archive.Problem(path: e.path, message: err.message))
+                    continue
+                }
                 try FileManager.default.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
                 try FileIO.writeAtomically(p, b)
+                if asRoot { lchown(p, e.uid, e.gid) }
                 chmod(p, mode_t(e.mode))
                 var ts = [timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec)), timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec))]
                 utimensat(AT_FDCWD, p, &ts, 0)
-                n += 1
+                result.restored += 1
             }
+            if asRoot && e.kind == .symlink { lchown(p, e.uid, e.gid) }
         }
-        // directory modes and times last (writing files changes them)
+        // directory owners, modes and times last (writing files changes them)
         for e in all.reversed() where e.kind == .directory {
             let p = dest + "/" + e.path
+            if asRoot { lchown(p, e.uid, e.gid) }
             chmod(p, mode_t(e.mode))
             var ts = [timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec)), timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec))]
             utimensat(AT_FDCWD, p, &ts, 0)
         }
-        return n
+        return result
     }
 }

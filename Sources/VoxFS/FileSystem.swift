@@ -388,11 +388,11 @@ public final class VoxFileSystem: @unchecked Sendable {
 
     private func slabData(volume id: UInt64, slab s: Int, header: StreamHeader, path: String, prefetch: Bool = false) throws -> [UInt8] {
         guard s >= 0, s < header.slabs.count else { throw VoxError(.corrupt, "\(path): volume \(id) has no slab \(s)") }
-        return try cache.get(SlabCache.Key(volume: id, slab: s), prefetch: prefetch) {
-            let d = try decoder(id)
-            do { return try d.decodeSlab(s) } catch let e as VoxError {
-                throw VoxError(e.kind, "\(path): \(e.message)")
-            }
+        // the decode's error is shared by every reader waiting for the slab: each names its own file
+        do {
+            return try cache.get(SlabCache.Key(volume: id, slab: s), prefetch: prefetch) { try decoder(id).decodeSlab(s) }
+        } catch let e as VoxError {
+            throw VoxError(e.kind, "\(path): \(e.message)")
         }
     }
 

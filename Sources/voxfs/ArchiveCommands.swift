@@ -81,8 +81,11 @@ struct Unpack: ParsableCommand {
     @Argument(help: "Archive paths to restore (folders include everything under them; default: all).") var only: [String] = []
     func run() throws {
         let a = try Archive(path: archive, create: false)
-        let n = try Packer.unpack(a, to: dest, paths: only)
-        print("\(dest): \(n) files restored")
+        try a.lock(exclusive: false)
+        let r = try Packer.unpack(a, to: dest, paths: only)
+        for f in r.failed { FileHandle.standardError.write(Data("voxfs: NOT RESTORED \(f)\n".utf8)) }
+        print("\(dest): \(r.restored) files restored" + (r.failed.isEmpty ? "" : ", \(r.failed.count) damaged and not restored"))
+        if !r.failed.isEmpty { throw ExitCode(1) }
     }
 }
 
@@ -93,6 +96,7 @@ struct Ls: ParsableCommand {
     @Flag(name: .short, help: "Long listing.") var long = false
     func run() throws {
         let a = try Archive(path: archive, create: false)
+        try a.lock(exclusive: false)
         let entries = try Packer.select(try a.entries(), only)
         if !long { for e in entries { print(e.path) }; return }
         let vols = Dictionary(uniqueKeysWithValues: try a.volumeInfos().map { ($0.id, $0) })
@@ -129,6 +133,7 @@ struct Verify: ParsableCommand {
     @Flag(help: "Structure and records only.") var quick = false
     func run() throws {
         let a = try Archive(path: archive, create: false)
+        try a.lock(exclusive: false)
         let r = try a.verify(quick: quick)
         for p in r.problems { print("DAMAGED \(p)") }
         print("\(archive): \(r.files) files, \(r.volumes) volumes checked\(quick ? " (quick)" : ""): \(r.problems.isEmpty ? "sound" : "\(r.problems.count) problems")")
@@ -142,6 +147,7 @@ struct Stats: ParsableCommand {
     @Flag(help: "JSON output.") var json = false
     func run() throws {
         let a = try Archive(path: archive, create: false)
+        try a.lock(exclusive: false)
         let infos = try a.volumeInfos()
         let entries = try a.entries()
         let files = entries.filter { $0.kind == .file }

@@ -102,9 +102,14 @@ struct Mount: ParsableCommand {
         guard stat(mp, &st) == 0 else {
             throw VoxError(.io, errno == ENOTCONN ? "\(mp): a dead mount is still there (run fusermount3 -u \(mp))" : "\(mp): mount point does not exist")
         }
-        guard st.st_mode & S_IFMT == S_IFDIR else { throw VoxError(.io, "\(mp): mount point is not a folder") }
+        guard st.st_mode & S_IFMT == S_IFDIR else {
+            throw VoxError(.io, "\(mp): mount point is not a folder" + (mp.hasSuffix(".voxfs") ? " (the archive comes first: voxfs mount ARCHIVE MOUNTPOINT)" : ""))
+        }
         if stat(mp + "/..", &pst) == 0, pst.st_dev != st.st_dev || (pst.st_ino == st.st_ino && mp != "/") {
             throw VoxError(.busy, "\(mp): already a mount point (busy); unmount it first (fusermount3 -u \(mp))")
+        }
+        if let items = try? FileManager.default.contentsOfDirectory(atPath: mp), !items.isEmpty {
+            throw VoxError(.io, "\(mp): mount point is not empty (the mount would hide its \(items.count) entries); use an empty folder")
         }
         return mp
     }

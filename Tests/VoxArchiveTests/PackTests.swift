@@ -77,7 +77,8 @@ final class PackTests: XCTestCase {
         XCTAssertEqual(try packer.pack([src.path], into: b, archivePath: path).skipped, s.files)
         let out = dir.appendingPathComponent("out").path
         let n = try Packer.unpack(try Archive(path: path, create: false), to: out)
-        XCTAssertEqual(n, s.files)
+        XCTAssertEqual(n.restored, s.files)
+        XCTAssertTrue(n.failed.isEmpty)
         let before = try snapshot(src), after = try snapshot(URL(fileURLWithPath: out + "/study"))
         XCTAssertEqual(Set(before.keys), Set(after.keys))
         for (k, v) in before {
@@ -88,18 +89,18 @@ final class PackTests: XCTestCase {
         }
     }
 
-    func testVerifyFindsADamagedSlab() throws {
+    func testVerifyFindsADamagedSlabAndUnpackRestoresTheRest() throws {
         let cache = RealData.cache
-        _ = try RealData.require("series/implicit")
+        _ = try RealData.require("series/signed")
         let src = dir.appendingPathComponent("series")
-        try FileManager.default.copyItem(atPath: cache + "/series/implicit", toPath: src.path)
+        try FileManager.default.copyItem(atPath: cache + "/series/signed", toPath: src.path)
         let path = dir.appendingPathComponent("v.voxfs").path
         do {
             let a = try Archive(path: path, create: true)
             _ = try Packer(preset: try Preset.named("classical")).pack([src.path], into: a, archivePath: path)
             XCTAssertTrue(try a.verify(quick: false).problems.isEmpty)
         }
-        // flip bytes inside slab 0's record in the file itself
+        // flip bytes inside slab 0's record (slices 0-7 of the 16) in the file itself
         let rec = try Archive(path: path, create: false).slabRecord(volume: 1, index: 0)!
         var file = try FileIO.read(path)
         let needle = Array(rec[100..<164])
@@ -109,12 +110,21 @@ final class PackTests: XCTestCase {
         for k in 0..<16 { file[at + k] ^= 0xA5 }
         try FileIO.writeAtomically(path, file)
         let r = try Archive(path: path, create: false).verify(quick: false)
-        XCTAssertFalse(r.problems.isEmpty)
-        XCTAssertTrue(r.problems.contains { $0.message.contains("slab 0") }, "\(r.problems)")
-        // every file of that volume is reported, not silently rebuilt
-        XCTAssertEqual(r.problems.filter { $0.message.contains("volume 1 is damaged") }.count, 8)
+        XCTAssertTrue(r.problems.contains { $0.path == "volume 1" && $0.message.contains("slab 0") }, "\(r.problems)")
+        // exactly the 8 files on slab 0 are reported, each naming the slab; the others are sound
+        let files = r.problems.filter { $0.path.hasSuffix(".dcm") }
+        XCTAssertEqual(files.count, 8, "\(r.problems)")
+        XCTAssertTrue(files.allSatisfy { $0.message.contains("slab 0") && $0.message.contains($0.path) }, "\(files)")
         // the quick check only looks at structure
         XCTAssertTrue(try Archive(path: path, create: false).verify(quick: true).problems.isEmpty)
+        // unpack restores the 8 files on the sound slab, byte-identical, and names the others
+        let out = dir.appendingPathComponent("out").path
+        let u = try Packer.unpack(try Archive(path: path, create: false), to: out)
+        XCTAssertEqual(u.restored, 8)
+        XCTAssertEqual(Set(u.failed.map(\.path)), Set(files.map(\.path)))
+        for n in try FileManager.default.contentsOfDirectory(atPath: src.path) where !u.failed.contains(where: { $0.path == "series/" + n }) {
+            XCTAssertEqual(try FileIO.read(out + "/series/" + n), try FileIO.read(src.path + "/" + n), n)
+        }
     }
 
     func testForeignFileIsAClearError() throws {
@@ -143,7 +153,7 @@ final class PackTests: XCTestCase {
         // only the gap series and the link come back
         let out = dir.appendingPathComponent("sub").path
         let n = try Packer.unpack(b, to: out, paths: ["study/ct/gap/", "./study/link.dcm"])
-        XCTAssertEqual(n, 9)
+        XCTAssertEqual(n.restored, 9)
         let got = try FileManager.default.subpathsOfDirectory(atPath: out).sorted()
         XCTAssertTrue(got.allSatisfy { $0 == "study" || $0.hasPrefix("study/ct") || $0 == "study/link.dcm" }, "\(got)")
         for f in try FileManager.default.contentsOfDirectory(atPath: src.path + "/ct/gap") {

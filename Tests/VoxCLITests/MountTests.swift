@@ -166,10 +166,26 @@ final class MountTests: XCTestCase {
         XCTAssertTrue(r.err.contains("unknown mount option 'bogus=1'"), r.err)
         r = try voxfs(["mount", archive, path("missing")])
         XCTAssertTrue(r.err.contains("does not exist"), r.err)
+        // a folder with files in it would have them hidden
+        try FileIO.writeAtomically(other + "/keep.txt", [1, 2, 3])
+        r = try voxfs(["mount", archive, other])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("not empty"), r.err)
+        XCTAssertEqual(try FileIO.read(other + "/keep.txt"), [1, 2, 3])
+        try FileManager.default.removeItem(atPath: other + "/keep.txt")
+        // the archive and the mount point swapped
+        r = try voxfs(["mount", mnt, archive])
+        XCTAssertTrue(r.err.contains("the archive comes first") || r.err.contains("already a mount point"), r.err)
         try FileIO.writeAtomically(path("junk.voxfs"), [UInt8](repeating: 7, count: 8192))
         r = try voxfs(["mount", path("junk.voxfs"), other])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.err.contains("not a VoxFS archive"), r.err)
+        // read-only commands leave nothing beside what they were given (no LMDB lock file)
+        for cmd in [["ls"], ["stats"], ["verify"]] {
+            r = try voxfs(cmd + [path("junk.voxfs")])
+            XCTAssertTrue(r.err.contains("not a VoxFS archive"), r.err)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("junk.voxfs-lock")))
         // a pack while the archive is mounted is refused (the mount holds the shared lock)
         r = try voxfs(["pack", src, archive])
         XCTAssertEqual(r.status, 1)
