@@ -44,6 +44,36 @@ public final class Archive: @unchecked Sendable {
         return UInt64(st.f_bavail) * UInt64(st.f_frsize)
     }
 
+    /// After `path`'s entry was replaced inside transaction `t`: drops what its old content
+    /// used when no entry refers to it any more (a volume's header, slabs and parts; a blob),
+    /// so that re-packing changed files does not leave dead data behind.
+    func releaseIfUnused(_ old: Entry?, _ t: Transaction) throws {
+        guard let old else { return }
+        var used = false
+        switch old.content {
+        case .none: return
+        case .blob(let h):
+            try t.scan(tree) { _, v in
+                if let e = try? Entry.decode(path: "", v), case .blob(let x) = e.content, x == h { used = true; return false }
+                return true
+            }
+            if !used { try t.delete(blobs, h) }
+        case .volume(let id, _):
+            try t.scan(tree) { _, v in
+                if let e = try? Entry.decode(path: "", v), case .volume(let x, _) = e.content, x == id { used = true; return false }
+                return true
+            }
+            if !used {
+                try t.delete(volumes, Archive.idKey(id))
+                for db in [slabs, parts] {
+                    var keys: [[UInt8]] = []
+                    try t.scan(db, prefix: Archive.idKey(id)) { k, _ in keys.append(k); return true }
+                    for k in keys { try t.delete(db, k) }
+                }
+            }
+        }
+    }
+
     /// Refuses a file that is not an LMDB environment before LMDB opens it (which would create
     /// a lock file beside it). An LMDB data file starts with a meta page: a 16-byte page header,
     /// then the magic 0xBEEFC0DE.
@@ -199,7 +229,9 @@ public final class Archive: @unchecked Sendable {
             if try t.get(blobs, b.sha256) == nil {
                 try t.put(blobs, b.sha256, b.record); added = b.record.count
             }
+            let old = try t.get(tree, Array(e.path.utf8)).map { try Entry.decode(path: e.path, $0) }
             try t.put(tree, Array(e.path.utf8), entry.encoded())
+            if let old, old.content != entry.content { try releaseIfUnused(old, t) }
             return added
         }
     }
@@ -286,12 +318,15 @@ public final class Archive: @unchecked Sendable {
                 try t.put(slabs, Archive.slabKey(id, i), Array(stream[Int(s.offset)..<(Int(s.offset) + Int(s.length))]))
             }
             if let m = model, h.embeddedModel == nil, try t.get(models, m.hash) == nil { try t.put(models, m.hash, m.serialized()) }
+            var replaced: [Entry] = []
             for (k, f) in files.enumerated() {
                 try t.put(parts, Archive.slabKey(id, k), Archive.encodePart(f))
                 var entry = f.entry
                 entry.content = .volume(id: id, part: UInt32(k))
+                if let o = try t.get(tree, Array(entry.path.utf8)) { replaced.append(try Entry.decode(path: entry.path, o)) }
                 try t.put(tree, Array(entry.path.utf8), entry.encoded())
             }
+            for o in replaced { try releaseIfUnused(o, t) }
             return id
         }
     }
@@ -484,6 +519,23 @@ public final class Archive: @unchecked Sendable {
             let slices = Int(try r.u32())
             return rec.count + Int((Double(v.storedBytes) * Double(slices) / Double(max(1, v.header.shape.z))).rounded())
         }
+    }
+
+    /// Bytes the archive spends on its files' contents: every volume's header and slab records,
+    /// every file's part record, every blob once.
+    public func storedBytes(_ files: [Entry], volumes: [UInt64: VolumeInfo]) throws -> UInt64 {
+        var total = UInt64(volumes.values.reduce(0) { $0 + $1.storedBytes })
+        var seen = Set<[UInt8]>()
+        try env.read { t in
+            for e in files {
+                switch e.content {
+                case .none: break
+                case .blob(let h): if seen.insert(h).inserted { total += UInt64(try t.size(blobs, h) ?? 0) }
+                case .volume(let id, let k): total += UInt64(try t.size(parts, Archive.slabKey(id, Int(k))) ?? 0)
+                }
+            }
+        }
+        return total
     }
 
     public struct Problem: Sendable, CustomStringConvertible {

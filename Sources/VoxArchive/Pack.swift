@@ -261,7 +261,7 @@ public struct Packer {
         var keep = Set<String>()
         for raw in paths {
             var q = raw
-            while q.hasPrefix("./") { q.removeFirst(2) }
+            while q.hasPrefix("./") || q.hasPrefix("/") { q.removeFirst(q.hasPrefix("/") ? 1 : 2) }
             while q.count > 1 && q.hasSuffix("/") { q.removeLast() }
             let hits = entries.filter { $0.path == q || $0.path.hasPrefix(q + "/") }
             guard !hits.isEmpty else { throw VoxError(.invalidArgument, "\(raw): not in the archive") }

@@ -102,7 +102,8 @@ public final class VoxFileSystem: @unchecked Sendable {
                                  mtimeSec: Int64(st.st_mtim.tv_sec), mtimeNsec: Int32(st.st_mtim.tv_nsec), size: 0, linkTarget: "", content: .none)
         var nodes = [Node(entry: root, parent: VoxFileSystem.rootIno)]
         var byPath: [String: UInt64] = ["": VoxFileSystem.rootIno]
-        var original: UInt64 = 0, stored: UInt64 = 0
+        var original: UInt64 = 0
+        var files: [Archive.Entry] = []
         for e in try archive.entries() {
             let comps = e.path.split(separator: "/", omittingEmptySubsequences: false)
             guard !e.path.isEmpty, !comps.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
@@ -121,12 +122,12 @@ public final class VoxFileSystem: @unchecked Sendable {
             nodes[Int(parent - 1)].index[name] = ino
             if e.kind == .file {
                 original += e.size
-                stored += UInt64(try archive.storedSize(e, volumes: volumeInfos))
+                files.append(e)
             }
         }
         self.nodes = nodes
         originalBytes = original
-        storedBytes = stored
+        storedBytes = try archive.storedBytes(files, volumes: volumeInfos)
     }
 
     /// The inode of folder `path`, creating folders the archive does not list (so that every

@@ -18,7 +18,7 @@ func duration(_ s: Double) -> String {
 
 struct Pack: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Pack files and folders into an archive (DICOM series, NIfTI, MetaImage, NRRD and raw volumes coded as volumes; everything else kept as is).",
-        discussion: "Running pack again on the same sources resumes: files already in the archive (same path, size and mtime) are skipped. Exit status 1 when some file could not be packed (each is named in a warning).")
+        discussion: "Running pack again on the same sources resumes: files already in the archive (same path, size and mtime) are skipped, changed files are stored again, and nothing is removed. Special files (devices, sockets, pipes) are skipped with a warning. Exit status 1 when some file could not be read (each is named in a warning). Presets: \(Preset.all.map(\.name).joined(separator: ", ")).")
     @Argument(help: "Sources, then the archive (NAME.voxfs).") var paths: [String]
     @Option(help: "Preset for the volumes.") var preset: String = Preset.defaultName
     @Option(help: "Worker threads.") var jobs: Int?
@@ -162,13 +162,16 @@ struct Stats: ParsableCommand {
                          "model": h.usesLSTM ? Checksum.hex(h.modelHash) : "none", "adapted": h.embeddedModel != nil,
                          "bpp": Double(v.storedBytes * 8) / Double(h.shape.voxels), "ratio": Double(raw) / Double(v.storedBytes)])
         }
+        let stored = try a.storedBytes(files, volumes: Dictionary(uniqueKeysWithValues: infos.map { ($0.id, $0) }))
         if json {
-            let obj: [String: Any] = ["files": files.count, "volumes": infos.count, "original_bytes": original, "archive_bytes": Int(st.st_size), "volume_details": vols]
+            let obj: [String: Any] = ["files": files.count, "volumes": infos.count, "original_bytes": original, "stored_bytes": stored,
+                                      "archive_bytes": Int(st.st_size), "volume_details": vols]
             let d = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
             print(String(decoding: d, as: UTF8.self))
             return
         }
-        print(String(format: "%@: %ld files, %ld volumes, %llu original bytes, archive file %lld bytes (ratio %.2f)", archive, files.count, infos.count, original, Int64(st.st_size), Double(original) / Double(max(1, st.st_size))))
+        print(String(format: "%@: %ld files, %ld volumes; original %llu bytes, stored %llu bytes (ratio %.2f); archive file %lld bytes (ratio %.2f, with LMDB's free pages and tree)",
+                     archive, files.count, infos.count, original, stored, Double(original) / Double(max(1, stored)), Int64(st.st_size), Double(original) / Double(max(1, st.st_size))))
         for v in vols {
             print(String(format: "  volume %@  %@ %@  %.3f bpp  ratio %.2f  preset %@  model %@%@", "\(v["id"]!)", v["shape"] as! String, v["dtype"] as! String,
                          v["bpp"] as! Double, v["ratio"] as! Double, v["preset"] as! String, String((v["model"] as! String).prefix(16)), (v["adapted"] as! Bool) ? " (adapted)" : ""))

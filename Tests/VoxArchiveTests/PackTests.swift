@@ -173,4 +173,36 @@ final class PackTests: XCTestCase {
         let blobs = Set(entries.compactMap { e -> [UInt8]? in if case .blob(let h) = e.content { return h }; return nil })
         XCTAssertEqual(blobs.count, entries.filter { if case .blob = $0.content { return true }; return false }.count - 1, "identical files share one blob")
     }
+
+    /// Re-packing a changed file stores it again and drops what its old version used, so the
+    /// archive holds no dead volumes or blobs.
+    func testRepackingChangedFilesDropsTheirOldContent() throws {
+        let src = try makeTree()
+        let path = dir.appendingPathComponent("r.voxfs").path
+        let packer = Packer(preset: try Preset.named("classical"))
+        do {
+            let a = try Archive(path: path, create: true)
+            _ = try packer.pack([src.path], into: a, archivePath: path)
+        }
+        let before = try Archive(path: path, create: false).volumeInfos().count
+        // the raw volume's slices reversed (same size, new content), and a note edited
+        let raw = src.appendingPathComponent("misc/brain.raw").path
+        let old = try FileIO.read(raw)
+        let slice = 256 * 256 * 2
+        var flipped = [UInt8]()
+        for z in stride(from: 3, through: 0, by: -1) { flipped += old[(z * slice)..<((z + 1) * slice)] }
+        try FileIO.writeAtomically(raw, flipped)
+        try FileIO.writeAtomically(src.appendingPathComponent("misc/copy-of-notes.txt").path, Array("changed".utf8))
+        let a = try Archive(path: path, create: true)
+        let s = try packer.pack([src.path], into: a, archivePath: path)
+        XCTAssertEqual(s.files, 2, "only the two changed files are packed again")
+        XCTAssertEqual(try a.volumeInfos().count, before, "the raw file's old volume is gone")
+        XCTAssertTrue(try a.verify(quick: false).problems.isEmpty)
+        let out = dir.appendingPathComponent("out").path
+        XCTAssertEqual(try Packer.unpack(a, to: out).failed.count, 0)
+        XCTAssertEqual(try FileIO.read(out + "/study/misc/brain.raw"), flipped)
+        XCTAssertEqual(try FileIO.read(out + "/study/misc/copy-of-notes.txt"), Array("changed".utf8))
+        // the other note shared the old blob: it is still there
+        XCTAssertEqual(try FileIO.read(out + "/study/notes ünïcødé.txt"), Array("hello".utf8))
+    }
 }
