@@ -35,6 +35,9 @@ final class PackTests: XCTestCase {
         let all = try FileIO.read(cache + "/volumes/mr_brain1.raw")
         try FileIO.writeAtomically(src.appendingPathComponent("misc/brain.raw").path, Array(all.prefix(256 * 256 * 2 * 4)))
         try FileIO.writeAtomically(src.appendingPathComponent("misc/brain.json").path, Array("{\"shape\":[256,256,4],\"dtype\":\"int16\"}".utf8))
+        // a big-endian NIfTI-1 of the next four real slices (header written here)
+        let vals = stride(from: 256 * 256 * 2 * 4, to: 256 * 256 * 2 * 8, by: 2).map { Int16(bitPattern: UInt16(all[$0]) | UInt16(all[$0 + 1]) << 8) }
+        try FileIO.writeAtomically(src.appendingPathComponent("misc/deeper/brain.nii").path, TestFiles.nifti1(vals, x: 256, y: 256, z: 4, big: true))
         try FileIO.writeAtomically(src.appendingPathComponent("notes ünïcødé.txt").path, Array("hello".utf8))
         try FileIO.writeAtomically(src.appendingPathComponent("misc/empty").path, [])
         try FileIO.writeAtomically(src.appendingPathComponent("misc/copy-of-notes.txt").path, Array("hello".utf8))
@@ -66,9 +69,12 @@ final class PackTests: XCTestCase {
         var a: Archive? = try Archive(path: path, create: true)
         let s = try packer.pack([src.path], into: a!, archivePath: path)
         // the 9 slices of the gap series (two runs at most), CT_small, MR_small_bigendian,
-        // emri (multi-frame) and the raw volume are volumes; JPEG 2000, the sidecar, the two
-        // text files (stored once: content-addressed) and the empty file are opaque
-        XCTAssertGreaterThanOrEqual(s.volumes, 5)
+        // emri (multi-frame), the raw volume and the NIfTI are volumes; JPEG 2000, the sidecar,
+        // the two text files (stored once: content-addressed) and the empty file are opaque
+        XCTAssertGreaterThanOrEqual(s.volumes, 6)
+        for f in ["study/misc/deeper/brain.nii", "study/misc/brain.raw", "study/misc/deeper/emri_small.dcm", "study/misc/MR_small_bigendian.dcm"] {
+            guard case .volume = try a!.entry(f)?.content else { return XCTFail("\(f) is not stored as a volume") }
+        }
         XCTAssertEqual(s.opaque, 5, "\(s)")
         XCTAssertEqual(s.symlinks, 1)
         a = nil

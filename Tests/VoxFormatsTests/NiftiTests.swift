@@ -24,19 +24,7 @@ final class NiftiTests: XCTestCase {
     }
 
     func nifti1(_ vals: [Int16], _ s: Shape, big: Bool, extensionBytes: [UInt8], trailer: [UInt8]) -> [UInt8] {
-        var h = [UInt8](repeating: 0, count: 348)
-        func put(_ o: Int, _ b: [UInt8]) { for (i, x) in b.enumerated() { h[o + i] = x } }
-        put(0, le(Int32(348), big: big))
-        let dims: [Int16] = [3, Int16(s.x), Int16(s.y), Int16(s.z), 1, 1, 1, 1]
-        for (k, d) in dims.enumerated() { put(40 + 2 * k, le(d, big: big)) }
-        put(70, le(Int16(4), big: big)); put(72, le(Int16(16), big: big))
-        let voxOffset = Float(352 + extensionBytes.count)
-        put(108, le(voxOffset.bitPattern, big: big))
-        put(112, le(Float(1).bitPattern, big: big)) // scl_slope
-        put(344, [0x6E, 0x2B, 0x31, 0x00])
-        var out = h + [extensionBytes.isEmpty ? 0 : 1, 0, 0, 0] + extensionBytes
-        for v in vals { out += le(v, big: big) }
-        return out + trailer
+        TestFiles.nifti1(vals, x: s.x, y: s.y, z: s.z, big: big, extensionBytes: extensionBytes, trailer: trailer)
     }
 
     func testNifti1LittleBigEndianAndExtensionsRebuildExactly() throws {
