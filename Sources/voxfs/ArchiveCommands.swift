@@ -16,6 +16,9 @@ func duration(_ s: Double) -> String {
     s < 60 ? String(format: "%.0f s", s) : String(format: "%d min %02d s", Int(s) / 60, Int(s) % 60)
 }
 
+/// What an interrupted pack says (prepared before the signal handler may need it).
+nonisolated(unsafe) let packInterrupted: [UInt8] = Array("\nvoxfs: pack interrupted; everything packed so far is in the archive: run the same pack again to resume\n".utf8)
+
 struct Pack: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Pack files and folders into an archive (DICOM series, NIfTI, MetaImage, NRRD and raw volumes coded as volumes; everything else kept as is).",
         discussion: "Running pack again on the same sources resumes: files already in the archive (same path, size and mtime) are skipped, changed files are stored again, and nothing is removed. Special files (devices, sockets, pipes) are skipped with a warning. Exit status 1 when some file could not be read (each is named in a warning). Presets: \(Preset.all.map(\.name).joined(separator: ", ")).")
@@ -57,6 +60,13 @@ struct Pack: ParsableCommand {
         let t0 = Date()
         let archive = try Archive(path: archivePath, create: true)
         try archive.lock(exclusive: true)
+        // every file is committed on its own: an interrupted pack keeps what it committed
+        _ = packInterrupted.count                 // globals are lazy: initialise it outside the handler
+        signal(SIGINT) { _ in
+            // async-signal-safe: a prepared buffer, write(2), _exit
+            _ = packInterrupted.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+            _exit(130)
+        }
         let s = try packer.pack(sources, into: archive, archivePath: archivePath)
         if tty && !quiet { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
         for w in s.warnings { FileHandle.standardError.write(Data("voxfs: warning: \(w)\n".utf8)) }
