@@ -321,6 +321,42 @@ public final class VoxFileSystem: @unchecked Sendable {
         return box
     }
 
+    /// Calls `body` with bytes [offset, offset + length) of the open file. A range inside one
+    /// decoded slab (no byte swap) or inside an opaque file is handed over from the cached
+    /// memory itself, without a copy (the FUSE driver replies straight from it); any other
+    /// range is assembled by `read`.
+    public func withRead<R>(_ fh: UInt64, offset: UInt64, length: Int, _ body: (UnsafeRawBufferPointer) -> R) throws -> R {
+        lock.lock()
+        let h = handles[fh]
+        lock.unlock()
+        guard let h else { throw FSError.badHandle }
+        let size = h.entry.size
+        if offset < size, length > 0 {
+            let lo = Int(offset), hi = Int(min(size, offset + UInt64(length)))
+            switch h.layout {
+            case .bytes(let b):
+                return b.bytes.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[lo..<hi])) }
+            case .volume(let id, let sp, let header):
+                let p = sp.part
+                let sliceBytes = header.shape.sliceVoxels * header.dtype.bytesPerVoxel
+                let pixStart = p.header.count, pixEnd = pixStart + p.slices * sliceBytes
+                let slabBytes = header.slabThickness * sliceBytes
+                let base = p.firstSlice * sliceBytes - pixStart
+                let swap = p.bigEndian && header.dtype.bytesPerVoxel == 2
+                if !swap, lo >= pixStart + sp.prefix.count, hi <= pixEnd, (base + lo) / slabBytes == (base + hi - 1) / slabBytes {
+                    let s = (base + lo) / slabBytes
+                    notePosition(volume: id, first: s, last: s, header: header, path: h.entry.path)
+                    let slab = try slabData(volume: id, slab: s, header: header, path: h.entry.path)
+                    let from = base + lo - s * slabBytes, to = base + hi - s * slabBytes
+                    guard to <= slab.count else { throw VoxError(.corrupt, "\(h.entry.path): volume \(id) slab \(s) is shorter than its slices") }
+                    return slab.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[from..<to])) }
+                }
+            }
+        }
+        let b = try read(fh, offset: offset, length: length)
+        return b.withUnsafeBytes { body($0) }
+    }
+
     /// Bytes [offset, offset + length) of the open file (fewer at its end).
     public func read(_ fh: UInt64, offset: UInt64, length: Int) throws -> [UInt8] {
         lock.lock()

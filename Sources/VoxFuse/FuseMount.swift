@@ -76,8 +76,10 @@ public final class FuseMount: @unchecked Sendable {
         }
         ops.read = { req, ino, size, off, fi in
             FuseMount.with(req, "read", ino: ino) { m in
-                let b = try m.fs.read(fi!.pointee.fh, offset: UInt64(max(0, off)), length: size)
-                b.withUnsafeBytes { p in _ = fuse_reply_buf(req, p.baseAddress?.assumingMemoryBound(to: CChar.self), p.count) }
+                // straight from the cached slab (or opaque file) where the range allows
+                try m.fs.withRead(fi!.pointee.fh, offset: UInt64(max(0, off)), length: size) { p in
+                    _ = fuse_reply_buf(req, p.baseAddress?.assumingMemoryBound(to: CChar.self), p.count)
+                }
             }
         }
         ops.release = { req, _, fi in

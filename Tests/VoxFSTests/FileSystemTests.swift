@@ -85,6 +85,11 @@ final class FileSystemTests: XCTestCase {
                 let off = Int(g.next() % UInt64(orig.count + 10)), len = Int(g.next() % 300_000) + 1
                 let want = off < orig.count ? Array(orig[off..<min(orig.count, off + len)]) : []
                 XCTAssertEqual(try fs.read(fh, offset: UInt64(off), length: len), want, "\(rel) [\(off), +\(len))")
+                // the zero-copy path the FUSE driver replies from gives the same bytes
+                XCTAssertEqual(try fs.withRead(fh, offset: UInt64(off), length: len) { Array($0) }, want, "\(rel) withRead [\(off), +\(len))")
+                let small = min(len, 4096)
+                XCTAssertEqual(try fs.withRead(fh, offset: UInt64(off), length: small) { Array($0) },
+                               off < orig.count ? Array(orig[off..<min(orig.count, off + small)]) : [], "\(rel) withRead [\(off), +\(small))")
             }
             fs.release(fh)
             // the SHA-256 recorded at pack time
