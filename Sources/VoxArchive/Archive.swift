@@ -47,29 +47,30 @@ public final class Archive: @unchecked Sendable {
     /// After `path`'s entry was replaced inside transaction `t`: drops what its old content
     /// used when no entry refers to it any more (a volume's header, slabs and parts; a blob),
     /// so that re-packing changed files does not leave dead data behind.
-    func releaseIfUnused(_ old: Entry?, _ t: Transaction) throws {
-        guard let old else { return }
+    func releaseIfUnused(_ old: Entry, _ t: Transaction) throws {
+        guard old.content != .none else { return }
+        func shares(_ c: Content) -> Bool {
+            switch (old.content, c) {
+            case (.blob(let a), .blob(let b)): return a == b
+            case (.volume(let a, _), .volume(let b, _)): return a == b
+            default: return false
+            }
+        }
         var used = false
+        try t.scan(tree) { _, v in
+            if let e = try? Entry.decode(path: "", v), shares(e.content) { used = true; return false }
+            return true
+        }
+        guard !used else { return }
         switch old.content {
-        case .none: return
-        case .blob(let h):
-            try t.scan(tree) { _, v in
-                if let e = try? Entry.decode(path: "", v), case .blob(let x) = e.content, x == h { used = true; return false }
-                return true
-            }
-            if !used { try t.delete(blobs, h) }
+        case .none: break
+        case .blob(let h): try t.delete(blobs, h)
         case .volume(let id, _):
-            try t.scan(tree) { _, v in
-                if let e = try? Entry.decode(path: "", v), case .volume(let x, _) = e.content, x == id { used = true; return false }
-                return true
-            }
-            if !used {
-                try t.delete(volumes, Archive.idKey(id))
-                for db in [slabs, parts] {
-                    var keys: [[UInt8]] = []
-                    try t.scan(db, prefix: Archive.idKey(id)) { k, _ in keys.append(k); return true }
-                    for k in keys { try t.delete(db, k) }
-                }
+            try t.delete(volumes, Archive.idKey(id))
+            for db in [slabs, parts] {
+                var keys: [[UInt8]] = []
+                try t.scan(db, prefix: Archive.idKey(id)) { k, _ in keys.append(k); return true }
+                for k in keys { try t.delete(db, k) }
             }
         }
     }
@@ -216,11 +217,6 @@ public final class Archive: @unchecked Sendable {
     /// Stores an opaque file (content-addressed: identical files are stored once) and its
     /// entry; returns the bytes this added to the archive (0 for a file already stored).
     @discardableResult
-    public func putOpaque(_ e: Entry, bytes: [UInt8]) throws -> Int {
-        try putOpaque(e, prepared: PreparedBlob(bytes))
-    }
-
-    @discardableResult
     public func putOpaque(_ e: Entry, prepared b: PreparedBlob) throws -> Int {
         var entry = e
         entry.content = .blob(sha256: b.sha256)
@@ -265,11 +261,9 @@ public final class Archive: @unchecked Sendable {
     }
     static func idKey(_ id: UInt64) -> [UInt8] { Array(slabKey(id, 0).prefix(8)) }
 
-    /// Stores a coded volume (its stream split into header and slab records), the model it
-    /// needs, each file's non-pixel bytes and the files' entries, in one transaction.
     /// A volume-backed file as pack stores it: its entry, its part of the volume, the SHA-256
     /// of the original file, and the file's bytes from the end of its header to its first 4 KiB
-    /// page boundary (see `pagePrefix`).
+    /// page boundary (see `prefixLength`).
     public struct PackedFile: Sendable {
         public var entry: Entry
         public var part: VolumeFilePart
@@ -305,9 +299,12 @@ public final class Archive: @unchecked Sendable {
     }
 
     /// Stores a coded volume (its stream split into header and slab records), the model it
-    /// needs, each file's part record and entry, in one transaction.
-    public func putVolume(stream: [UInt8], model: LSTMModel?, files: [PackedFile]) throws -> UInt64 {
+    /// needs, each file's part record and entry, in one transaction. Returns the volume's id
+    /// and the bytes of its records (stream and parts).
+    @discardableResult
+    public func putVolume(stream: [UInt8], model: LSTMModel?, files: [PackedFile]) throws -> (id: UInt64, storedBytes: Int) {
         let h = try StreamHeader(parsing: stream, fileSize: stream.count)
+        let partRecords = files.map(Archive.encodePart)      // zstd: outside the transaction, once
         return try write { t in
             var id: UInt64 = 1
             if let n = try t.get(meta, Array("next-volume".utf8)) { var r = ByteReader(n); id = try r.u64() }
@@ -320,14 +317,14 @@ public final class Archive: @unchecked Sendable {
             if let m = model, h.embeddedModel == nil, try t.get(models, m.hash) == nil { try t.put(models, m.hash, m.serialized()) }
             var replaced: [Entry] = []
             for (k, f) in files.enumerated() {
-                try t.put(parts, Archive.slabKey(id, k), Archive.encodePart(f))
+                try t.put(parts, Archive.slabKey(id, k), partRecords[k])
                 var entry = f.entry
                 entry.content = .volume(id: id, part: UInt32(k))
                 if let o = try t.get(tree, Array(entry.path.utf8)) { replaced.append(try Entry.decode(path: entry.path, o)) }
                 try t.put(tree, Array(entry.path.utf8), entry.encoded())
             }
             for o in replaced { try releaseIfUnused(o, t) }
-            return id
+            return (id, stream.count + partRecords.reduce(0) { $0 + $1.count })
         }
     }
 
@@ -390,15 +387,6 @@ public final class Archive: @unchecked Sendable {
         var slabs: [Int: Result<[UInt8], VoxError>] = [:]
     }
 
-    /// The slabs holding a volume-backed file's voxels (empty for other entries).
-    public func slabs(of e: Entry) throws -> (volume: UInt64, slabs: [Int])? {
-        guard case .volume(let id, let k) = e.content else { return nil }
-        let h = try volumeHeader(id)
-        let p = try part(volume: id, part: k).part
-        guard p.slices > 0 else { return (id, []) }
-        return (id, Array((p.firstSlice / h.slabThickness)...((p.firstSlice + p.slices - 1) / h.slabThickness)))
-    }
-
     /// Decodes slabs of a volume into `cache` (all when `only` is nil) on `threads` cores;
     /// a damaged slab is recorded, not thrown. The cache keeps one volume.
     public func decode(volume id: UInt64, slabs only: [Int]? = nil, into cache: inout [UInt64: DecodedVolume],
@@ -406,26 +394,13 @@ public final class Archive: @unchecked Sendable {
         if cache[id] == nil { cache = [id: DecodedVolume(header: try volumeHeader(id), decoder: try decoder(volume: id))] }
         var vol = cache[id]!
         let want = (only ?? Array(0..<vol.header.slabs.count)).filter { $0 >= 0 && $0 < vol.header.slabs.count && vol.slabs[$0] == nil }
-        final class Collect: @unchecked Sendable {
-            var out: [Int: Result<[UInt8], VoxError>] = [:]
-            let lock = NSLock()
-        }
-        let c = Collect()
         let d = vol.decoder
-        let workers = max(1, min(threads, want.count))
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            var j = w
-            while j < want.count {
-                let i = want[j]
-                let r: Result<[UInt8], VoxError>
-                do { r = .success(try d.decodeSlab(i)) } catch let e as VoxError { r = .failure(e) } catch {
-                    r = .failure(VoxError(.io, "volume \(id): slab \(i): \(error)"))
-                }
-                c.lock.lock(); c.out[i] = r; c.lock.unlock()
-                j += workers
+        let decoded = parallelMap(want.count, threads: threads) { j -> Result<[UInt8], VoxError> in
+            do { return .success(try d.decodeSlab(want[j])) } catch let e as VoxError { return .failure(e) } catch {
+                return .failure(VoxError(.io, "volume \(id): slab \(want[j]): \(error)"))
             }
         }
-        for (i, r) in c.out { vol.slabs[i] = r }
+        for (i, r) in zip(want, decoded) { vol.slabs[i] = r }
         cache[id] = vol
     }
 
@@ -557,13 +532,11 @@ public final class Archive: @unchecked Sendable {
             switch e.content {
             case .none: problems.append(Problem(path: e.path, message: "file without content"))
             case .blob(let h):
-                let rec = try env.read { t in try t.get(blobs, h) }
-                if rec == nil { problems.append(Problem(path: e.path, message: "stored content missing")) }
-                else if !quick {
-                    do {
-                        let b = try Archive.unpackBlob(rec!, size: e.size, path: e.path)
-                        if Checksum.sha256(b) != h { problems.append(Problem(path: e.path, message: "stored content damaged (SHA-256 mismatch)")) }
-                    } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
+                if quick {
+                    if try env.read({ t in try t.size(blobs, h) }) == nil { problems.append(Problem(path: e.path, message: "stored content missing")) }
+                } else {
+                    var unused: [UInt64: DecodedVolume] = [:]
+                    do { _ = try contents(e, decoded: &unused) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
                 }
             case .volume(let id, _): byVolume[id, default: []].append(e)
             }
@@ -575,8 +548,8 @@ public final class Archive: @unchecked Sendable {
         for v in infos {
             let es = byVolume[v.id] ?? []
             do {
-                let d = try decoder(volume: v.id)
                 if quick {
+                    _ = try decoder(volume: v.id)          // the header parses and its model is at hand
                     for e in es {
                         if case .volume(_, let k) = e.content {
                             do { _ = try part(volume: v.id, part: k) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
@@ -586,11 +559,10 @@ public final class Archive: @unchecked Sendable {
                 }
                 // decode every slab once, on all cores; report each damaged slab, then rebuild
                 // every file of the volume (those on a damaged slab are reported by name)
-                _ = d
                 var cache: [UInt64: DecodedVolume] = [:]
                 try decode(volume: v.id, into: &cache, threads: threads)
-                for (i, r) in cache[v.id]!.slabs.sorted(by: { $0.key < $1.key }) {
-                    if case .failure(let err) = r { problems.append(Problem(path: "volume \(v.id)", message: err.message)); _ = i }
+                for (_, r) in cache[v.id]!.slabs.sorted(by: { $0.key < $1.key }) {
+                    if case .failure(let err) = r { problems.append(Problem(path: "volume \(v.id)", message: err.message)) }
                 }
                 for e in es {
                     do { _ = try contents(e, decoded: &cache) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }

@@ -103,22 +103,27 @@ public struct Packer {
         run.progress.filesTotal = t.files; run.progress.bytesTotal = t.bytes
         for src in sources {
             let base = URL(fileURLWithPath: src).standardizedFileURL
-            try walk(base.path, name: base.lastPathComponent, run)
+            if let e = entry(base.path, name: base.lastPathComponent, run) { try walk(base.path, e, run) }
         }
         return run.sum
     }
 
-    func walk(_ path: String, name: String, _ run: Run) throws {
-        let e: Archive.Entry
+    /// The entry for `path`, or nil (with a warning) for what is not packed: special files,
+    /// the archive itself and its lock file, and paths that cannot be stat'ed.
+    func entry(_ path: String, name: String, _ run: Run) -> Archive.Entry? {
+        if path == run.archiveReal || path == run.archiveReal + "-lock" { run.warn("\(path): the archive itself, skipped"); return nil }
         do {
-            guard let x = try Packer.lstatEntry(path, name: name) else { run.warn("\(path): special file (device, socket or pipe), skipped"); return }
-            e = x
-        } catch let err as VoxError { run.warn(err.message); run.sum.failed += 1; return }
+            guard let e = try Packer.lstatEntry(path, name: name) else { run.warn("\(path): special file (device, socket or pipe), skipped"); return nil }
+            return e
+        } catch let err as VoxError { run.warn(err.message); run.sum.failed += 1; return nil }
+        catch { run.warn("\(path): \(error)"); run.sum.failed += 1; return nil }
+    }
+
+    func walk(_ path: String, _ e: Archive.Entry, _ run: Run) throws {
         switch e.kind {
         case .symlink:
             try run.archive.putEntry(e); run.sum.symlinks += 1
         case .file:
-            if path == run.archiveReal { run.warn("\(path): the archive itself, skipped"); return }
             try packFiles([(path, e)], run)
         case .directory:
             let names: [String]
@@ -126,16 +131,12 @@ public struct Packer {
                 run.warn("\(path): cannot list the folder (\(String(cString: strerror(errno == 0 ? EACCES : errno)))), not packed"); run.sum.failed += 1; return
             }
             try run.archive.putEntry(e); run.sum.directories += 1
+            // a folder's files are packed together (DICOM series are grouped per folder)
             var files: [(String, Archive.Entry)] = []
             for n in names {
                 let p = path + "/" + n
-                if p == run.archiveReal || p == run.archiveReal + "-lock" { run.warn("\(p): the archive itself, skipped"); continue }
-                let ce: Archive.Entry
-                do {
-                    guard let x = try Packer.lstatEntry(p, name: name + "/" + n) else { run.warn("\(p): special file (device, socket or pipe), skipped"); continue }
-                    ce = x
-                } catch let err as VoxError { run.warn(err.message); run.sum.failed += 1; continue }
-                if ce.kind == .file { files.append((p, ce)) } else { try walk(p, name: name + "/" + n, run) }
+                guard let ce = entry(p, name: e.path + "/" + n, run) else { continue }
+                if ce.kind == .file { files.append((p, ce)) } else { try walk(p, ce, run) }
             }
             try packFiles(files, run)
         }
@@ -201,27 +202,9 @@ public struct Packer {
 
     /// Stores opaque files: hashed and zstd-compressed on all cores, committed one by one.
     func storeOpaque(_ files: [(Archive.Entry, [UInt8])], _ run: Run) throws {
-        if files.isEmpty { return }
-        final class Results: @unchecked Sendable {
-            var items: [Archive.PreparedBlob?]
-            let lock = NSLock()
-            var next = 0
-            init(_ n: Int) { items = Array(repeating: nil, count: n) }
-        }
-        let res = Results(files.count)
-        DispatchQueue.concurrentPerform(iterations: max(1, min(threads, files.count))) { _ in
-            while true {
-                res.lock.lock()
-                let i = res.next
-                res.next += 1
-                res.lock.unlock()
-                if i >= files.count { return }
-                let b = Archive.PreparedBlob(files[i].1)
-                res.lock.lock(); res.items[i] = b; res.lock.unlock()
-            }
-        }
+        let prepared = parallelMap(files.count, threads: threads) { i in Archive.PreparedBlob(files[i].1) }
         for (i, (e, _)) in files.enumerated() {
-            let stored = try run.archive.putOpaque(e, prepared: res.items[i]!)
+            let stored = try run.archive.putOpaque(e, prepared: prepared[i])
             run.sum.opaque += 1; run.sum.files += 1
             run.sum.originalBytes += e.size; run.sum.storedBytes += UInt64(stored)
             advance(run, files: 1, bytes: e.size, stored: UInt64(stored))
@@ -241,8 +224,7 @@ public struct Packer {
             let opts = EncodeOptions(preset: preset, model: model, slabThickness: 8, threads: threads, embedModel: embed)
             let stream = try s.voxels.withUnsafeBytes { try VXZ.encode(raw: $0, shape: s.shape, dtype: s.dtype, options: opts) }
             let files = s.parts.map { Archive.PackedFile(entry: entries[$0.path]!, part: $0, original: bytes[$0.path]!) }
-            let stored = UInt64(stream.count + files.reduce(0) { $0 + Archive.encodePart($1).count })
-            _ = try run.archive.putVolume(stream: stream, model: model, files: files)
+            let stored = UInt64(try run.archive.putVolume(stream: stream, model: model, files: files).storedBytes)
             let original = files.reduce(UInt64(0)) { $0 + $1.entry.size }
             run.sum.volumes += 1; run.sum.files += s.parts.count
             run.sum.originalBytes += original; run.sum.storedBytes += stored
@@ -286,11 +268,7 @@ public struct Packer {
         var cache: [UInt64: Archive.DecodedVolume] = [:]
         var result = UnpackResult()
         let asRoot = getuid() == 0
-        // the slabs each volume's selected files need, decoded on all cores before its files
-        var need: [UInt64: Set<Int>] = [:]
-        for e in all where e.kind == .file {
-            if let s = try? archive.slabs(of: e) { need[s.volume, default: []].formUnion(s.slabs) }
-        }
+
         // folders first, then files grouped by volume (each volume is decoded once), then links
         func rank(_ e: Archive.Entry) -> (Int, UInt64, UInt32, String) {
             switch (e.kind, e.content) {
@@ -314,8 +292,10 @@ public struct Packer {
                 var ts = [timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec)), timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec))]
                 utimensat(AT_FDCWD, p, &ts, AT_SYMLINK_NOFOLLOW)
             case .file:
-                if case .volume(let id, _) = e.content, cache[id] == nil, let slabs = need[id] {
-                    try? archive.decode(volume: id, slabs: slabs.sorted(), into: &cache)
+                // unpacking everything: all of a volume's slabs on all cores before its first file
+                // (a subset decodes only the slabs its files need, file by file)
+                if paths.isEmpty, case .volume(let id, _) = e.content, cache[id] == nil {
+                    try? archive.decode(volume: id, into: &cache)
                 }
                 let b: [UInt8]
                 do { b = try archive.contents(e, decoded: &cache) } catch let err as VoxError {

@@ -151,32 +151,6 @@ public struct EncodeOptions: Sendable {
     }
 }
 
-/// Runs `body(i)` for i in 0..<count on `threads` workers; stops at the first error.
-func parallelFor(_ count: Int, threads: Int, _ body: @Sendable (Int) throws -> Void) throws {
-    final class State: @unchecked Sendable {
-        let lock = NSLock()
-        var next = 0
-        var error: Error?
-    }
-    let st = State()
-    let workers = max(1, min(threads, count))
-    DispatchQueue.concurrentPerform(iterations: workers) { _ in
-        while true {
-            st.lock.lock()
-            if st.error != nil || st.next >= count { st.lock.unlock(); return }
-            let i = st.next
-            st.next += 1
-            st.lock.unlock()
-            do { try body(i) } catch {
-                st.lock.lock()
-                if st.error == nil { st.error = error }
-                st.lock.unlock()
-                return
-            }
-        }
-    }
-    if let e = st.error { throw e }
-}
 
 /// `.vxz` streams: whole-volume encode and decode, and single-slab random access.
 public enum VXZ {
