@@ -251,10 +251,35 @@ public final class VoxFileSystem: @unchecked Sendable {
 
     // MARK: open files and reads
 
+    /// Where a volume-backed file's bytes come from, worked out once at open: file bytes
+    /// [0, pixStart) are its header, [pixStart, preEnd) its page prefix, [preEnd, pixEnd) voxel
+    /// bytes at volume byte offset (file offset + base), [pixEnd, size) its trailer.
+    struct VoxelMap {
+        let id: UInt64
+        let part: Archive.StoredPart
+        let header: StreamHeader
+        let pixStart: Int, preEnd: Int, pixEnd: Int
+        let base: Int
+        let slabBytes: Int
+        /// 16-bit voxels stored big-endian: file byte o is volume byte o ^ 1.
+        let swap: Bool
+
+        init(id: UInt64, part sp: Archive.StoredPart, header h: StreamHeader) {
+            self.id = id; part = sp; header = h
+            let sliceBytes = h.shape.sliceVoxels * h.dtype.bytesPerVoxel
+            pixStart = sp.part.header.count
+            preEnd = pixStart + sp.prefix.count
+            pixEnd = pixStart + sp.part.slices * sliceBytes
+            base = sp.part.firstSlice * sliceBytes - pixStart
+            slabBytes = h.slabThickness * sliceBytes
+            swap = sp.part.bigEndian && h.dtype.bytesPerVoxel == 2
+        }
+    }
+
     final class Handle: @unchecked Sendable {
         enum Layout {
             case bytes(BlobBox)
-            case volume(id: UInt64, part: Archive.StoredPart, header: StreamHeader)
+            case volume(VoxelMap)
         }
         let ino: UInt64
         let entry: Archive.Entry
@@ -284,7 +309,7 @@ public final class VoxFileSystem: @unchecked Sendable {
                   UInt64(p.part.header.count + p.part.slices * sliceBytes + p.part.trailer.count) == n.entry.size else {
                 throw VoxError(.corrupt, "\(n.entry.path): its file part does not match its volume or its size")
             }
-            layout = .volume(id: id, part: p, header: h)
+            layout = .volume(VoxelMap(id: id, part: p, header: h))
         }
         lock.lock(); defer { lock.unlock() }
         let fh = nextHandle
@@ -321,95 +346,67 @@ public final class VoxFileSystem: @unchecked Sendable {
         return box
     }
 
-    /// Calls `body` with bytes [offset, offset + length) of the open file. A range inside one
-    /// decoded slab (no byte swap) or inside an opaque file is handed over from the cached
-    /// memory itself, without a copy (the FUSE driver replies straight from it); any other
-    /// range is assembled by `read`.
+    /// Calls `body` with bytes [offset, offset + length) of the open file (fewer at its end).
+    /// A range inside one decoded slab (no byte swap) or inside an opaque file is handed over
+    /// from the cached memory itself, without a copy (the FUSE driver replies straight from
+    /// it); any other range is assembled first.
     public func withRead<R>(_ fh: UInt64, offset: UInt64, length: Int, _ body: (UnsafeRawBufferPointer) -> R) throws -> R {
         lock.lock()
         let h = handles[fh]
         lock.unlock()
         guard let h else { throw FSError.badHandle }
         let size = h.entry.size
-        if offset < size, length > 0 {
-            let lo = Int(offset), hi = Int(min(size, offset + UInt64(length)))
-            switch h.layout {
-            case .bytes(let b):
-                return b.bytes.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[lo..<hi])) }
-            case .volume(let id, let sp, let header):
-                let p = sp.part
-                let sliceBytes = header.shape.sliceVoxels * header.dtype.bytesPerVoxel
-                let pixStart = p.header.count, pixEnd = pixStart + p.slices * sliceBytes
-                let slabBytes = header.slabThickness * sliceBytes
-                let base = p.firstSlice * sliceBytes - pixStart
-                let swap = p.bigEndian && header.dtype.bytesPerVoxel == 2
-                if !swap, lo >= pixStart + sp.prefix.count, hi <= pixEnd, (base + lo) / slabBytes == (base + hi - 1) / slabBytes {
-                    let s = (base + lo) / slabBytes
-                    notePosition(volume: id, first: s, last: s, header: header, path: h.entry.path)
-                    let slab = try slabData(volume: id, slab: s, header: header, path: h.entry.path)
-                    let from = base + lo - s * slabBytes, to = base + hi - s * slabBytes
-                    guard to <= slab.count else { throw VoxError(.corrupt, "\(h.entry.path): volume \(id) slab \(s) is shorter than its slices") }
-                    return slab.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[from..<to])) }
-                }
+        guard offset < size, length > 0 else { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        let lo = Int(offset), hi = Int(min(size, offset + UInt64(length)))
+        switch h.layout {
+        case .bytes(let b):
+            return b.bytes.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[lo..<hi])) }
+        case .volume(let m):
+            let s = (m.base + lo) / m.slabBytes
+            if !m.swap, lo >= m.preEnd, hi <= m.pixEnd, s == (m.base + hi - 1) / m.slabBytes {
+                notePosition(volume: m.id, first: s, last: s, header: m.header, path: h.entry.path)
+                let slab = try slabData(volume: m.id, slab: s, header: m.header, path: h.entry.path)
+                let from = m.base + lo - s * m.slabBytes, to = m.base + hi - s * m.slabBytes
+                guard to <= slab.count else { throw VoxError(.corrupt, "\(h.entry.path): volume \(m.id) slab \(s) is shorter than its slices") }
+                return slab.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[from..<to])) }
             }
+            return try assemble(m, lo, hi, path: h.entry.path).withUnsafeBytes { body($0) }
         }
-        let b = try read(fh, offset: offset, length: length)
-        return b.withUnsafeBytes { body($0) }
     }
 
     /// Bytes [offset, offset + length) of the open file (fewer at its end).
     public func read(_ fh: UInt64, offset: UInt64, length: Int) throws -> [UInt8] {
-        lock.lock()
-        let h = handles[fh]
-        lock.unlock()
-        guard let h else { throw FSError.badHandle }
-        let size = h.entry.size
-        guard offset < size, length > 0 else { return [] }
-        let lo = Int(offset), hi = Int(min(size, offset + UInt64(length)))
-        switch h.layout {
-        case .bytes(let b): return Array(b.bytes[lo..<hi])
-        case .volume(let id, let sp, let header):
-            let p = sp.part
-            var out = [UInt8]()
-            out.reserveCapacity(hi - lo)
-            let sliceBytes = header.shape.sliceVoxels * header.dtype.bytesPerVoxel
-            let pixStart = p.header.count, pixEnd = pixStart + p.slices * sliceBytes
-            if lo < pixStart { out += p.header[lo..<min(hi, pixStart)] }
-            // the page prefix: voxel bytes kept beside the header (no decoding)
-            let preEnd = pixStart + sp.prefix.count
-            var a = max(lo, pixStart)
-            if a < min(hi, preEnd) {
-                out += sp.prefix[(a - pixStart)..<(min(hi, preEnd) - pixStart)]
-                a = min(hi, preEnd)
-            }
-            let b = min(hi, pixEnd)
-            if a < b {
-                // volume byte offsets of the file's voxel bytes [a, b)
-                let base = p.firstSlice * sliceBytes - pixStart
-                let va = base + a, vb = base + b
-                let slabBytes = header.slabThickness * sliceBytes
-                let swap = p.bigEndian && header.dtype.bytesPerVoxel == 2
-                let first = va / slabBytes, last = (vb - 1) / slabBytes
-                // before decoding: the slabs ahead start on the workers while this read decodes
-                notePosition(volume: id, first: first, last: last, header: header, path: h.entry.path)
-                for s in first...last {
-                    let slab = try slabData(volume: id, slab: s, header: header, path: h.entry.path)
-                    let s0 = s * slabBytes
-                    let from = max(va, s0), to = min(vb, s0 + slab.count)
-                    guard from < to else { throw VoxError(.corrupt, "\(h.entry.path): volume \(id) slab \(s) is shorter than its slices") }
-                    if swap {
-                        // the file holds each 16-bit voxel big-endian: file byte o is volume byte o ^ 1
-                        slab.withUnsafeBufferPointer { sb in
-                            for o in from..<to { out.append(sb[(o ^ 1) - s0]) }
-                        }
-                    } else {
-                        out += slab[(from - s0)..<(to - s0)]
-                    }
+        try withRead(fh, offset: offset, length: length) { Array($0) }
+    }
+
+    /// File bytes [lo, hi) of a volume-backed file: header, page prefix, voxel bytes from the
+    /// slabs (byte-swapped when the file is big-endian), trailer.
+    private func assemble(_ m: VoxelMap, _ lo: Int, _ hi: Int, path: String) throws -> [UInt8] {
+        let p = m.part.part
+        var out = [UInt8]()
+        out.reserveCapacity(hi - lo)
+        if lo < m.pixStart { out += p.header[lo..<min(hi, m.pixStart)] }
+        if max(lo, m.pixStart) < min(hi, m.preEnd) { out += m.part.prefix[(max(lo, m.pixStart) - m.pixStart)..<(min(hi, m.preEnd) - m.pixStart)] }
+        let a = max(lo, m.preEnd), b = min(hi, m.pixEnd)
+        if a < b {
+            let va = m.base + a, vb = m.base + b
+            let first = va / m.slabBytes, last = (vb - 1) / m.slabBytes
+            // before decoding: the slabs ahead start on the workers while this read decodes
+            notePosition(volume: m.id, first: first, last: last, header: m.header, path: path)
+            for s in first...last {
+                let slab = try slabData(volume: m.id, slab: s, header: m.header, path: path)
+                let s0 = s * m.slabBytes
+                let from = max(va, s0), to = min(vb, s0 + slab.count)
+                guard from < to else { throw VoxError(.corrupt, "\(path): volume \(m.id) slab \(s) is shorter than its slices") }
+                if m.swap {
+                    slab.withUnsafeBufferPointer { sb in for o in from..<to { out.append(sb[(o ^ 1) - s0]) } }
+                } else {
+                    out += slab[(from - s0)..<(to - s0)]
                 }
             }
-            if hi > pixEnd { out += p.trailer[(max(lo, pixEnd) - pixEnd)..<(hi - pixEnd)] }
-            return out
         }
+        if hi > m.pixEnd { out += p.trailer[(max(lo, m.pixEnd) - m.pixEnd)..<(hi - m.pixEnd)] }
+        return out
     }
 
     private func decoder(_ id: UInt64) throws -> VXZ.Decoder {

@@ -37,18 +37,10 @@ public final class FuseMount: @unchecked Sendable {
         }
         ops.lookup = { req, parent, name in
             FuseMount.with(req, "lookup") { m in
-                let n = String(cString: name!)
-                var e = fuse_entry_param()
-                do {
-                    let a = try m.fs.lookup(parent: parent, name: n)
-                    e.ino = fuse_ino_t(a.ino)
-                    e.attr = FuseMount.stat(a)
-                } catch FSError.noEntry {
-                    e.ino = 0                       // a negative entry the kernel may cache
-                }
-                e.generation = 1
-                e.attr_timeout = FuseMount.timeout
-                e.entry_timeout = FuseMount.timeout
+                // a missing name is a negative entry (inode 0) the kernel may cache too
+                let a: VoxFileSystem.Attributes?
+                do { a = try m.fs.lookup(parent: parent, name: String(cString: name!)) } catch FSError.noEntry { a = nil }
+                var e = FuseMount.entryParam(a)
                 fuse_reply_entry(req, &e)
             }
         }
@@ -90,46 +82,20 @@ public final class FuseMount: @unchecked Sendable {
         }
         ops.readdir = { req, ino, size, off, _ in
             FuseMount.with(req, "readdir", ino: ino) { m in
-                let list = try m.fs.list(ino)
-                var buf = [CChar](repeating: 0, count: size)
-                var used = 0
-                var i = Int(off)
-                while i < list.count {
+                try FuseMount.replyDirectory(req, m.fs.list(ino), size: size, from: Int(off)) { buf, room, e, next in
                     var st = Glibc.stat()
-                    st.st_ino = ino_t(list[i].ino)
-                    st.st_mode = FuseMount.typeBits(list[i].kind)
-                    let n = buf.withUnsafeMutableBufferPointer { b in
-                        fuse_add_direntry(req, b.baseAddress! + used, size - used, list[i].name, &st, off_t(i + 1))
-                    }
-                    if n > size - used { break }
-                    used += n
-                    i += 1
+                    st.st_ino = ino_t(e.ino)
+                    st.st_mode = FuseMount.typeBits(e.kind)
+                    return fuse_add_direntry(req, buf, room, e.name, &st, next)
                 }
-                fuse_reply_buf(req, buf, used)
             }
         }
         ops.readdirplus = { req, ino, size, off, _ in
             FuseMount.with(req, "readdirplus", ino: ino) { m in
-                let list = try m.fs.list(ino)
-                var buf = [CChar](repeating: 0, count: size)
-                var used = 0
-                var i = Int(off)
-                while i < list.count {
-                    var e = fuse_entry_param()
-                    let a = try m.fs.attributes(list[i].ino)
-                    e.ino = fuse_ino_t(a.ino)
-                    e.generation = 1
-                    e.attr = FuseMount.stat(a)
-                    e.attr_timeout = FuseMount.timeout
-                    e.entry_timeout = FuseMount.timeout
-                    let n = buf.withUnsafeMutableBufferPointer { b in
-                        fuse_add_direntry_plus(req, b.baseAddress! + used, size - used, list[i].name, &e, off_t(i + 1))
-                    }
-                    if n > size - used { break }
-                    used += n
-                    i += 1
+                try FuseMount.replyDirectory(req, m.fs.list(ino), size: size, from: Int(off)) { buf, room, e, next in
+                    var p = FuseMount.entryParam(try m.fs.attributes(e.ino))
+                    return fuse_add_direntry_plus(req, buf, room, e.name, &p, next)
                 }
-                fuse_reply_buf(req, buf, used)
             }
         }
         ops.statfs = { req, _ in
@@ -145,19 +111,14 @@ public final class FuseMount: @unchecked Sendable {
         }
         ops.getxattr = { req, ino, name, size in
             FuseMount.with(req, "getxattr", ino: ino) { m in
-                let v = try m.fs.xattr(ino, String(cString: name!))
-                if size == 0 { fuse_reply_xattr(req, v.count) }
-                else if size < v.count { fuse_reply_err(req, ERANGE) }
-                else { v.withUnsafeBytes { p in _ = fuse_reply_buf(req, p.baseAddress?.assumingMemoryBound(to: CChar.self), p.count) } }
+                FuseMount.replyXattr(req, size: size, try m.fs.xattr(ino, String(cString: name!)))
             }
         }
         ops.listxattr = { req, ino, size in
             FuseMount.with(req, "listxattr", ino: ino) { m in
                 var v: [UInt8] = []
                 for n in try m.fs.xattrNames(ino) { v += Array(n.utf8); v.append(0) }
-                if size == 0 { fuse_reply_xattr(req, v.count) }
-                else if size < v.count { fuse_reply_err(req, ERANGE) }
-                else { v.withUnsafeBytes { p in _ = fuse_reply_buf(req, p.baseAddress?.assumingMemoryBound(to: CChar.self), p.count) } }
+                FuseMount.replyXattr(req, size: size, v)
             }
         }
 
@@ -212,6 +173,41 @@ public final class FuseMount: @unchecked Sendable {
             m.log("\(op) \(path): unexpected error \(error) -> EIO")
             fuse_reply_err(req, EIO)
         }
+    }
+
+    /// An entry for lookup and readdirplus (nil: a negative entry), with day-long timeouts.
+    static func entryParam(_ a: VoxFileSystem.Attributes?) -> fuse_entry_param {
+        var e = fuse_entry_param()
+        if let a {
+            e.ino = fuse_ino_t(a.ino)
+            e.attr = FuseMount.stat(a)
+        }
+        e.generation = 1
+        e.attr_timeout = FuseMount.timeout
+        e.entry_timeout = FuseMount.timeout
+        return e
+    }
+
+    /// Fills a readdir reply of at most `size` bytes with the listing from index `from` on;
+    /// `add(buffer, room, entry, next offset)` writes one entry and returns its size (more than
+    /// `room` when it did not fit).
+    static func replyDirectory(_ req: fuse_req_t?, _ list: [VoxFileSystem.DirEntry], size: Int, from: Int,
+                               _ add: (UnsafeMutablePointer<CChar>, Int, VoxFileSystem.DirEntry, off_t) throws -> Int) throws {
+        var buf = [CChar](repeating: 0, count: size)
+        var used = 0
+        for i in max(0, from)..<max(max(0, from), list.count) {
+            let n = try buf.withUnsafeMutableBufferPointer { b in try add(b.baseAddress! + used, size - used, list[i], off_t(i + 1)) }
+            if n > size - used { break }
+            used += n
+        }
+        fuse_reply_buf(req, buf, used)
+    }
+
+    /// getxattr/listxattr: the size for a size-0 probe, ERANGE when the buffer is too small.
+    static func replyXattr(_ req: fuse_req_t?, size: Int, _ v: [UInt8]) {
+        if size == 0 { fuse_reply_xattr(req, v.count) }
+        else if size < v.count { fuse_reply_err(req, ERANGE) }
+        else { v.withUnsafeBytes { p in _ = fuse_reply_buf(req, p.baseAddress?.assumingMemoryBound(to: CChar.self), p.count) } }
     }
 
     static func typeBits(_ k: Archive.Kind) -> mode_t {
