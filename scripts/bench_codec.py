@@ -20,8 +20,6 @@ not byte-identical, 2 setup problem (no voxfs binary, no data cache, no xz/zstd)
 import argparse
 import datetime
 import filecmp
-import glob
-import json
 import os
 import platform
 import shutil
@@ -31,19 +29,16 @@ import sys
 import tempfile
 import time
 
+from voxdata import find_volumes as cache_volumes, log
+
 DEFAULT_PRESETS = "classical,classical-par,fast,default@--adapt=0,default,large"
 MIN_VOXELS = 100_000
-DTYPE_BYTES = {"uint8": 1, "int8": 1, "int16": 2, "uint16": 2}
 # A reference codec's compression run longer than this (seconds) is timed once.
 SLOW_REF_SECONDS = 5.0
 
 
 class BenchError(Exception):
     """A codec failed or a round trip was not byte-identical."""
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def die(msg, code=2):
@@ -96,50 +91,6 @@ def tool_version(cmd):
     out = (r.stdout or r.stderr).strip().splitlines()
     return out[0].strip(" *") if out else "unknown"
 
-
-def find_volumes(cache, pattern):
-    vol_dir = os.path.join(cache, "volumes")
-    if pattern is None:
-        paths = glob.glob(os.path.join(vol_dir, "*.raw"))
-    else:
-        pat = os.path.expanduser(pattern)
-        if not os.path.isabs(pat) and os.sep not in pat:
-            pat = os.path.join(vol_dir, pat)
-        paths = glob.glob(pat)
-    vols = []
-    for raw in sorted(paths):
-        if not raw.endswith(".raw"):
-            continue
-        side = raw[:-4] + ".json"
-        if not os.path.isfile(side):
-            log(f"skip {raw}: no .json sidecar")
-            continue
-        try:
-            with open(side) as f:
-                meta = json.load(f)
-            shape = [int(v) for v in meta["shape"]]
-            dtype = str(meta["dtype"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            log(f"skip {raw}: bad sidecar ({e})")
-            continue
-        if len(shape) != 3 or dtype not in DTYPE_BYTES:
-            log(f"skip {raw}: unsupported shape {shape} / dtype {dtype}")
-            continue
-        voxels = shape[0] * shape[1] * shape[2]
-        size = os.path.getsize(raw)
-        if size != voxels * DTYPE_BYTES[dtype]:
-            log(f"skip {raw}: {size} bytes, sidecar says {voxels} x {dtype}")
-            continue
-        name = os.path.basename(raw)[:-4]
-        if voxels < MIN_VOXELS:
-            log(f"skip {name}: {voxels} voxels (< {MIN_VOXELS:,})")
-            continue
-        vols.append({"name": name, "raw": raw, "shape": shape, "dtype": dtype,
-                     "voxels": voxels, "bytes": size, "source": meta.get("source", "")})
-    return vols
-
-
-# -------------------------------------------------------------------- timing
 
 def timed(cmd, stdout_path=None):
     """Runs cmd, returns wall seconds; raises BenchError on a non-zero exit."""
@@ -237,7 +188,7 @@ def main():
     vol_dir = os.path.join(cache, "volumes")
     if not os.path.isdir(vol_dir):
         die(f"no data cache at {vol_dir}: run scripts/fetch_data.sh first (or pass --cache DIR)")
-    vols = find_volumes(cache, a.volumes)
+    vols = cache_volumes(cache, a.volumes, MIN_VOXELS)
     if not vols:
         if a.volumes:
             die(f"no volume matching {a.volumes} with a .json sidecar and at least "

@@ -33,6 +33,8 @@ import time
 
 import pydicom
 
+from voxdata import link_tree
+
 
 def drop_caches():
     subprocess.run(["sync"], check=True)
@@ -42,16 +44,6 @@ def drop_caches():
         return True
     except OSError:
         return False
-
-
-def link_tree(src, dst):
-    for d, _, fs in os.walk(src):
-        rel = os.path.relpath(d, src)
-        os.makedirs(os.path.join(dst, rel), exist_ok=True)
-        for f in fs:
-            s = os.path.join(d, f)
-            if os.path.isfile(s) and not os.path.islink(s) and not f.startswith("."):
-                os.link(s, os.path.join(dst, rel, f))
 
 
 def read_files(paths, bs=1 << 20):
@@ -98,9 +90,9 @@ def main():
     mounts = []
     try:
         tree = os.path.join(work, "data")
-        link_tree(os.path.join(a.cache, "series-full"), os.path.join(tree, "ct"))
-        link_tree(os.path.join(a.cache, "series"), os.path.join(tree, "series"))
-        link_tree(os.path.join(a.cache, "dicom"), os.path.join(tree, "dicom"))
+        link_tree(os.path.join(a.cache, "series-full"), os.path.join(tree, "ct"), skip_hidden=True)
+        link_tree(os.path.join(a.cache, "series"), os.path.join(tree, "series"), skip_hidden=True)
+        link_tree(os.path.join(a.cache, "dicom"), os.path.join(tree, "dicom"), skip_hidden=True)
         series = sorted(os.listdir(os.path.join(tree, "ct", "lung1")))
         by_slice = sorted(series, key=lambda n: float(pydicom.dcmread(os.path.join(tree, "ct", "lung1", n), stop_before_pixels=True).ImagePositionPatient[2]))
         dicoms = []

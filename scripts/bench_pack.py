@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+from voxdata import link_tree
+
 
 def tree_stats(root):
     files = size = 0
@@ -35,16 +37,6 @@ def tree_stats(root):
                 files += 1
                 size += os.path.getsize(p)
     return files, size
-
-
-def link_tree(src, dst):
-    for d, _, fs in os.walk(src):
-        rel = os.path.relpath(d, src)
-        os.makedirs(os.path.join(dst, rel), exist_ok=True)
-        for f in fs:
-            s = os.path.join(d, f)
-            if os.path.isfile(s) and not os.path.islink(s):
-                os.link(s, os.path.join(dst, rel, f))
 
 
 def same_tree(a, b):

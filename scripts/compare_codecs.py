@@ -64,7 +64,6 @@ _reexec_in_venv()
 
 import argparse        # noqa: E402
 import datetime        # noqa: E402
-import glob            # noqa: E402
 import json            # noqa: E402
 import platform        # noqa: E402
 import shlex           # noqa: E402
@@ -77,6 +76,7 @@ import numpy as np     # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import codecs_lib as cl  # noqa: E402
+from voxdata import find_volumes as cache_volumes, log  # noqa: E402
 
 MIN_VOXELS = 100_000
 PRESETS = ["classical", "parallel", "default", "large"]
@@ -91,10 +91,6 @@ ALIASES = {"voxfs": [f"voxfs-{p}" for p in PRESETS] + ["voxfs-default-heldout"],
            "standard": STANDARD_KEYS, "all": ALL_KEYS}
 SELFTEST_VOLUME = "ct_lung1"
 SELFTEST_CROP = (64, 64, 8)
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def die(msg, code=2):
@@ -271,47 +267,6 @@ def versions(voxfs_binary):
 
 
 # ------------------------------------------------------------------------ volumes
-
-def find_volumes(cache, pattern):
-    vol_dir = os.path.join(cache, "volumes")
-    if pattern is None:
-        paths = glob.glob(os.path.join(vol_dir, "*.raw"))
-    else:
-        pat = os.path.expanduser(pattern)
-        if not os.path.isabs(pat) and os.sep not in pat:
-            pat = os.path.join(vol_dir, pat)
-        paths = glob.glob(pat)
-    vols = []
-    for raw in sorted(paths):
-        if not raw.endswith(".raw"):
-            continue
-        name = os.path.basename(raw)[:-4]
-        side = raw[:-4] + ".json"
-        if not os.path.isfile(side):
-            log(f"skip {name}: no .json sidecar")
-            continue
-        try:
-            with open(side) as f:
-                meta = json.load(f)
-            shape = [int(s) for s in meta["shape"]]
-            dtype = str(meta["dtype"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            log(f"skip {name}: bad sidecar ({e})")
-            continue
-        if len(shape) != 3 or dtype not in cl.DTYPES:
-            log(f"skip {name}: unsupported shape {shape} / dtype {dtype}")
-            continue
-        voxels = shape[0] * shape[1] * shape[2]
-        if os.path.getsize(raw) != voxels * np.dtype(cl.DTYPES[dtype]).itemsize:
-            log(f"skip {name}: {os.path.getsize(raw)} bytes, sidecar says {voxels} x {dtype}")
-            continue
-        if voxels < MIN_VOXELS:
-            log(f"skip {name}: {voxels:,} voxels (< {MIN_VOXELS:,})")
-            continue
-        vols.append({"name": name, "raw": raw, "shape": shape, "dtype": dtype,
-                     "source": meta.get("source", "")})
-    return vols
-
 
 def load_volume(v, crop, tmp):
     x, y, z = v["shape"]
@@ -611,7 +566,7 @@ def run_all(a):
     vol_dir = os.path.join(a.cache, "volumes")
     if not os.path.isdir(vol_dir):
         die(f"no data cache at {vol_dir}: run scripts/fetch_data.sh (or pass --cache DIR)")
-    vols = find_volumes(a.cache, a.volumes)
+    vols = cache_volumes(a.cache, a.volumes, MIN_VOXELS)
     if not vols:
         die(f"no volume of at least {MIN_VOXELS:,} voxels with a .json sidecar matching "
             f"{a.volumes or '*.raw'} in {vol_dir}")
@@ -745,7 +700,7 @@ def selftest(a):
         (passed if cond else failed).append(name)
         log(f"  {'ok  ' if cond else 'FAIL'} {name}" + (f": {detail}" if detail else ""))
 
-    vols = find_volumes(a.cache, SELFTEST_VOLUME + ".raw") if os.path.isdir(
+    vols = cache_volumes(a.cache, SELFTEST_VOLUME + ".raw", MIN_VOXELS) if os.path.isdir(
         os.path.join(a.cache, "volumes")) else []
     with tempfile.TemporaryDirectory(prefix="voxfs-compare-selftest-") as tmp:
         if vols:
