@@ -2,14 +2,9 @@ import CLMDB
 import Foundation
 import XCTest
 import VoxArchive
+import VoxTestSupport
 
-final class LMDBTests: XCTestCase {
-    var dir: URL!
-    override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("lmdb-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    }
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+final class LMDBTests: ScratchTestCase {
 
     func testPutGetScanDeleteAndPersistence() throws {
         let path = dir.appendingPathComponent("a.voxfs").path

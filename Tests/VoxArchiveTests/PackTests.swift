@@ -9,13 +9,7 @@ import VoxTestSupport
 /// pack then unpack a tree of real data: DICOM series (shuffled, with a gap; real CT pixels,
 /// headers written by scripts/make_test_series.py), real DICOM test files, a raw volume with
 /// its sidecar, opaque files, an empty file, a unicode name, a symlink, nested folders.
-final class PackTests: XCTestCase {
-    var dir: URL!
-    override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("pack-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    }
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+final class PackTests: ScratchTestCase {
 
     func makeTree() throws -> URL {
         let cache = RealData.cache

@@ -4,7 +4,7 @@ import VoxCore
 import VoxTestSupport
 
 /// Runs the real `voxfs` binary, as a user would.
-final class CLITests: XCTestCase {
+final class CLITests: ScratchTestCase {
     static var binary: String {
         let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("voxfs").path
         if FileManager.default.isExecutableFile(atPath: beside) { return beside }
@@ -12,30 +12,8 @@ final class CLITests: XCTestCase {
         return root.appendingPathComponent(".build/release/voxfs").path
     }
 
-    var tmp: URL!
-
-    override func setUpWithError() throws {
-        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("voxfs-cli-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: tmp) }
-
     @discardableResult
-    func voxfs(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: CLITests.binary)
-        p.arguments = args
-        let o = Pipe(), e = Pipe()
-        p.standardOutput = o
-        p.standardError = e
-        try p.run()
-        let od = o.fileHandleForReading.readDataToEndOfFile(), ed = e.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed, as: UTF8.self))
-    }
-
-    func path(_ n: String) -> String { tmp.appendingPathComponent(n).path }
+    func voxfs(_ args: [String]) throws -> (status: Int32, out: String, err: String) { try run(CLITests.binary, args) }
 
     /// A real CT crop written as raw + sidecar.
     func writeCrop() throws -> String {

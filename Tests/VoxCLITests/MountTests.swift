@@ -8,8 +8,7 @@ import VoxTestSupport
 /// both). The data: a DICOM series (real CT pixels, headers written by
 /// scripts/make_test_series.py), real pydicom test files (big-endian, multi-frame, JPEG 2000),
 /// a raw CT crop with its sidecar, a NIfTI written by nibabel from the same real CT, a symlink.
-final class MountTests: XCTestCase {
-    var tmp: URL!
+final class MountTests: ScratchTestCase {
     var mounts: [String] = []
 
     override func setUpWithError() throws {
@@ -17,31 +16,15 @@ final class MountTests: XCTestCase {
             if ProcessInfo.processInfo.environment["VOXFS_REQUIRE_DATA"] == "1" { XCTFail("mount tests need root and /dev/fuse"); return }
             throw XCTSkip("mount tests need root and /dev/fuse")
         }
-        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("voxfs-mount-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        try super.setUpWithError()
     }
 
     override func tearDownWithError() throws {
         for m in mounts { _ = try? run("/bin/fusermount3", ["-u", "-z", m]) }
-        if let tmp { try? FileManager.default.removeItem(at: tmp) }
-    }
-
-    @discardableResult
-    func run(_ exe: String, _ args: [String], env: [String: String]? = nil) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        if let env { p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 } }
-        let o = Pipe(), e = Pipe()
-        p.standardOutput = o; p.standardError = e
-        try p.run()
-        let od = o.fileHandleForReading.readDataToEndOfFile(), ed = e.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: od, as: UTF8.self), String(decoding: ed, as: UTF8.self))
+        try super.tearDownWithError()
     }
 
     func voxfs(_ args: [String]) throws -> (status: Int32, out: String, err: String) { try run(CLITests.binary, args) }
-    func path(_ n: String) -> String { tmp.appendingPathComponent(n).path }
     var python: String { RealData.cache + "/venv/bin/python" }
     static var scripts: String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("scripts").path

@@ -9,13 +9,7 @@ import VoxTestSupport
 /// The FUSE-free filesystem core, in-process, on a packed tree of real data: DICOM series
 /// (real CT pixels, headers written by scripts/make_test_series.py), real pydicom test files
 /// (big-endian, multi-frame, JPEG 2000), a raw CT crop with its sidecar, notes, a symlink.
-final class FileSystemTests: XCTestCase {
-    var dir: URL!
-    override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("vfs-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    }
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+final class FileSystemTests: ScratchTestCase {
 
     func makeTree() throws -> String {
         let cache = RealData.cache
