@@ -38,6 +38,14 @@ public final class Archive: @unchecked Sendable {
         lockFD = fd
     }
 
+    /// Opens an archive for reading (ls, stats, verify, unpack, mount) under the shared lock,
+    /// so that no pack writes it meanwhile.
+    public static func reader(_ path: String) throws -> Archive {
+        let a = try Archive(path: path, create: false)
+        try a.lock(exclusive: false)
+        return a
+    }
+
     static func freeBytes(near path: String) -> UInt64 {
         var st = statvfs()
         guard statvfs(path, &st) == 0 else { return .max }
@@ -476,6 +484,11 @@ public final class Archive: @unchecked Sendable {
             }
         }
         return out
+    }
+
+    /// `volumeInfos()` by volume id.
+    public func volumeInfosByID() throws -> [UInt64: VolumeInfo] {
+        Dictionary(uniqueKeysWithValues: try volumeInfos().map { ($0.id, $0) })
     }
 
     /// Bytes the archive spends on one file: its blob record (shared by identical files), or

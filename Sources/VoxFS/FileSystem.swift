@@ -93,7 +93,7 @@ public final class VoxFileSystem: @unchecked Sendable {
         self.options = options
         cache = SlabCache(capacity: options.cacheBytes)
         prefetchPool = WorkerPool(threads: options.workers)
-        let volumeInfos = Dictionary(uniqueKeysWithValues: try archive.volumeInfos().map { ($0.id, $0) })
+        let volumeInfos = try archive.volumeInfosByID()
         self.volumeInfos = volumeInfos
 
         var st = stat()

@@ -90,8 +90,7 @@ struct Unpack: ParsableCommand {
     @Argument(help: "Destination folder.") var dest: String
     @Argument(help: "Archive paths to restore (folders include everything under them; default: all).") var only: [String] = []
     func run() throws {
-        let a = try Archive(path: archive, create: false)
-        try a.lock(exclusive: false)
+        let a = try Archive.reader(archive)
         let r = try Packer.unpack(a, to: dest, paths: only)
         for f in r.failed { FileHandle.standardError.write(Data("voxfs: NOT RESTORED \(f)\n".utf8)) }
         print("\(dest): \(r.restored) files restored" + (r.failed.isEmpty ? "" : ", \(r.failed.count) damaged and not restored"))
@@ -105,11 +104,10 @@ struct Ls: ParsableCommand {
     @Argument(help: "Archive paths to list (folders include everything under them; default: all).") var only: [String] = []
     @Flag(name: .short, help: "Long listing.") var long = false
     func run() throws {
-        let a = try Archive(path: archive, create: false)
-        try a.lock(exclusive: false)
+        let a = try Archive.reader(archive)
         let entries = try Packer.select(try a.entries(), only)
         if !long { for e in entries { print(e.path) }; return }
-        let vols = Dictionary(uniqueKeysWithValues: try a.volumeInfos().map { ($0.id, $0) })
+        let vols = try a.volumeInfosByID()
         let fmt = DateFormatter()
         fmt.dateFormat = "yyyy-MM-dd HH:mm"
         for e in entries {
@@ -142,8 +140,7 @@ struct Verify: ParsableCommand {
     @Argument(help: "Archive.") var archive: String
     @Flag(help: "Structure and records only.") var quick = false
     func run() throws {
-        let a = try Archive(path: archive, create: false)
-        try a.lock(exclusive: false)
+        let a = try Archive.reader(archive)
         let r = try a.verify(quick: quick)
         for p in r.problems { print("DAMAGED \(p)") }
         print("\(archive): \(r.files) files, \(r.volumes) volumes checked\(quick ? " (quick)" : ""): \(r.problems.isEmpty ? "sound" : "\(r.problems.count) problems")")
@@ -156,8 +153,7 @@ struct Stats: ParsableCommand {
     @Argument(help: "Archive.") var archive: String
     @Flag(help: "JSON output.") var json = false
     func run() throws {
-        let a = try Archive(path: archive, create: false)
-        try a.lock(exclusive: false)
+        let a = try Archive.reader(archive)
         let infos = try a.volumeInfos()
         let entries = try a.entries()
         let files = entries.filter { $0.kind == .file }

@@ -122,8 +122,7 @@ struct Mount: ParsableCommand {
 
         let logPath = self.log.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
         if daemonChild { _ = chdir("/") }        // its own session already (POSIX_SPAWN_SETSID)
-        let a = try Archive(path: archivePath, create: false)
-        try a.lock(exclusive: false)
+        let a = try Archive.reader(archivePath)
         let log = try MountLog(path: logPath, foreground: !daemonChild)
         let fs = try VoxFileSystem(archive: a, options: .init(cacheBytes: opts.cacheBytes, workers: opts.workers, uid: opts.uid, gid: opts.gid, log: { log($0) }))
         let m = FuseMount(fs: fs, mountpoint: mp, readahead: opts.readahead, log: { log($0) })
