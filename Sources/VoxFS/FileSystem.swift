@@ -364,7 +364,7 @@ public final class VoxFileSystem: @unchecked Sendable {
         case .volume(let m):
             let s = (m.base + lo) / m.slabBytes
             if !m.swap, lo >= m.preEnd, hi <= m.pixEnd, s == (m.base + hi - 1) / m.slabBytes {
-                notePosition(volume: m.id, first: s, last: s, header: m.header, path: h.entry.path)
+                notePosition(m, first: s, last: s, path: h.entry.path)
                 let slab = try slabData(volume: m.id, slab: s, header: m.header, path: h.entry.path)
                 let from = m.base + lo - s * m.slabBytes, to = m.base + hi - s * m.slabBytes
                 guard to <= slab.count else { throw VoxError(.corrupt, "\(h.entry.path): volume \(m.id) slab \(s) is shorter than its slices") }
@@ -392,7 +392,7 @@ public final class VoxFileSystem: @unchecked Sendable {
             let va = m.base + a, vb = m.base + b
             let first = va / m.slabBytes, last = (vb - 1) / m.slabBytes
             // before decoding: the slabs ahead start on the workers while this read decodes
-            notePosition(volume: m.id, first: first, last: last, header: m.header, path: path)
+            notePosition(m, first: first, last: last, path: path)
             for s in first...last {
                 let slab = try slabData(volume: m.id, slab: s, header: m.header, path: path)
                 let s0 = s * m.slabBytes
@@ -432,7 +432,8 @@ public final class VoxFileSystem: @unchecked Sendable {
 
     /// A read that continues where the last read of the volume was (same or next slab) is
     /// sequential: the next `workers` slabs are decoded in the background.
-    private func notePosition(volume id: UInt64, first: Int, last: Int, header: StreamHeader, path: String) {
+    private func notePosition(_ m: VoxelMap, first: Int, last: Int, path: String) {
+        let id = m.id, header = m.header
         lock.lock()
         let prev = lastSlab[id]
         lastSlab[id] = last
@@ -443,8 +444,7 @@ public final class VoxFileSystem: @unchecked Sendable {
         if prev == nil { ahead = 1 } else if first == prev! || first == prev! + 1 { ahead = options.workers } else { return }
         // never more ahead than the cache holds beside the slab being read (prefetched slabs
         // are newer in the LRU and would evict it)
-        let slabBytes = header.slabThickness * header.shape.sliceVoxels * header.dtype.bytesPerVoxel
-        let room = cache.capacity / max(1, slabBytes) - 1
+        let room = cache.capacity / max(1, m.slabBytes) - 1
         let depth = min(ahead, options.workers, room)
         guard depth > 0 else { return }
         for s in (last + 1)..<min(header.slabs.count, last + 1 + depth) {
