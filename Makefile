@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := pkg-config fuse3 libfuse3-dev libopenblas-dev liblmdb-dev libzstd-dev \
                 xz-utils zstd python3 python3-venv python3-pip ca-certificates
 
-.PHONY: all deps build data test demo install uninstall bench-codec bench-pack bench-mount compare fuzz model experiments clean help
+.PHONY: all deps build data test demo install uninstall bench-codec bench-pack bench-mount compare fuzz fuzz-archive model experiments clean help
 
 all: build
 
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-mount  reads through voxfs mount (cold, warm, first byte, random 4 KiB, header scan) beside the originals and squashfuse"
 	@echo "make install      voxfs, the mount helper (mount -t fuse.voxfs, fstab) and the systemd unit (PREFIX=/usr/local)"
 	@echo "make compare      VoxFS against JPEG-LS, JPEG 2000, HTJ2K, JPEG XL, HEVC, FFV1, xz, zstd -> docs/benchmarks-compare.md"
+	@echo "make fuzz-archive damaged-archive corpus: FUZZ_ARCHIVE_CASES mutations of the seed archive through verify, unpack and the mount"
 	@echo "make fuzz         long fuzz runs of the .vxz decoder and the format parsers (FUZZ_ITERATIONS=...)"
 	@echo "make model        retrain the shipped models (models/*.vxm) from the real volumes and embed them"
 	@echo "make experiments  the paper's comparisons (neighbourhoods, epochs, cross-modality) -> docs/experiments.md"
@@ -42,6 +43,11 @@ build: deps
 data: deps
 	scripts/fetch_data.sh
 
+# The damaged-archive corpus: deterministic mutations of the committed seed archive through
+# verify, unpack and the mount (every 10th); each must be a clean error or exact bytes.
+FUZZ_ARCHIVE_SEED ?= Tests/Fixtures/archives/seed-v2.voxfs
+FUZZ_ARCHIVE_CASES ?= 1000
+
 # Tests run in release mode: the codec's inner loops are C and Swift at -O0 would make the
 # real-data round trips slow. VOXFS_REQUIRE_DATA makes missing data a failure, not a skip.
 test: deps data
@@ -50,9 +56,11 @@ test: deps data
 	scripts/compare_setup.sh
 	set -o pipefail; VOXFS_REQUIRE_DATA=1 $(CACHE)/venv/bin/python scripts/compare_codecs.py --selftest --voxfs .build/release/voxfs \
 	  --cache "$(CACHE)" 2>&1 | tee .build/compare-selftest.log
+	set -o pipefail; $(PYTHON) scripts/fuzz_archive.py $(FUZZ_ARCHIVE_SEED) .build/fuzz-archive $(FUZZ_ARCHIVE_CASES) 10 \
+	  --voxfs .build/release/voxfs 2>&1 | tee .build/fuzz-archive.log
 	@awk '/Executed [0-9]+ tests?, with [0-9]+ failures?/ { n = $$2; f = $$5 } \
-	  /[0-9]+ checks ok, [0-9]+ failed/ { for (i = 1; i <= NF; i++) { if ($$(i+1) == "checks" && $$(i+2) == "ok,") c = $$i; if ($$(i+1) == "failed" || $$(i+1) == "failed,") cf = $$i } } \
-	  END { if (n == "") exit 1; printf "%d passed, %d failed\n", n - f + c, f + cf }' .build/test.log .build/compare-selftest.log
+	  /[0-9]+ checks ok, [0-9]+ failed/ { for (i = 1; i <= NF; i++) { if ($$(i+1) == "checks" && $$(i+2) == "ok,") c += $$i; if ($$(i+1) == "failed" || $$(i+1) == "failed,") cf += $$i } } \
+	  END { if (n == "") exit 1; printf "%d passed, %d failed\n", n - f + c, f + cf }' .build/test.log .build/compare-selftest.log .build/fuzz-archive.log
 
 demo: build data
 	@scripts/demo.sh .build/release/voxfs "$(CACHE)"
@@ -73,6 +81,9 @@ compare: build data
 	scripts/train_fold_models.sh .build/release/voxfs
 	$(CACHE)/venv/bin/python scripts/compare_codecs.py --voxfs .build/release/voxfs --cache "$(CACHE)" --runs 3 \
 	  --out docs/benchmarks-compare.md --json .build/compare.json
+
+fuzz-archive: build
+	$(PYTHON) scripts/fuzz_archive.py $(FUZZ_ARCHIVE_SEED) .build/fuzz-archive $(FUZZ_ARCHIVE_CASES) 10 --voxfs .build/release/voxfs
 
 fuzz: build data
 	scripts/fuzz_decoder.sh .build/release/voxfs $${FUZZ_ITERATIONS:-20000}

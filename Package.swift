@@ -25,7 +25,9 @@ let package = Package(
         .target(name: "VoxCore", dependencies: ["CVoxKernels"]),
         .target(name: "VoxCodec", dependencies: ["VoxCore", "CVoxKernels"]),
         .target(name: "VoxFormats", dependencies: ["VoxCore"]),
-        .target(name: "VoxArchive", dependencies: ["VoxCore", "VoxCodec", "VoxFormats", "CLMDB", "CZstd"]),
+        // LMDB reads under a fault guard (a damaged archive must not crash a reader)
+        .target(name: "CVoxLMDB", dependencies: ["CLMDB"]),
+        .target(name: "VoxArchive", dependencies: ["VoxCore", "VoxCodec", "VoxFormats", "CLMDB", "CVoxLMDB", "CZstd"]),
         .target(name: "VoxTrain", dependencies: ["VoxCore", "VoxCodec", "COpenBLAS"]),
         // the filesystem without FUSE (testable in-process), and the only module that imports libfuse3
         .target(name: "VoxFS", dependencies: ["VoxCore", "VoxCodec", "VoxArchive"]),
@@ -40,7 +42,7 @@ let package = Package(
 
         .testTarget(name: "VoxCoreTests", dependencies: ["VoxCore"]),
         .testTarget(name: "VoxCodecTests", dependencies: ["VoxTestSupport", "VoxCodec", "VoxCore", "CVoxKernels"]),
-        .testTarget(name: "VoxArchiveTests", dependencies: ["VoxTestSupport", "VoxArchive", "VoxCore", "VoxCodec", "VoxFormats"]),
+        .testTarget(name: "VoxArchiveTests", dependencies: ["VoxTestSupport", "VoxArchive", "VoxCore", "VoxCodec", "VoxFormats", "CVoxLMDB"]),
         .testTarget(name: "VoxFormatsTests", dependencies: ["VoxTestSupport", "VoxFormats", "VoxCore"]),
         .testTarget(name: "VoxTrainTests", dependencies: ["VoxTestSupport", "VoxTrain", "VoxCodec", "VoxCore"]),
         .testTarget(name: "VoxFSTests", dependencies: ["VoxTestSupport", "VoxFS", "VoxArchive", "VoxCodec", "VoxCore"]),

@@ -5,11 +5,18 @@ import VoxCodec
 import VoxCore
 import VoxFormats
 
-/// The VoxFS archive (schema v1, docs/archive.md): one LMDB environment with the tree, the
+/// The VoxFS archive (schema v2, docs/archive.md): one LMDB environment with the tree, the
 /// volumes (a .vxz header per volume, one record per slab), the models they need, each
-/// volume-backed file's non-pixel bytes, and content-addressed opaque blobs.
+/// volume-backed file's non-pixel bytes, and content-addressed opaque blobs. In v2 every
+/// record is sealed (a CRC-32C over its database, key and value), an entry names the SHA-256
+/// of the file its part record rebuilds, and a digest over the whole tree finds a missing or
+/// added entry. Version 1 archives stay readable (with less protection: see `schema`).
 public final class Archive: @unchecked Sendable {
-    public static let schemaVersion: UInt32 = 1
+    /// The schema this voxfs writes.
+    public static let schemaVersion: UInt32 = 2
+    /// The schema of this archive: 2, or 1 for an archive written by an older voxfs (read
+    /// only; its records carry no seals, so readers check the whole file's SHA-256 instead).
+    public let schema: UInt32
     let env: LMDBEnvironment
     let meta, tree, volumes, slabs, models, parts, blobs: MDB_dbi
     public let path: String
@@ -65,8 +72,8 @@ public final class Archive: @unchecked Sendable {
             }
         }
         var used = false
-        try t.scan(tree) { _, v in
-            if let e = try? Entry.decode(path: "", v), shares(e.content) { used = true; return false }
+        try t.scan(tree) { k, v in
+            if let e = try? decodeEntry(k, v), shares(e.content) { used = true; return false }
             return true
         }
         guard !used else { return }
@@ -83,27 +90,77 @@ public final class Archive: @unchecked Sendable {
         }
     }
 
-    /// Refuses a file that is not an LMDB environment before LMDB opens it (which would create
-    /// a lock file beside it). An LMDB data file starts with a meta page: a 16-byte page header,
-    /// then the magic 0xBEEFC0DE.
-    static func checkMagic(_ path: String) throws {
+    /// Refuses a file that is not a sound LMDB environment before LMDB maps it: a file that does
+    /// not start with LMDB's meta page (which would make LMDB create a lock file beside it), and
+    /// one whose meta pages are damaged or which is shorter than its newest meta page says (an
+    /// interrupted copy or download: mapping it would fault with SIGBUS on the missing pages).
+    /// Layout (lmdb 0.9, 64-bit): two meta pages at offsets 0 and psize; each holds a 16-byte
+    /// page header, then magic u32 0xBEEFC0DE (16), version u32 (20), address (24), mapsize (32),
+    /// two 48-byte database records (40: the free DB, whose first u32 holds psize; 88: the main
+    /// DB, root page at 128), last page u64 (136) and transaction id u64 (144).
+    static func checkStructure(_ path: String) throws {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw VoxError(.io, "\(path): cannot open the archive: \(String(cString: strerror(errno)))")
         }
         defer { close(fd) }
-        var head = [UInt8](repeating: 0, count: 20)
-        let n = head.withUnsafeMutableBytes { read(fd, $0.baseAddress, 20) }
-        if n == 0 { return }                          // empty: a new archive
-        guard n == 20, head[16] == 0xDE, head[17] == 0xC0, head[18] == 0xEF, head[19] == 0xBE else {
-            throw VoxError(.badFormat, "\(path) is not a VoxFS archive")
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw VoxError(.io, "\(path): \(String(cString: strerror(errno)))") }
+        let size = UInt64(st.st_size)
+        if size == 0 { return }                          // empty: a new archive
+        func page(_ offset: UInt64) -> [UInt8]? {
+            var b = [UInt8](repeating: 0, count: 152)
+            let n = b.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 152, off_t(offset)) }
+            return n == 152 ? b : nil
+        }
+        func u32(_ b: [UInt8], _ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(b[o + $1]) << (8 * $1) } }
+        func u64(_ b: [UInt8], _ o: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(b[o + $1]) << (8 * $1) } }
+        guard let m0 = page(0), u32(m0, 16) == 0xBEEF_C0DE else { throw VoxError(.badFormat, "\(path) is not a VoxFS archive") }
+        let psize = UInt64(u32(m0, 40))
+        guard psize >= 512, psize <= 65536, psize & (psize - 1) == 0, u32(m0, 20) == 1 else {
+            throw VoxError(.corrupt, "\(path): the archive is damaged (its first LMDB meta page is not valid)")
+        }
+        guard size >= 2 * psize else {
+            throw VoxError(.corrupt, "\(path): the archive is truncated: \(size) bytes, LMDB expects at least \(2 * psize)")
+        }
+        guard let m1 = page(psize), u32(m1, 16) == 0xBEEF_C0DE, u32(m1, 20) == 1, UInt64(u32(m1, 40)) == psize else {
+            throw VoxError(.corrupt, "\(path): the archive is damaged (its second LMDB meta page is not valid)")
+        }
+        // LMDB uses the meta page with the higher transaction id
+        let m = u64(m1, 144) > u64(m0, 144) ? m1 : m0
+        let last = u64(m, 136)
+        let root = u64(m, 128), freeRoot = u64(m, 80)
+        guard last >= 1, last < UInt64(1) << 40 else {
+            throw VoxError(.corrupt, "\(path): the archive is damaged (LMDB meta page: last page \(last))")
+        }
+        let need = (last + 1) * psize
+        guard size >= need else {
+            throw VoxError(.corrupt, "\(path): the archive is truncated: \(size) bytes, LMDB expects at least \(need)")
+        }
+        let none = UInt64.max                           // P_INVALID: an empty database
+        guard (root == none || (root >= 2 && root <= last)), (freeRoot == none || (freeRoot >= 2 && freeRoot <= last)) else {
+            throw VoxError(.corrupt, "\(path): the archive is damaged (LMDB meta page: root page outside the file)")
+        }
+    }
+
+    /// A read transaction; LMDB's failures on a damaged file (a page it cannot find, a fault
+    /// caught by the guard) become "damaged" errors naming the archive.
+    func read<T>(_ body: (Transaction) throws -> T) throws -> T {
+        do { return try env.read(body) } catch let e as LMDBError {
+            throw VoxError(e.code < 0 ? .corrupt : .io, "\(path): \(e.code < 0 ? "the archive is damaged: " : "")\(e)")
         }
     }
 
     /// A write transaction whose disk-full failure says so (the transaction is aborted and the
     /// archive keeps everything committed before it).
     func write<T>(_ body: (Transaction) throws -> T) throws -> T {
-        do { return try env.write(body) } catch let e as LMDBError where e.isDiskFull || ((e.code == EIO || e.code == EDQUOT) && Archive.freeBytes(near: path) < 4 << 20) {
+        do {
+            return try env.write { t in
+                let r = try body(t)
+                if schema >= 2 { try t.put(meta, Archive.transactionKey, Archive.transactionStamp(t)) }
+                return r
+            }
+        } catch let e as LMDBError where e.isDiskFull || ((e.code == EIO || e.code == EDQUOT) && Archive.freeBytes(near: path) < 4 << 20) {
             // LMDB reports a short write on a full disk as EIO: the free space tells them apart
             throw VoxError(.io, "\(path): disk full (no space left on device); the last file was not stored, everything packed before it is intact; free space and run pack again to resume")
         }
@@ -115,7 +172,7 @@ public final class Archive: @unchecked Sendable {
         let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
         if !create && !exists { throw VoxError(.io, "\(path): no such archive") }
         if exists && isDir.boolValue { throw VoxError(.badFormat, "\(path) is a folder, not a VoxFS archive") }
-        if exists { try Archive.checkMagic(path) }
+        if exists { try Archive.checkStructure(path) }
         do { env = try LMDBEnvironment.shared(path: path, readOnly: !create) } catch let e as LMDBError {
             throw VoxError(e.code == MDB_INVALID ? .badFormat : .io, "\(path) is not a VoxFS archive (\(e.message))")
         }
@@ -124,20 +181,164 @@ public final class Archive: @unchecked Sendable {
             slabs = try env.database("slabs"); models = try env.database("models"); parts = try env.database("parts")
             blobs = try env.database("blobs")
         } catch let e as LMDBError { throw VoxError(.badFormat, "\(path) is not a VoxFS archive (\(e.message))") }
+        let environment = env, metaDB = meta
         if create {
-            try write { t in
-                if try t.get(meta, Array("schema".utf8)) == nil {
+            try environment.write { t in
+                if try t.get(metaDB, Array("schema".utf8)) == nil {
                     var w = ByteWriter(); w.u32(Archive.schemaVersion)
-                    try t.put(meta, Array("schema".utf8), w.bytes)
-                    try t.put(meta, Array("creator".utf8), Array("voxfs 0.1.0".utf8))
+                    try t.put(metaDB, Array("schema".utf8), w.bytes)
+                    try t.put(metaDB, Array("creator".utf8), Array("voxfs 0.1.0".utf8))
+                    try t.put(metaDB, Archive.transactionKey, Archive.transactionStamp(t))
                 }
             }
         }
-        let v = try env.read { t in try t.get(meta, Array("schema".utf8)) }
+        let v = try environment.read { t in try t.get(metaDB, Array("schema".utf8)) }
         guard let v, v.count == 4 else { throw VoxError(.badFormat, "\(path) is not a VoxFS archive (no schema record)") }
         var r = ByteReader(v)
         let ver = try r.u32()
-        guard ver == Archive.schemaVersion else { throw VoxError(.badFormat, "\(path) has archive schema \(ver); this voxfs reads \(Archive.schemaVersion)") }
+        guard (1...Archive.schemaVersion).contains(ver) else {
+            throw VoxError(.badFormat, "\(path) has archive schema \(ver); this voxfs reads schemas 1 to \(Archive.schemaVersion)")
+        }
+        schema = ver
+        try checkSnapshot()
+        if create && ver < Archive.schemaVersion {
+            throw VoxError(.badFormat, "\(path) has archive schema \(ver) (an older voxfs); it can be read, listed, verified, unpacked and mounted, but not added to: unpack it and pack it again into a new archive")
+        }
+    }
+
+    /// What a reader should know about how well this archive is protected (nil: fully).
+    public var protectionNote: String? {
+        schema >= 2 ? nil : "archive schema 1 (an older voxfs): its records carry no seals, so a damaged tree entry may go unnoticed (file contents are still checked by their SHA-256); pack it again into a new archive for full protection"
+    }
+
+    // MARK: raw records
+
+    /// The archive's databases, for raw record access.
+    public enum Database: Sendable { case meta, tree, volumes, slabs, parts, models, blobs }
+    func dbi(_ d: Database) -> MDB_dbi {
+        switch d { case .meta: meta; case .tree: tree; case .volumes: volumes; case .slabs: slabs; case .parts: parts; case .models: models; case .blobs: blobs }
+    }
+    /// Key of a volume's record in `volumes`, and of its slab or file part `k` in `slabs`/`parts`.
+    public static func recordKey(volume id: UInt64, index k: Int? = nil) -> [UInt8] { k.map { slabKey(id, $0) } ?? idKey(id) }
+
+    /// A stored record exactly as it is (seal included), or nil. For repair tools and the
+    /// damage tests; readers go through the checked accessors.
+    public func rawRecord(_ d: Database, _ key: [UInt8]) throws -> [UInt8]? {
+        try read { t in try t.get(dbi(d), key) }
+    }
+
+    /// Replaces (nil: deletes) a stored record as is, in one transaction, without sealing it or
+    /// updating the tree digest: what damage to that one record does (the transaction stamp is
+    /// kept up to date, so the archive is otherwise sound). For the damage tests.
+    public func setRawRecord(_ d: Database, _ key: [UInt8], _ value: [UInt8]?) throws {
+        try write { t in
+            if let value { try t.put(dbi(d), key, value) } else { _ = try t.delete(dbi(d), key) }
+        }
+    }
+
+    // MARK: seals (schema 2)
+
+    /// The record stored for `value` under `key` in database `db`: the value, then a CRC-32C
+    /// of the database's name, a zero byte, the key and the value. A record that was damaged,
+    /// cut short, or moved under another key or into another database fails its seal.
+    func seal(_ db: String, _ key: [UInt8], _ value: [UInt8]) -> [UInt8] {
+        schema >= 2 ? Archive.sealed(db, key, value) : value
+    }
+
+    static func sealed(_ db: String, _ key: [UInt8], _ value: [UInt8]) -> [UInt8] {
+        var w = ByteWriter()
+        w.raw(value)
+        w.u32(Checksum.crc32c(Array(db.utf8) + [0] + key + value))
+        return w.bytes
+    }
+
+    /// The value of a sealed record (the record itself in a version 1 archive), or nil when
+    /// its seal does not match.
+    func unseal(_ db: String, _ key: [UInt8], _ record: [UInt8]) -> [UInt8]? {
+        guard schema >= 2 else { return record }
+        guard record.count >= 4 else { return nil }
+        let value = Array(record.dropLast(4))
+        var r = ByteReader(Array(record.suffix(4)))
+        guard let crc = try? r.u32(), crc == Checksum.crc32c(Array(db.utf8) + [0] + key + value) else { return nil }
+        return value
+    }
+
+    /// The tree's digest: the XOR of SHA-256(key, 0, record) over every tree record, and their
+    /// count. It changes with any entry added, removed or altered, and is kept up to date in
+    /// the transaction that changes the tree, so a reader that scans the tree can tell a
+    /// complete, undamaged tree from one that lost or gained a record.
+    public struct TreeDigest: Equatable, Sendable {
+        public var xor = [UInt8](repeating: 0, count: 32)
+        public var count: UInt64 = 0
+        mutating func toggle(_ key: [UInt8], _ record: [UInt8], adding: Bool) {
+            let h = Checksum.sha256(key + [0] + record)
+            for i in 0..<32 { xor[i] ^= h[i] }
+            count = adding ? count &+ 1 : count &- 1
+        }
+        var encoded: [UInt8] { var w = ByteWriter(); w.raw(xor); w.u64(count); return w.bytes }
+        init() {}
+        init?(_ b: [UInt8]) {
+            guard b.count == 40 else { return nil }
+            xor = Array(b[0..<32])
+            var r = ByteReader(Array(b[32...]))
+            guard let c = try? r.u64() else { return nil }
+            count = c
+        }
+    }
+    static let digestKey = Array("tree-digest".utf8)
+    static let transactionKey = Array("transaction".utf8)
+
+    /// Schema 2: every write transaction records its own LMDB transaction id, so that a reader
+    /// can tell LMDB's newest meta page from a damaged old one that claims to be newer (LMDB's
+    /// meta pages carry no checksum; it would silently show an older state of the archive).
+    static func transactionStamp(_ t: Transaction) -> [UInt8] {
+        var w = ByteWriter(); w.u64(t.id)
+        return sealed("meta", transactionKey, w.bytes)
+    }
+
+    /// Checks that the snapshot LMDB opened is the one the last transaction committed.
+    func checkSnapshot() throws {
+        guard schema >= 2 else { return }
+        let newest = env.lastTransactionID
+        let rec = try read { t in try t.get(meta, Archive.transactionKey) }
+        var stamped: UInt64? = nil
+        if let rec, let v = unseal("meta", Archive.transactionKey, rec), v.count == 8 { var r = ByteReader(v); stamped = try r.u64() }
+        guard let stamped else { throw VoxError(.corrupt, "\(path): the archive is damaged: its transaction record is missing or damaged") }
+        guard stamped == newest else {
+            throw VoxError(.corrupt, "\(path): the archive is damaged: LMDB's newest meta page names transaction \(newest), but the last transaction written was \(stamped) (a damaged meta page would show an older state of the archive, so nothing is read from it)")
+        }
+    }
+
+    /// The digest recorded for the tree (nil in a version 1 archive; an error when damaged).
+    func recordedDigest(_ t: Transaction) throws -> TreeDigest? {
+        guard schema >= 2 else { return nil }
+        guard let rec = try t.get(meta, Archive.digestKey) else { return TreeDigest() }
+        guard let v = unseal("meta", Archive.digestKey, rec), let d = TreeDigest(v) else {
+            throw VoxError(.corrupt, "\(path): the tree digest record is damaged")
+        }
+        return d
+    }
+
+    /// Stores `e` in the tree inside `t`, keeping the tree digest up to date; returns the entry
+    /// it replaced (nil when there was none or it was unreadable).
+    @discardableResult
+    func putTree(_ e: Entry, _ t: Transaction) throws -> Entry? {
+        let key = Array(e.path.utf8)
+        let record = seal("tree", key, e.encoded(schema: schema))
+        var digest = try recordedDigest(t)
+        let old = try t.get(tree, key)
+        if let old { digest?.toggle(key, old, adding: false) }
+        digest?.toggle(key, record, adding: true)
+        try t.put(tree, key, record)
+        if let digest { try t.put(meta, Archive.digestKey, seal("meta", Archive.digestKey, digest.encoded)) }
+        return old.flatMap { try? decodeEntry(key, $0) }
+    }
+
+    /// A tree record as an entry; throws when its seal or its fields are damaged.
+    func decodeEntry(_ key: [UInt8], _ record: [UInt8]) throws -> Entry {
+        let path = String(decoding: key, as: UTF8.self)
+        guard let v = unseal("tree", key, record) else { throw VoxError(.corrupt, "archive entry \(path) is damaged (its seal does not match)") }
+        return try Entry.decode(path: path, v, schema: schema)
     }
 
     // MARK: entries
@@ -157,6 +358,10 @@ public final class Archive: @unchecked Sendable {
         public var size: UInt64
         public var linkTarget: String
         public var content: Content
+        /// Schema 2, volume-backed files: the SHA-256 of the file, which its part record must
+        /// name too (this ties the entry to its own part: a damaged part index cannot make it
+        /// read another file's bytes). Nil otherwise.
+        public var fileSHA256: [UInt8]?
 
         public init(path: String, kind: Kind, mode: UInt32, uid: UInt32, gid: UInt32, mtimeSec: Int64, mtimeNsec: Int32,
                     size: UInt64, linkTarget: String, content: Content) {
@@ -164,7 +369,7 @@ public final class Archive: @unchecked Sendable {
             self.mtimeSec = mtimeSec; self.mtimeNsec = mtimeNsec; self.size = size; self.linkTarget = linkTarget; self.content = content
         }
 
-        func encoded() -> [UInt8] {
+        func encoded(schema: UInt32) -> [UInt8] {
             var w = ByteWriter()
             w.u8(kind.rawValue); w.u32(mode); w.u32(uid); w.u32(gid)
             w.u64(UInt64(bitPattern: mtimeSec)); w.i32(mtimeNsec); w.u64(size)
@@ -172,46 +377,95 @@ public final class Archive: @unchecked Sendable {
             switch content {
             case .none: w.u8(0)
             case .blob(let h): w.u8(1); w.raw(h)
-            case .volume(let id, let part): w.u8(2); w.u64(id); w.u32(part)
+            case .volume(let id, let part):
+                w.u8(2); w.u64(id); w.u32(part)
+                if schema >= 2 { precondition(fileSHA256?.count == 32, "a volume entry needs its file's SHA-256"); w.raw(fileSHA256!) }
             }
             return w.bytes
         }
 
-        static func decode(path: String, _ b: [UInt8]) throws -> Entry {
+        static func decode(path: String, _ b: [UInt8], schema: UInt32) throws -> Entry {
             var r = ByteReader(b, what: "archive entry \(path)")
             guard let k = Kind(rawValue: try r.u8()) else { throw VoxError(.corrupt, "archive entry \(path): unknown kind") }
             let mode = try r.u32(), uid = try r.u32(), gid = try r.u32()
             let ms = Int64(bitPattern: try r.u64()), mn = try r.i32(), size = try r.u64()
             let tl = Int(try r.u32())
+            guard tl <= 4096 else { throw VoxError(.corrupt, "archive entry \(path): symlink target of \(tl) bytes") }
             let target = String(decoding: try r.raw(tl), as: UTF8.self)
             let c: Content
+            var sha: [UInt8]? = nil
             switch try r.u8() {
             case 0: c = .none
             case 1: c = .blob(sha256: try r.raw(32))
-            case 2: c = .volume(id: try r.u64(), part: try r.u32())
+            case 2:
+                c = .volume(id: try r.u64(), part: try r.u32())
+                if schema >= 2 { sha = try r.raw(32) }
             default: throw VoxError(.corrupt, "archive entry \(path): unknown content kind")
             }
-            return Entry(path: path, kind: k, mode: mode, uid: uid, gid: gid, mtimeSec: ms, mtimeNsec: mn, size: size, linkTarget: target, content: c)
+            guard r.remaining == 0 else { throw VoxError(.corrupt, "archive entry \(path): \(r.remaining) stray bytes") }
+            // what each kind may hold: a file has content, a folder or symlink none; a symlink a target
+            switch (k, c) {
+            case (.file, .none), (.directory, .blob), (.directory, .volume), (.symlink, .blob), (.symlink, .volume):
+                throw VoxError(.corrupt, "archive entry \(path): its kind and content disagree")
+            default: break
+            }
+            guard (k == .symlink) == !target.isEmpty else {
+                throw VoxError(.corrupt, "archive entry \(path): a link target on a non-link, or a link without one")
+            }
+            guard mode <= 0o7777, mn >= 0, mn < 1_000_000_000, k == .file || size == 0 else {
+                throw VoxError(.corrupt, "archive entry \(path): impossible mode, time or size")
+            }
+            var e = Entry(path: path, kind: k, mode: mode, uid: uid, gid: gid, mtimeSec: ms, mtimeNsec: mn, size: size, linkTarget: target, content: c)
+            e.fileSHA256 = sha
+            return e
         }
     }
 
-    /// Every entry, in path order.
-    public func entries() throws -> [Entry] {
-        var out: [Entry] = []
-        try env.read { t in
-            try t.scan(tree) { k, v in out.append(try Entry.decode(path: String(decoding: k, as: UTF8.self), v)); return true }
+    /// The tree as read: every sound entry in path order, the records that are damaged (each
+    /// named by its key, and left out of `entries`), and whether the tree is whole (its digest
+    /// matches; nil for a version 1 archive, which has none).
+    public struct TreeScan: Sendable {
+        public var entries: [Entry] = []
+        public var damaged: [Problem] = []
+        public var digestMatches: Bool?
+        /// Every problem found: the damaged records, and a tree that lost or gained records.
+        public var problems: [Problem] {
+            damaged + (digestMatches == false
+                ? [Problem(path: "tree", message: "the tree's digest does not match its records: an entry is missing or was added (the archive is damaged)")] : [])
+        }
+    }
+
+    /// Reads the whole tree, keeping what is sound: damage costs only the entries it touches.
+    public func scanTree() throws -> TreeScan {
+        var out = TreeScan()
+        try read { t in
+            var digest = TreeDigest()
+            try t.scan(tree) { k, v in
+                digest.toggle(k, v, adding: true)
+                do { out.entries.append(try decodeEntry(k, v)) } catch let e as VoxError {
+                    out.damaged.append(Problem(path: String(decoding: k, as: UTF8.self), message: e.message))
+                }
+                return true
+            }
+            if schema >= 2 {
+                do { out.digestMatches = try recordedDigest(t) == digest } catch { out.digestMatches = false }
+            }
         }
         return out
     }
 
+    /// Every sound entry, in path order (damaged records are left out: see `scanTree`).
+    public func entries() throws -> [Entry] { try scanTree().entries }
+
     public func entry(_ path: String) throws -> Entry? {
-        try env.read { t in try t.get(tree, Array(path.utf8)).map { try Entry.decode(path: path, $0) } }
+        let key = Array(path.utf8)
+        return try read { t in try t.get(tree, key).map { try decodeEntry(key, $0) } }
     }
 
     // MARK: writing (each call is one transaction)
 
     public func putEntry(_ e: Entry) throws {
-        try write { t in try t.put(tree, Array(e.path.utf8), e.encoded()) }
+        try write { t in _ = try putTree(e, t) }
     }
 
     /// An opaque file's SHA-256 and blob record, computed away from the writer (pack prepares
@@ -233,9 +487,7 @@ public final class Archive: @unchecked Sendable {
             if try t.get(blobs, b.sha256) == nil {
                 try t.put(blobs, b.sha256, b.record); added = b.record.count
             }
-            let old = try t.get(tree, Array(e.path.utf8)).map { try Entry.decode(path: e.path, $0) }
-            try t.put(tree, Array(e.path.utf8), entry.encoded())
-            if let old, old.content != entry.content { try releaseIfUnused(old, t) }
+            if let old = try putTree(entry, t), old.content != entry.content { try releaseIfUnused(old, t) }
             return added
         }
     }
@@ -315,21 +567,30 @@ public final class Archive: @unchecked Sendable {
         let partRecords = files.map(Archive.encodePart)      // zstd: outside the transaction, once
         return try write { t in
             var id: UInt64 = 1
-            if let n = try t.get(meta, Array("next-volume".utf8)) { var r = ByteReader(n); id = try r.u64() }
+            let nextKey = Array("next-volume".utf8)
+            if let n = try t.get(meta, nextKey) {
+                guard let v = unseal("meta", nextKey, n), v.count == 8 else { throw VoxError(.corrupt, "\(path): the next-volume record is damaged") }
+                var r = ByteReader(v); id = try r.u64()
+                // a damaged counter must never hand out the id of a stored volume
+                guard id >= 1, id < UInt64(1) << 62, try t.get(volumes, Archive.idKey(id)) == nil else {
+                    throw VoxError(.corrupt, "\(path): the next-volume record names volume \(id), which is not free")
+                }
+            }
             var w = ByteWriter(); w.u64(id + 1)
-            try t.put(meta, Array("next-volume".utf8), w.bytes)
-            try t.put(volumes, Archive.idKey(id), Array(stream[0..<h.headerLength]))
+            try t.put(meta, nextKey, seal("meta", nextKey, w.bytes))
+            try t.put(volumes, Archive.idKey(id), seal("volumes", Archive.idKey(id), Array(stream[0..<h.headerLength])))
             for (i, s) in h.slabs.enumerated() {
                 try t.put(slabs, Archive.slabKey(id, i), Array(stream[Int(s.offset)..<(Int(s.offset) + Int(s.length))]))
             }
             if let m = model, h.embeddedModel == nil, try t.get(models, m.hash) == nil { try t.put(models, m.hash, m.serialized()) }
             var replaced: [Entry] = []
             for (k, f) in files.enumerated() {
-                try t.put(parts, Archive.slabKey(id, k), partRecords[k])
+                let key = Archive.slabKey(id, k)
+                try t.put(parts, key, seal("parts", key, partRecords[k]))
                 var entry = f.entry
                 entry.content = .volume(id: id, part: UInt32(k))
-                if let o = try t.get(tree, Array(entry.path.utf8)) { replaced.append(try Entry.decode(path: entry.path, o)) }
-                try t.put(tree, Array(entry.path.utf8), entry.encoded())
+                entry.fileSHA256 = f.sha256
+                if let o = try putTree(entry, t) { replaced.append(o) }
             }
             for o in replaced { try releaseIfUnused(o, t) }
             return (id, stream.count + partRecords.reduce(0) { $0 + $1.count })
@@ -340,8 +601,13 @@ public final class Archive: @unchecked Sendable {
 
     /// The stored .vxz header of a volume.
     public func volumeHeader(_ id: UInt64) throws -> StreamHeader {
-        guard let head = try env.read({ t in try t.get(volumes, Archive.idKey(id)) }) else { throw VoxError(.corrupt, "volume \(id) is missing") }
-        return try StreamHeader(parsing: head, name: "volume \(id)")
+        guard let rec = try read({ t in try t.get(volumes, Archive.idKey(id)) }) else { throw VoxError(.corrupt, "volume \(id) is missing") }
+        return try parseVolumeHeader(id, rec)
+    }
+
+    func parseVolumeHeader(_ id: UInt64, _ rec: [UInt8]) throws -> StreamHeader {
+        guard let head = unseal("volumes", Archive.idKey(id), rec) else { throw VoxError(.corrupt, "volume \(id): its header record is damaged (seal mismatch)") }
+        do { return try StreamHeader(parsing: head, name: "volume \(id)") } catch let e as VoxError { throw VoxError(.corrupt, e.message) }
     }
 
     /// A decoder for a stored volume that reads each slab's record when it decodes that slab
@@ -349,12 +615,15 @@ public final class Archive: @unchecked Sendable {
     public func decoder(volume id: UInt64) throws -> VXZ.Decoder {
         let h = try volumeHeader(id)
         var extra: [LSTMModel] = []
-        if h.usesLSTM, h.embeddedModel == nil, let mb = try env.read({ t in try t.get(models, h.modelHash) }) {
-            do { extra.append(try LSTMModel(bytes: mb, name: "volume \(id): its model")) } catch let e as VoxError { throw VoxError(.corrupt, e.message) }
+        if h.usesLSTM, h.embeddedModel == nil, let mb = try read({ t in try t.get(models, h.modelHash) }) {
+            let m: LSTMModel
+            do { m = try LSTMModel(bytes: mb, name: "volume \(id): its model") } catch let e as VoxError { throw VoxError(.corrupt, e.message) }
+            guard m.hash == h.modelHash else { throw VoxError(.corrupt, "volume \(id): its stored model is damaged (its hash differs from its key)") }
+            extra.append(m)
         }
-        let env = self.env, slabs = self.slabs
-        return try VXZ.Decoder(header: h, name: "volume \(id)", extraModels: extra) { i in
-            guard let s = try env.read({ t in try t.get(slabs, Archive.slabKey(id, i)) }) else {
+        let slabs = self.slabs
+        return try VXZ.Decoder(header: h, name: "volume \(id)", extraModels: extra) { [self] i in
+            guard let s = try read({ t in try t.get(slabs, Archive.slabKey(id, i)) }) else {
                 throw VoxError(.corrupt, "volume \(id): slab \(i) is missing")
             }
             return s
@@ -370,9 +639,13 @@ public final class Archive: @unchecked Sendable {
         public var prefix: [UInt8]
     }
 
-    public func part(volume id: UInt64, part k: UInt32) throws -> StoredPart {
-        try env.read { t in
-            guard let b = try t.get(parts, Archive.slabKey(id, Int(k))) else { throw VoxError(.corrupt, "volume \(id): file part \(k) is missing") }
+    /// A file's part record. `entry` (schema 2): the entry that refers to it, whose file
+    /// SHA-256 the part must name, else the part is another file's and this is an error.
+    public func part(volume id: UInt64, part k: UInt32, for entry: Entry? = nil) throws -> StoredPart {
+        let key = Archive.slabKey(id, Int(k))
+        let sp: StoredPart = try read { t in
+            guard let rec = try t.get(parts, key) else { throw VoxError(.corrupt, "volume \(id): file part \(k) is missing") }
+            guard let b = unseal("parts", key, rec) else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (seal mismatch)") }
             var r = ByteReader(b, what: "volume \(id) file part \(k)")
             let first = Int(try r.u32()), n = Int(try r.u32()), big = try r.u8() != 0
             let hl = Int(try r.u32()), tl = Int(try r.u32()), pl = Int(try r.u32())
@@ -384,6 +657,10 @@ public final class Archive: @unchecked Sendable {
             return StoredPart(part: VolumeFilePart(path: "", header: Array(bytes[0..<hl]), trailer: Array(bytes[hl..<(hl + tl)]), firstSlice: first, slices: n, bigEndian: big),
                               sha256: sha, prefix: Array(bytes[(hl + tl)...]))
         }
+        if let entry, schema >= 2, entry.fileSHA256 != sp.sha256 {
+            throw VoxError(.corrupt, "\(entry.path): its part record (volume \(id) part \(k)) belongs to another file")
+        }
+        return sp
     }
 
     /// The decoded slabs of one volume (or why each damaged one failed), with its header:
@@ -419,13 +696,13 @@ public final class Archive: @unchecked Sendable {
         switch e.content {
         case .none: return []
         case .blob(let h):
-            guard let r = try env.read({ t in try t.get(blobs, h) }) else { throw VoxError(.corrupt, "\(e.path): blob missing") }
+            guard let r = try read({ t in try t.get(blobs, h) }) else { throw VoxError(.corrupt, "\(e.path): blob missing") }
             let b = try Archive.unpackBlob(r, size: e.size, path: e.path)
             guard UInt64(b.count) == e.size else { throw VoxError(.corrupt, "\(e.path): stored content has \(b.count) bytes, the entry says \(e.size)") }
             guard Checksum.sha256(b) == h else { throw VoxError(.corrupt, "\(e.path): blob is damaged") }
             return b
         case .volume(let id, let k):
-            let sp = try part(volume: id, part: k)
+            let sp = try part(volume: id, part: k, for: e)
             let p = sp.part
             let h = try cache[id]?.header ?? volumeHeader(id)
             guard p.firstSlice >= 0, p.slices >= 0, p.firstSlice + p.slices <= h.shape.z else { throw VoxError(.corrupt, "\(e.path): file part outside its volume") }
@@ -460,7 +737,7 @@ public final class Archive: @unchecked Sendable {
 
     /// The stored bytes of one slab (read without touching any other record).
     public func slabRecord(volume id: UInt64, index i: Int) throws -> [UInt8]? {
-        try env.read { t in try t.get(slabs, Archive.slabKey(id, i)) }
+        try read { t in try t.get(slabs, Archive.slabKey(id, i)) }
     }
 
     // MARK: verify and stats
@@ -471,20 +748,27 @@ public final class Archive: @unchecked Sendable {
         public var storedBytes: Int
     }
 
-    /// Every volume's header and stored size (header plus slab records).
-    public func volumeInfos() throws -> [VolumeInfo] {
-        var out: [VolumeInfo] = []
-        try env.read { t in
+    /// Every volume's header and stored size (header plus slab records), and the header
+    /// records that are damaged (left out: they cost only their own volume's files).
+    public func scanVolumes() throws -> (infos: [VolumeInfo], damaged: [Problem]) {
+        var out: [VolumeInfo] = [], damaged: [Problem] = []
+        try read { t in
             try t.scan(volumes) { k, v in
                 var id: UInt64 = 0
                 for b in k { id = id << 8 | UInt64(b) }
-                let h = try StreamHeader(parsing: v, name: "volume \(id)")
-                out.append(VolumeInfo(id: id, header: h, storedBytes: v.count + h.slabs.reduce(0) { $0 + Int($1.length) }))
+                do {
+                    guard k.count == 8 else { throw VoxError(.corrupt, "a volume record has a key of \(k.count) bytes") }
+                    let h = try parseVolumeHeader(id, v)
+                    out.append(VolumeInfo(id: id, header: h, storedBytes: v.count + h.slabs.reduce(0) { $0 + Int($1.length) }))
+                } catch let e as VoxError { damaged.append(Problem(path: "volume \(id)", message: e.message)) }
                 return true
             }
         }
-        return out
+        return (out, damaged)
     }
+
+    /// Every sound volume's header and stored size (see `scanVolumes`).
+    public func volumeInfos() throws -> [VolumeInfo] { try scanVolumes().infos }
 
     /// `volumeInfos()` by volume id.
     public func volumeInfosByID() throws -> [UInt64: VolumeInfo] {
@@ -497,10 +781,10 @@ public final class Archive: @unchecked Sendable {
     public func storedSize(_ e: Entry, volumes: [UInt64: VolumeInfo]) throws -> Int {
         switch e.content {
         case .none: return 0
-        case .blob(let h): return try env.read { t in try t.size(blobs, h) ?? 0 }
+        case .blob(let h): return try read { t in try t.size(blobs, h) ?? 0 }
         case .volume(let id, let k):
             guard let v = volumes[id] else { return 0 }
-            let rec = try env.read { t in try t.get(parts, Archive.slabKey(id, Int(k))) }
+            let rec = try read { t in try t.get(parts, Archive.slabKey(id, Int(k))) }
             guard let rec, rec.count >= 8 else { return 0 }   // first slice, then slices
             var r = ByteReader(rec)
             _ = try r.u32()
@@ -514,7 +798,7 @@ public final class Archive: @unchecked Sendable {
     public func storedBytes(_ files: [Entry], volumes: [UInt64: VolumeInfo]) throws -> UInt64 {
         var total = UInt64(volumes.values.reduce(0) { $0 + $1.storedBytes })
         var seen = Set<[UInt8]>()
-        try env.read { t in
+        try read { t in
             for e in files {
                 switch e.content {
                 case .none: break
@@ -536,17 +820,17 @@ public final class Archive: @unchecked Sendable {
     /// Full: also decodes every slab (its CRC), rebuilds every volume-backed file (its size)
     /// and hashes every blob.
     public func verify(quick: Bool, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws -> (files: Int, volumes: Int, problems: [Problem]) {
-        var problems: [Problem] = []
-        let infos: [VolumeInfo]
-        do { infos = try volumeInfos() } catch let e as VoxError { return (0, 0, [Problem(path: "volumes", message: e.message)]) }
-        let fileEntries = try entries().filter { $0.kind == .file }
+        let (infos, damagedVolumes) = try scanVolumes()
+        let scan = try scanTree()
+        var problems = scan.problems + damagedVolumes
+        let fileEntries = scan.entries.filter { $0.kind == .file }
         var byVolume: [UInt64: [Entry]] = [:]
         for e in fileEntries {
             switch e.content {
             case .none: problems.append(Problem(path: e.path, message: "file without content"))
             case .blob(let h):
                 if quick {
-                    if try env.read({ t in try t.size(blobs, h) }) == nil { problems.append(Problem(path: e.path, message: "stored content missing")) }
+                    if try read({ t in try t.size(blobs, h) }) == nil { problems.append(Problem(path: e.path, message: "stored content missing")) }
                 } else {
                     var unused: [UInt64: DecodedVolume] = [:]
                     do { _ = try contents(e, decoded: &unused) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
@@ -565,7 +849,7 @@ public final class Archive: @unchecked Sendable {
                     _ = try decoder(volume: v.id)          // the header parses and its model is at hand
                     for e in es {
                         if case .volume(_, let k) = e.content {
-                            do { _ = try part(volume: v.id, part: k) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
+                            do { _ = try part(volume: v.id, part: k, for: e) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
                         }
                     }
                     continue

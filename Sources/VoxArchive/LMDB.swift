@@ -1,4 +1,5 @@
 import CLMDB
+import CVoxLMDB
 import Foundation
 import VoxCore
 
@@ -7,7 +8,11 @@ public struct LMDBError: Error, CustomStringConvertible, Equatable {
     public let code: Int32
     public let operation: String
     public init(_ code: Int32, _ operation: String) { self.code = code; self.operation = operation }
-    public var message: String { String(cString: mdb_strerror(code)) }
+    public var message: String {
+        code == VOXLMDB_FAULT ? "the archive is damaged (a database page points outside the file)" : String(cString: mdb_strerror(code))
+    }
+    /// A read faulted on a damaged page (caught by the guard in CVoxLMDB).
+    public var isFault: Bool { code == VOXLMDB_FAULT }
     public var description: String { "\(operation): \(message)" }
     public var isMapFull: Bool { code == MDB_MAP_FULL }
     public var isDiskFull: Bool { code == ENOSPC }
@@ -64,6 +69,13 @@ public final class LMDBEnvironment: @unchecked Sendable {
     }
 
     deinit { mdb_env_close(env) }
+
+    /// The id of the newest committed transaction, from the meta page LMDB picked (`mdb_env_info`).
+    public var lastTransactionID: UInt64 {
+        var info = MDB_envinfo()
+        mdb_env_info(env, &info)
+        return UInt64(info.me_last_txnid)
+    }
 
     private final class Weak { weak var env: LMDBEnvironment?; init(_ e: LMDBEnvironment) { env = e } }
     nonisolated(unsafe) private static var open: [String: Weak] = [:]
@@ -152,23 +164,24 @@ public final class LMDBEnvironment: @unchecked Sendable {
 public struct Transaction {
     let txn: OpaquePointer
 
+    /// This transaction's id (`mdb_txn_id`): a write transaction commits under it.
+    public var id: UInt64 { UInt64(mdb_txn_id(txn)) }
+
     func open(_ name: String, create: Bool) throws -> MDB_dbi {
         var d: MDB_dbi = 0
-        try check(mdb_dbi_open(txn, name, create ? UInt32(MDB_CREATE) : 0, &d), "mdb_dbi_open \(name)")
+        try check(voxlmdb_dbi_open(txn, name, create ? UInt32(MDB_CREATE) : 0, &d), "mdb_dbi_open \(name)")
         return d
     }
 
-    /// The value stored under `key`, or nil (`mdb_get`).
+    /// The value stored under `key`, or nil (`mdb_get`, copied under the fault guard).
     public func get(_ db: MDB_dbi, _ key: [UInt8]) throws -> [UInt8]? {
-        var k = MDB_val(), v = MDB_val()
-        return try key.withUnsafeBytes { kb -> [UInt8]? in
-            k.mv_size = kb.count
-            k.mv_data = UnsafeMutableRawPointer(mutating: kb.baseAddress)
-            let rc = mdb_get(txn, db, &k, &v)
-            if rc == MDB_NOTFOUND { return nil }
-            try check(rc, "mdb_get")
-            return Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
-        }
+        var v: UnsafeMutableRawPointer? = nil
+        var n = 0
+        let rc = key.withUnsafeBytes { kb in voxlmdb_get(txn, db, kb.baseAddress, kb.count, &v, &n) }
+        if rc == MDB_NOTFOUND { return nil }
+        try check(rc, "mdb_get")
+        defer { free(v) }
+        return Array(UnsafeRawBufferPointer(start: v, count: n))
     }
 
     /// Stores `value` under `key` (`mdb_put`).
@@ -202,43 +215,40 @@ public struct Transaction {
         var c: OpaquePointer?
         try check(mdb_cursor_open(txn, db, &c), "mdb_cursor_open")
         defer { mdb_cursor_close(c) }
-        var k = MDB_val(), v = MDB_val()
-        var rc: Int32
-        if prefix.isEmpty {
-            rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)
-        } else {
-            rc = prefix.withUnsafeBytes { pb in
-                k.mv_size = pb.count; k.mv_data = UnsafeMutableRawPointer(mutating: pb.baseAddress)
-                return mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)
-            }
+        var kp: UnsafeMutableRawPointer? = nil, vp: UnsafeMutableRawPointer? = nil
+        var kn = 0, vn = 0
+        // keys come in strictly increasing order from a sound B-tree; a damaged one that leads
+        // the cursor back to pages it has seen would otherwise repeat records (or never end)
+        var last: [UInt8]? = nil
+        var rc: Int32 = prefix.withUnsafeBytes { pb in
+            voxlmdb_cursor_get(c, prefix.isEmpty ? MDB_FIRST : MDB_SET_RANGE, pb.baseAddress, pb.count, &kp, &kn, &vp, &vn)
         }
         while rc == 0 {
-            let key = Array(UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size))
+            let key = Array(UnsafeRawBufferPointer(start: kp, count: kn))
+            let value = Array(UnsafeRawBufferPointer(start: vp, count: vn))
+            free(kp); free(vp)
+            if let last, !last.lexicographicallyPrecedes(key) { throw LMDBError(VOXLMDB_FAULT, "mdb_cursor_get") }
+            last = key
             if !prefix.isEmpty && !key.starts(with: prefix) { return }
-            let value = Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
             if try !body(key, value) { return }
-            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)
+            rc = voxlmdb_cursor_get(c, MDB_NEXT, nil, 0, &kp, &kn, &vp, &vn)
         }
         if rc != MDB_NOTFOUND { try check(rc, "mdb_cursor_get") }
     }
 
     /// Size of the value stored under `key` without copying it, or nil.
     public func size(_ db: MDB_dbi, _ key: [UInt8]) throws -> Int? {
-        var k = MDB_val(), v = MDB_val()
-        return try key.withUnsafeBytes { kb -> Int? in
-            k.mv_size = kb.count
-            k.mv_data = UnsafeMutableRawPointer(mutating: kb.baseAddress)
-            let rc = mdb_get(txn, db, &k, &v)
-            if rc == MDB_NOTFOUND { return nil }
-            try check(rc, "mdb_get")
-            return v.mv_size
-        }
+        var n = 0
+        let rc = key.withUnsafeBytes { kb in voxlmdb_size(txn, db, kb.baseAddress, kb.count, &n) }
+        if rc == MDB_NOTFOUND { return nil }
+        try check(rc, "mdb_get")
+        return n
     }
 
     /// Number of entries (`mdb_stat`).
     public func count(_ db: MDB_dbi) throws -> Int {
         var st = MDB_stat()
-        try check(mdb_stat(txn, db, &st), "mdb_stat")
+        try check(voxlmdb_stat(txn, db, &st), "mdb_stat")
         return Int(st.ms_entries)
     }
 }

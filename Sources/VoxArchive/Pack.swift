@@ -261,13 +261,28 @@ public struct Packer {
 
     /// Restores the archive (or the entries at or under `paths`) under `dest` (created when
     /// missing), like tar: existing files are replaced; as root, owners are restored too. A
-    /// file that cannot be rebuilt is reported in the result and the others are still restored.
-    public static func unpack(_ archive: Archive, to dest: String, paths: [String] = []) throws -> UnpackResult {
-        let all = try select(try archive.entries(), paths)
-        try FileManager.default.createDirectory(atPath: dest, withIntermediateDirectories: true)
-        var cache: [UInt64: Archive.DecodedVolume] = [:]
+    /// file that cannot be rebuilt or written is reported in the result and the others are
+    /// still restored. An archive is input like any other: nothing is written outside `dest`
+    /// (no ".." or absolute paths, and no path is followed through a symlink, whether the
+    /// archive made it or it was there before), and setuid/setgid bits are dropped unless
+    /// `keepSetID`.
+    public static func unpack(_ archive: Archive, to dest: String, paths: [String] = [], keepSetID: Bool = false) throws -> UnpackResult {
+        let scan = try archive.scanTree()
+        let all = try select(scan.entries, paths)
         var result = UnpackResult()
+        if paths.isEmpty { result.failed += scan.problems }
+        do { try FileManager.default.createDirectory(atPath: dest, withIntermediateDirectories: true) } catch {
+            throw VoxError(.io, "\(dest): cannot create the destination folder: \(String(cString: strerror(errno)))")
+        }
+        var cache: [UInt64: Archive.DecodedVolume] = [:]
         let asRoot = getuid() == 0
+        func modeBits(_ e: Archive.Entry) -> mode_t { mode_t(keepSetID ? e.mode & 0o7777 : e.mode & 0o1777) }
+        func fail(_ e: Archive.Entry, _ why: String) { result.failed.append(Archive.Problem(path: e.path, message: why)) }
+        func setTimes(_ p: String, _ e: Archive.Entry) {
+            var ts = [timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec)), timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec))]
+            utimensat(AT_FDCWD, p, &ts, AT_SYMLINK_NOFOLLOW)
+        }
+        func isDirectory(_ p: String) -> Bool { var st = stat(); return lstat(p, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR }
 
         // folders first, then files grouped by volume (each volume is decoded once), then links
         func rank(_ e: Archive.Entry) -> (Int, UInt64, UInt32, String) {
@@ -280,17 +295,27 @@ public struct Packer {
         }
         let ordered = all.sorted { rank($0) < rank($1) }
         for e in ordered {
-            guard !e.path.contains("/../"), !e.path.hasPrefix("../"), !e.path.hasPrefix("/") else { throw VoxError(.corrupt, "unsafe path \(e.path) in archive") }
+            let comps = e.path.split(separator: "/", omittingEmptySubsequences: false)
+            guard !e.path.isEmpty, !comps.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
+                fail(e, "unsafe path in the archive (not restored)"); continue
+            }
+            // every folder above the entry must be a real folder under dest, never a symlink
+            var parent = dest, safe = true
+            for c in comps.dropLast() {
+                parent += "/" + c
+                if isDirectory(parent) { continue }
+                if mkdir(parent, 0o755) != 0 && !isDirectory(parent) { safe = false; break }
+            }
+            guard safe else { fail(e, "not restored: \(parent) is not a folder (a file or a symlink is in the way)"); continue }
             let p = dest + "/" + e.path
             switch e.kind {
             case .directory:
-                try FileManager.default.createDirectory(atPath: p, withIntermediateDirectories: true)
+                if !isDirectory(p) && mkdir(p, 0o755) != 0 { fail(e, "cannot create the folder: \(String(cString: strerror(errno)))") }
             case .symlink:
-                try FileManager.default.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-                unlink(p)
-                guard symlink(e.linkTarget, p) == 0 else { throw VoxError(.io, "\(p): \(String(cString: strerror(errno)))") }
-                var ts = [timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec)), timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec))]
-                utimensat(AT_FDCWD, p, &ts, AT_SYMLINK_NOFOLLOW)
+                if !isDirectory(p) { unlink(p) }
+                guard symlink(e.linkTarget, p) == 0 else { fail(e, "cannot create the symlink: \(String(cString: strerror(errno)))"); continue }
+                if asRoot { lchown(p, e.uid, e.gid) }
+                setTimes(p, e)
             case .file:
                 // unpacking everything: all of a volume's slabs on all cores before its first file
                 // (a subset decodes only the slabs its files need, file by file)
@@ -298,27 +323,22 @@ public struct Packer {
                     try? archive.decode(volume: id, into: &cache)
                 }
                 let b: [UInt8]
-                do { b = try archive.contents(e, decoded: &cache) } catch let err as VoxError {
-                    result.failed.append(Archive.Problem(path: e.path, message: err.message))
-                    continue
-                }
-                try FileManager.default.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-                try FileIO.writeAtomically(p, b)
+                do { b = try archive.contents(e, decoded: &cache) } catch let err as VoxError { fail(e, err.message); continue }
+                if isDirectory(p) { fail(e, "not restored: a folder of that name is in the way"); continue }
+                do { try FileIO.writeAtomically(p, b) } catch let err as VoxError { fail(e, err.message); continue }
                 if asRoot { lchown(p, e.uid, e.gid) }
-                chmod(p, mode_t(e.mode))
-                var ts = [timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec)), timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec))]
-                utimensat(AT_FDCWD, p, &ts, 0)
+                chmod(p, modeBits(e))
+                setTimes(p, e)
                 result.restored += 1
             }
-            if asRoot && e.kind == .symlink { lchown(p, e.uid, e.gid) }
         }
         // directory owners, modes and times last (writing files changes them)
         for e in all.reversed() where e.kind == .directory {
             let p = dest + "/" + e.path
+            guard isDirectory(p) else { continue }
             if asRoot { lchown(p, e.uid, e.gid) }
-            chmod(p, mode_t(e.mode))
-            var ts = [timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec)), timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec))]
-            utimensat(AT_FDCWD, p, &ts, 0)
+            chmod(p, modeBits(e))
+            setTimes(p, e)
         }
         return result
     }

@@ -97,6 +97,18 @@ public enum Checksum {
     }
     public static func sha256(_ bytes: [UInt8]) -> [UInt8] { bytes.withUnsafeBytes { sha256($0) } }
 
+    /// SHA-256 over bytes that arrive in pieces.
+    public struct SHA256 {
+        private var ctx = vox_sha256_ctx()
+        public init() { vox_sha256_init(&ctx) }
+        public mutating func update(_ bytes: UnsafeRawBufferPointer) { vox_sha256_update(&ctx, bytes.baseAddress, bytes.count) }
+        public mutating func finish() -> [UInt8] {
+            var out = [UInt8](repeating: 0, count: 32)
+            out.withUnsafeMutableBufferPointer { vox_sha256_final(&ctx, $0.baseAddress!) }
+            return out
+        }
+    }
+
     public static func hex(_ bytes: [UInt8]) -> String {
         let digits = Array("0123456789abcdef")
         var s = ""

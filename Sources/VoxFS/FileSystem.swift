@@ -79,6 +79,8 @@ public final class VoxFileSystem: @unchecked Sendable {
     private let volumeInfos: [UInt64: Archive.VolumeInfo]
     public let originalBytes: UInt64
     public let storedBytes: UInt64
+    /// How well what the mount serves is vouched for (the root's user.voxfs.integrity).
+    public let integrity: String
 
     private let lock = NSLock()
     private var decoders: [UInt64: VXZ.Decoder] = [:]
@@ -93,8 +95,16 @@ public final class VoxFileSystem: @unchecked Sendable {
         self.options = options
         cache = SlabCache(capacity: options.cacheBytes)
         prefetchPool = WorkerPool(threads: options.workers)
-        let volumeInfos = try archive.volumeInfosByID()
+        // damage costs only what it touches: a damaged volume header makes its own files EIO,
+        // a damaged entry is left out; each is logged once here
+        let (infos, damagedVolumes) = try archive.scanVolumes()
+        let volumeInfos = Dictionary(infos.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         self.volumeInfos = volumeInfos
+        let scan = try archive.scanTree()
+        for p in damagedVolumes + scan.problems { options.log("damaged archive record: \(p)") }
+        if let note = archive.protectionNote { options.log("note: \(note)") }
+        integrity = archive.protectionNote != nil ? "schema 1 (no record seals; each file's SHA-256 is checked before its first byte is served)"
+            : scan.problems.isEmpty && damagedVolumes.isEmpty ? "sound" : "damaged: \(scan.problems.count + damagedVolumes.count) records (see the log)"
 
         var st = stat()
         stat(archive.path, &st)
@@ -104,15 +114,21 @@ public final class VoxFileSystem: @unchecked Sendable {
         var byPath: [String: UInt64] = ["": VoxFileSystem.rootIno]
         var original: UInt64 = 0
         var files: [Archive.Entry] = []
-        for e in try archive.entries() {
+        for e in scan.entries {
             let comps = e.path.split(separator: "/", omittingEmptySubsequences: false)
             guard !e.path.isEmpty, !comps.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
-                throw VoxError(.corrupt, "\(archive.path): unsafe path '\(e.path)' in the archive")
+                options.log("damaged archive record: unsafe path '\(e.path)' left out")
+                continue
             }
             let parent = VoxFileSystem.ensureDirectory((e.path as NSString).deletingLastPathComponent, &nodes, &byPath, like: root)
             let name = (e.path as NSString).lastPathComponent
             if let existing = byPath[e.path] {         // a folder made up for an earlier child
                 if e.kind == .directory { nodes[Int(existing - 1)].entry = e }
+                continue
+            }
+            // a parent that is not a folder (a damaged or hostile tree): leave the entry out
+            guard nodes[Int(parent - 1)].entry.kind == .directory else {
+                options.log("damaged archive record: '\(e.path)' lies under a non-folder; left out")
                 continue
             }
             nodes.append(Node(entry: e, parent: parent))
@@ -221,6 +237,7 @@ public final class VoxFileSystem: @unchecked Sendable {
                     ("user.voxfs.stored_bytes", "\(storedBytes)"),
                     ("user.voxfs.ratio", String(format: "%.3f", Double(originalBytes) / Double(max(1, storedBytes)))),
                     ("user.voxfs.volumes", "\(volumeInfos.count)"),
+                    ("user.voxfs.integrity", integrity),
                     ("user.voxfs.cache", "capacity=\(cache.capacity) bytes=\(c.bytes) slabs=\(c.entries) hits=\(c.hits) misses=\(c.misses) decodes=\(c.decodes) prefetches=\(c.prefetches) evictions=\(c.evictions)")]
         }
         let e = n.entry
@@ -242,7 +259,7 @@ public final class VoxFileSystem: @unchecked Sendable {
                 out.append(("user.voxfs.preset", h.preset))
                 out.append(("user.voxfs.model", h.usesLSTM ? Checksum.hex(h.modelHash) + (h.embeddedModel != nil ? " (adapted, embedded)" : "") : "none (classical)"))
             }
-            let p = try archive.part(volume: id, part: k)
+            let p = try archive.part(volume: id, part: k, for: e)
             out.append(("user.voxfs.slices", "\(p.part.firstSlice)-\(p.part.firstSlice + p.part.slices - 1)"))
             out.append(("user.voxfs.sha256", Checksum.hex(p.sha256)))
         }
@@ -301,21 +318,48 @@ public final class VoxFileSystem: @unchecked Sendable {
         case .blob(let sha):
             layout = .bytes(try openBlob(sha, entry: n.entry))
         case .volume(let id, let k):
-            let p = try archive.part(volume: id, part: k)
-            guard let v = volumeInfos[id] else { throw VoxError(.corrupt, "\(n.entry.path): its volume \(id) is missing") }
+            let p = try archive.part(volume: id, part: k, for: n.entry)
+            guard let v = volumeInfos[id] else { throw VoxError(.corrupt, "\(n.entry.path): its volume \(id) is missing or damaged") }
             let h = v.header
             let sliceBytes = h.shape.sliceVoxels * h.dtype.bytesPerVoxel
             guard p.part.firstSlice >= 0, p.part.slices >= 0, p.part.firstSlice + p.part.slices <= h.shape.z, p.prefix.count <= p.part.slices * sliceBytes,
                   UInt64(p.part.header.count + p.part.slices * sliceBytes + p.part.trailer.count) == n.entry.size else {
                 throw VoxError(.corrupt, "\(n.entry.path): its file part does not match its volume or its size")
             }
-            layout = .volume(VoxelMap(id: id, part: p, header: h))
+            let m = VoxelMap(id: id, part: p, header: h)
+            // schema 1: the part record's fields carry no seal, so no byte is served before the
+            // whole file's SHA-256 has matched (once per file and part record)
+            if archive.schema < 2 { try verifyWholeFile(m, entry: n.entry, ino: ino) }
+            layout = .volume(m)
         }
         lock.lock(); defer { lock.unlock() }
         let fh = nextHandle
         nextHandle += 1
         handles[fh] = Handle(ino: ino, entry: n.entry, layout: layout)
         return fh
+    }
+
+    private var verifiedFiles = Set<[UInt8]>()    // schema 1: ino + part SHA-256 checked whole
+
+    private func verifyWholeFile(_ m: VoxelMap, entry: Archive.Entry, ino: UInt64) throws {
+        var w = ByteWriter(); w.u64(ino); w.raw(m.part.sha256)
+        let key = w.bytes
+        lock.lock()
+        let done = verifiedFiles.contains(key)
+        lock.unlock()
+        if done { return }
+        var sha = Checksum.SHA256()
+        var lo = 0
+        let size = Int(entry.size)
+        while lo < size {
+            let hi = min(size, lo + max(1 << 16, m.slabBytes))
+            try assemble(m, lo, hi, path: entry.path).withUnsafeBytes { sha.update($0) }
+            lo = hi
+        }
+        guard sha.finish() == m.part.sha256 else {
+            throw VoxError(.corrupt, "\(entry.path): rebuilt file differs from the original (SHA-256 mismatch)")
+        }
+        lock.lock(); verifiedFiles.insert(key); lock.unlock()
     }
 
     public func release(_ fh: UInt64) {

@@ -24,6 +24,11 @@ public final class SlabCache: @unchecked Sendable {
     private let cond = NSCondition()
     private var slabs: [Key: (bytes: [UInt8], used: UInt64)] = [:]
     private var flights: [Key: Flight] = [:]
+    /// Slabs whose decode failed (a damaged record cannot heal in a read-only archive): the
+    /// error is remembered, so that every later read of the slab fails at once instead of
+    /// decoding it again (a kernel retrying a failed page would otherwise wait seconds each time).
+    private var failures: [Key: Error] = [:]
+    static let maxFailures = 4096
     private var tick: UInt64 = 0
     private var stats = Stats()
 
@@ -38,13 +43,18 @@ public final class SlabCache: @unchecked Sendable {
 
     public func contains(_ k: Key) -> Bool {
         cond.lock(); defer { cond.unlock() }
-        return slabs[k] != nil || flights[k] != nil
+        return slabs[k] != nil || flights[k] != nil || failures[k] != nil
     }
 
     /// The slab for `key`, decoding it with `decode` when it is not cached. A decode that is
-    /// already running for the key is waited for, not repeated. Errors are not cached.
+    /// already running for the key is waited for, not repeated. A failed decode is remembered
+    /// and its error thrown again without decoding.
     public func get(_ key: Key, prefetch: Bool = false, decode: () throws -> [UInt8]) throws -> [UInt8] {
         cond.lock()
+        if let e = failures[key] {
+            cond.unlock()
+            throw e
+        }
         if let hit = slabs[key] {
             tick += 1
             slabs[key] = (hit.bytes, tick)
@@ -72,6 +82,10 @@ public final class SlabCache: @unchecked Sendable {
         f.bytes = result; f.error = failure; f.done = true
         flights[key] = nil
         stats.decodes += 1
+        if let e = failure {
+            if failures.count >= SlabCache.maxFailures, let any = failures.keys.first { failures[any] = nil }
+            failures[key] = e
+        }
         if let b = result, b.count <= capacity {
             tick += 1
             slabs[key] = (b, tick)

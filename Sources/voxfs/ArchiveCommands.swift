@@ -89,11 +89,13 @@ struct Unpack: ParsableCommand {
     @Argument(help: "Archive.") var archive: String
     @Argument(help: "Destination folder.") var dest: String
     @Argument(help: "Archive paths to restore (folders include everything under them; default: all).") var only: [String] = []
+    @Flag(name: .customLong("keep-setid"), help: "Restore setuid and setgid bits as stored (by default they are dropped: an archive is input from elsewhere).") var keepSetID = false
     func run() throws {
         let a = try Archive.reader(archive)
-        let r = try Packer.unpack(a, to: dest, paths: only)
+        if let note = a.protectionNote { FileHandle.standardError.write(Data("voxfs: note: \(note)\n".utf8)) }
+        let r = try Packer.unpack(a, to: dest, paths: only, keepSetID: keepSetID)
         for f in r.failed { FileHandle.standardError.write(Data("voxfs: NOT RESTORED \(f)\n".utf8)) }
-        print("\(dest): \(r.restored) files restored" + (r.failed.isEmpty ? "" : ", \(r.failed.count) damaged and not restored"))
+        print("\(dest): \(r.restored) files restored" + (r.failed.isEmpty ? "" : ", \(r.failed.count) problems (damaged or not restored)"))
         if !r.failed.isEmpty { throw ExitCode(1) }
     }
 }
@@ -142,6 +144,7 @@ struct Verify: ParsableCommand {
     func run() throws {
         let a = try Archive.reader(archive)
         let r = try a.verify(quick: quick)
+        if let note = a.protectionNote { print("note: \(note)") }
         for p in r.problems { print("DAMAGED \(p)") }
         print("\(archive): \(r.files) files, \(r.volumes) volumes checked\(quick ? " (quick)" : ""): \(r.problems.isEmpty ? "sound" : "\(r.problems.count) problems")")
         if !r.problems.isEmpty { throw ExitCode(1) }

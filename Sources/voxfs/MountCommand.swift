@@ -7,7 +7,9 @@ import VoxFuse
 
 /// Mount options: FUSE's own (passed to the kernel mount) and VoxFS's.
 struct MountOptions {
-    var fuse: [String] = ["ro", "default_permissions"]
+    /// nosuid and nodev by default: an archive may come from elsewhere, and its stored modes
+    /// must not make a setuid program or a device appear (`-o suid`, `-o dev` opt out).
+    var fuse: [String] = ["ro", "default_permissions", "nosuid", "nodev"]
     var cacheBytes = VoxFileSystem.Options.defaultCacheBytes
     var workers = ProcessInfo.processInfo.activeProcessorCount
     var uid: UInt32?
@@ -15,7 +17,7 @@ struct MountOptions {
     var threads = 8
     var readahead = 0
 
-    static let known = "allow_other, allow_root, default_permissions, ro, uid=N, gid=N, cache_size=SIZE (K/M/G), workers=N, threads=N, readahead=SIZE, fsname=NAME"
+    static let known = "allow_other, allow_root, default_permissions, ro, nosuid (default), suid, nodev (default), dev, noexec, exec, uid=N, gid=N, cache_size=SIZE (K/M/G), workers=N, threads=N, readahead=SIZE, fsname=NAME"
 
     static func size(_ s: String) -> Int? {
         let u = s.uppercased()
@@ -40,7 +42,10 @@ struct MountOptions {
                 func bad() -> VoxError { VoxError(.invalidArgument, "bad value in mount option '\(o)'") }
                 switch (key, value) {
                 case ("allow_other", nil), ("allow_root", nil): fuse.append(key)
-                case ("ro", nil), ("default_permissions", nil): break
+                case ("ro", nil), ("default_permissions", nil), ("nosuid", nil), ("nodev", nil), ("exec", nil): break
+                case ("suid", nil): fuse.removeAll { $0 == "nosuid" }
+                case ("dev", nil): fuse.removeAll { $0 == "nodev" }
+                case ("noexec", nil): if !fuse.contains("noexec") { fuse.append("noexec") }
                 case ("rw", nil): throw VoxError(.invalidArgument, "a VoxFS mount is read-only: mount option 'rw' cannot be honoured")
                 case ("fsname", let v?): fuse.removeAll { $0.hasPrefix("fsname=") }; fuse.append("fsname=" + v)
                 case ("uid", let v?): guard let n = UInt32(v) else { throw bad() }; uid = n

@@ -1,0 +1,76 @@
+import Foundation
+import XCTest
+import VoxArchive
+import VoxCore
+import VoxFS
+import VoxTestSupport
+
+/// The mount never serves a byte that no checksum vouches for (issue 17): a damaged part
+/// record of a schema 2 archive fails its seal at open; in a schema 1 archive (no seals) the
+/// whole file's SHA-256 is checked before its first byte; a failed slab is remembered.
+final class DamageTests: ScratchTestCase {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/archives").path
+
+    func seed(_ name: String) throws -> String {
+        let p = path(name + ".voxfs")
+        try FileManager.default.copyItem(atPath: DamageTests.fixtures + "/\(name).voxfs", toPath: p)
+        return p
+    }
+
+    /// Every file of the archive read through the filesystem: the bytes of those that read,
+    /// and the paths of those that were an error.
+    func readEverything(_ p: String) throws -> (read: [String: [UInt8]], failed: [String]) {
+        let fs = try VoxFileSystem(archive: try Archive.reader(p), options: .init(cacheBytes: 16 << 20, workers: 0))
+        var out: [String: [UInt8]] = [:], failed: [String] = []
+        for e in try fs.archive.entries() where e.kind == .file {
+            let ino = try fs.resolve(e.path)
+            do {
+                let fh = try fs.open(ino)
+                defer { fs.release(fh) }
+                out[e.path] = try FileSystemTests.readAll(fs, ino, chunk: 4096)
+            } catch { failed.append(e.path) }
+        }
+        return (out, failed)
+    }
+
+    func testADamagedPartRecordIsAnErrorNeverWrongBytesInEverySchema() throws {
+        for name in ["seed-v1", "seed-v2"] {
+            let p = try seed(name)
+            let good = try readEverything(p)
+            XCTAssertEqual(good.read.count, 11)
+            XCTAssertEqual(good.failed, [], name)
+            // the big-endian flag and the first slice of volume 1's part 1 (a CT slice)
+            do {
+                let a = try Archive(path: p, create: name == "seed-v2")
+                let key = Archive.recordKey(volume: 1, index: 1)
+                if name == "seed-v1" {
+                    // a schema 1 archive cannot be opened for writing: damage its bytes in place
+                    let rec = try XCTUnwrap(try a.rawRecord(.parts, key))
+                    var file = try FileIO.read(p)
+                    let at = try XCTUnwrap((0..<(file.count - 48)).first { Array(file[$0..<($0 + 48)]) == Array(rec.prefix(48)) })
+                    file[at] ^= 1; file[at + 8] ^= 1
+                    try FileIO.writeAtomically(p, file)
+                } else {
+                    var v = try XCTUnwrap(try a.rawRecord(.parts, key))
+                    v[0] ^= 1; v[8] ^= 1
+                    try a.setRawRecord(.parts, key, v)
+                }
+            }
+            let got = try readEverything(p)
+            XCTAssertEqual(got.failed.count, 1, "\(name): exactly the damaged file fails: \(got.failed)")
+            XCTAssertEqual(got.read.count, 10)
+            for (path, bytes) in got.read { XCTAssertEqual(bytes, good.read[path], "\(name): \(path) reads exact bytes") }
+        }
+    }
+
+    func testAFailedDecodeIsRememberedNotRepeated() throws {
+        struct Boom: Error {}
+        let c = SlabCache(capacity: 1 << 20)
+        var calls = 0
+        for _ in 0..<5 { XCTAssertThrowsError(try c.get(.init(volume: 1, slab: 0)) { calls += 1; throw Boom() }) }
+        XCTAssertEqual(calls, 1)
+        XCTAssertTrue(c.contains(.init(volume: 1, slab: 0)))
+        XCTAssertEqual(try c.get(.init(volume: 1, slab: 1)) { [1, 2, 3] }, [1, 2, 3], "other slabs still decode")
+    }
+}
