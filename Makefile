@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := pkg-config fuse3 libfuse3-dev libopenblas-dev liblmdb-dev libzstd-dev \
                 xz-utils zstd python3 python3-venv python3-pip ca-certificates
 
-.PHONY: all deps build data test demo install uninstall bench-codec bench-pack bench-mount compare fuzz fuzz-archive model experiments clean help
+.PHONY: all deps build data test demo install uninstall bench-codec bench-pack bench-mount compare fuzz fuzz-archive fuzz-long soak model experiments clean help
 
 all: build
 
@@ -23,6 +23,8 @@ help:
 	@echo "make install      voxfs, the mount helper (mount -t fuse.voxfs, fstab) and the systemd unit (PREFIX=/usr/local)"
 	@echo "make compare      VoxFS against JPEG-LS, JPEG 2000, HTJ2K, JPEG XL, HEVC, FFV1, xz, zstd -> docs/benchmarks-compare.md"
 	@echo "make fuzz-archive damaged-archive corpus: FUZZ_ARCHIVE_CASES mutations of the seed archive through verify, unpack and the mount"
+	@echo "make fuzz-long    libFuzzer on the C slab coder under ASan/UBSan (FUZZ_RUNS=10000000)"
+	@echo "make soak         32 readers through the mount for SOAK_SECONDS per cache size, bytes checked, peak memory"
 	@echo "make fuzz         long fuzz runs of the .vxz decoder and the format parsers (FUZZ_ITERATIONS=...)"
 	@echo "make model        retrain the shipped models (models/*.vxm) from the real volumes and embed them"
 	@echo "make experiments  the paper's comparisons (neighbourhoods, epochs, cross-modality) -> docs/experiments.md"
@@ -81,6 +83,21 @@ compare: build data
 	scripts/train_fold_models.sh .build/release/voxfs
 	$(CACHE)/venv/bin/python scripts/compare_codecs.py --voxfs .build/release/voxfs --cache "$(CACHE)" --runs 3 \
 	  --out docs/benchmarks-compare.md --json .build/compare.json
+
+# Coverage-guided fuzzing of the C slab coder under ASan and UBSan (libFuzzer, the Swift
+# toolchain's clang): FUZZ_RUNS executions, starting from and adding to Tests/Fuzz/corpus/slab.
+FUZZ_RUNS ?= 10000000
+CLANG ?= $(or $(shell command -v clang 2>/dev/null),/opt/swift/usr/bin/clang)
+fuzz-long:
+	mkdir -p .build/fuzz Tests/Fuzz/corpus/slab
+	$(CLANG) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE \
+	  -I Sources/CVoxKernels/include Sources/CVoxKernels/*.c Tests/Fuzz/fuzz_slab.c -o .build/fuzz/slab
+	.build/fuzz/slab -runs=$(FUZZ_RUNS) -max_len=4096 -jobs=$$(nproc) -workers=$$(nproc) -artifact_prefix=.build/fuzz/ Tests/Fuzz/corpus/slab
+
+# SOAK_SECONDS per cache size: 32 readers through the mount, every byte checked, peak memory
+SOAK_SECONDS ?= 600
+soak: build data
+	$(PYTHON) scripts/soak_mount.py --voxfs .build/release/voxfs --cache "$(CACHE)" --seconds $(SOAK_SECONDS) --out .build/soak.md
 
 fuzz-archive: build
 	$(PYTHON) scripts/fuzz_archive.py $(FUZZ_ARCHIVE_SEED) .build/fuzz-archive $(FUZZ_ARCHIVE_CASES) 10 --voxfs .build/release/voxfs

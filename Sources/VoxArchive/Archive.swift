@@ -174,6 +174,8 @@ public final class Archive: @unchecked Sendable {
         if exists && isDir.boolValue { throw VoxError(.badFormat, "\(path) is a folder, not a VoxFS archive") }
         if exists { try Archive.checkStructure(path) }
         do { env = try LMDBEnvironment.shared(path: path, readOnly: !create) } catch let e as LMDBError {
+            // an errno (no write permission in the folder, no space) is not a format problem
+            if e.code > 0 { throw VoxError(.io, "\(path): cannot \(exists ? "open" : "create") the archive: \(e.message)") }
             throw VoxError(e.code == MDB_INVALID ? .badFormat : .io, "\(path) is not a VoxFS archive (\(e.message))")
         }
         do {

@@ -271,8 +271,17 @@ public struct Packer {
         let all = try select(scan.entries, paths)
         var result = UnpackResult()
         if paths.isEmpty { result.failed += scan.problems }
-        do { try FileManager.default.createDirectory(atPath: dest, withIntermediateDirectories: true) } catch {
-            throw VoxError(.io, "\(dest): cannot create the destination folder: \(String(cString: strerror(errno)))")
+        var st = stat()
+        if stat(dest, &st) == 0 {                     // (the destination itself may be a link to a folder)
+            guard (st.st_mode & S_IFMT) == S_IFDIR else { throw VoxError(.io, "\(dest) exists and is not a folder: give a folder to unpack into") }
+        } else {
+            var p = dest.hasPrefix("/") ? "" : "."
+            for c in dest.split(separator: "/") {
+                p += "/" + c
+                if mkdir(p, 0o755) != 0 && errno != EEXIST {
+                    throw VoxError(.io, "\(dest): cannot create the destination folder: \(String(cString: strerror(errno)))")
+                }
+            }
         }
         var cache: [UInt64: Archive.DecodedVolume] = [:]
         let asRoot = getuid() == 0

@@ -46,21 +46,26 @@ public struct Sidecar: Codable, Sendable {
 }
 
 public enum FileIO {
-    /// Reads a whole file.
+    /// Reads a whole file (open, fstat, read; EINTR retried). Errors name the path and say
+    /// why in words (strerror), never a Foundation error domain.
     public static func read(_ path: String) throws -> [UInt8] {
-        guard let fh = FileHandle(forReadingAtPath: path) else {
-            var isDir: ObjCBool = false
-            if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
-                throw VoxError(.io, isDir.boolValue ? "\(path) is a directory" : "\(path): permission denied")
-            }
-            throw VoxError(.io, "\(path): no such file")
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw VoxError(.io, errno == ENOENT ? "\(path): no such file" : "\(path): \(String(cString: strerror(errno)))")
         }
-        defer { try? fh.close() }
-        do {
-            let d = try fh.readToEnd() ?? Data()
-            return [UInt8](d)
-        } catch {
-            throw VoxError(.io, "cannot read \(path): \(error.localizedDescription)")
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw VoxError(.io, "\(path): \(String(cString: strerror(errno)))") }
+        guard (st.st_mode & S_IFMT) != S_IFDIR else { throw VoxError(.io, "\(path) is a folder, not a file") }
+        var out = [UInt8]()
+        out.reserveCapacity(max(0, Int(st.st_size)))
+        var buf = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buf.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
+            if n > 0 { out += buf[0..<n]; continue }
+            if n == 0 { return out }
+            if errno == EINTR { continue }
+            throw VoxError(.io, "cannot read \(path): \(String(cString: strerror(errno)))")
         }
     }
 

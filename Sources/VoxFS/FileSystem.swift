@@ -89,12 +89,18 @@ public final class VoxFileSystem: @unchecked Sendable {
     private var lastSlab: [UInt64: Int] = [:]  // per volume: the last slab a read touched
     private var queued = Set<SlabCache.Key>()   // prefetches submitted and not finished
     private let prefetchPool: WorkerPool
+    /// Decodes running at once, readers and prefetch together: a decode holds a slab's voxels
+    /// and the coder's buffers (several times the slab's bytes), so with 32 readers on cold slabs
+    /// memory followed the reader count, not the cache size, and two cores gained nothing from
+    /// more than a few. Readers of cached slabs never wait for a slot.
+    private let decodeSlots: DispatchSemaphore
 
     public init(archive: Archive, options: Options = Options()) throws {
         self.archive = archive
         self.options = options
         cache = SlabCache(capacity: options.cacheBytes)
         prefetchPool = WorkerPool(threads: options.workers)
+        decodeSlots = DispatchSemaphore(value: max(2, options.workers))
         // damage costs only what it touches: a damaged volume header makes its own files EIO,
         // a damaged entry is left out; each is logged once here
         let (infos, damagedVolumes) = try archive.scanVolumes()
@@ -468,7 +474,11 @@ public final class VoxFileSystem: @unchecked Sendable {
         guard s >= 0, s < header.slabs.count else { throw VoxError(.corrupt, "\(path): volume \(id) has no slab \(s)") }
         // the decode's error is shared by every reader waiting for the slab: each names its own file
         do {
-            return try cache.get(SlabCache.Key(volume: id, slab: s), prefetch: prefetch) { try decoder(id).decodeSlab(s) }
+            return try cache.get(SlabCache.Key(volume: id, slab: s), prefetch: prefetch) {
+                decodeSlots.wait()
+                defer { decodeSlots.signal() }
+                return try decoder(id).decodeSlab(s)
+            }
         } catch let e as VoxError {
             throw VoxError(e.kind, "\(path): \(e.message)")
         }

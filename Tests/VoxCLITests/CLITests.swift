@@ -174,6 +174,32 @@ final class CLITests: ScratchTestCase {
 
     /// A second pack on an archive that is being packed is refused with a clear message, and
     /// special files are skipped with a warning.
+    /// Rough edges a new user met: each is one clear line, never a Foundation error domain.
+    func testMistakesGetClearMessages() throws {
+        let src = path("src")
+        try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
+        try FileIO.writeAtomically(src + "/a.txt", Array("hello".utf8))
+        let archive = path("a.voxfs")
+        XCTAssertEqual(try voxfs(["pack", "-q", src, archive]).status, 0)
+        try FileIO.writeAtomically(path("afile"), [1])
+        var r = try voxfs(["unpack", archive, path("afile")])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("exists and is not a folder"), r.err)
+        r = try voxfs(["probe", src])
+        XCTAssertTrue(r.out.contains("is a folder"), r.out)
+        for t in [r.out, r.err] { XCTAssertFalse(t.contains("NSCocoaErrorDomain"), t) }
+        r = try voxfs(["pack", "-q", src, "/proc/voxfs-cannot-be-here.voxfs"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("cannot create the archive"), r.err)
+        XCTAssertFalse(r.err.contains("not a VoxFS archive"), r.err)
+        // a truncated archive: one line naming what LMDB expects
+        let bytes = try FileIO.read(archive)
+        try FileIO.writeAtomically(path("cut.voxfs"), Array(bytes.prefix(bytes.count - 4096)))
+        r = try voxfs(["verify", path("cut.voxfs")])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.err.contains("truncated") && r.err.contains("LMDB expects at least"), r.err)
+    }
+
     func testConcurrentPackIsRefusedAndSpecialFilesWarn() throws {
         let src = path("src")
         try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
