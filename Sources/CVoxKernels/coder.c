@@ -434,6 +434,7 @@ static int code_slab(const vox_slab_params *p, int32_t *vox, coder_t *C, int32_t
     if (!w.eI || !w.eX || !w.res || !anch || !p1s || !p2s || !preds || !ys || (p->model && (!X || !ws)) || !split_ok) { rc = VOX_ERR_NOMEM; goto done; }
     const int batch = p->model && !p->left;
     int32_t lastbase_res = 0;
+    int64_t nsplit = 0, nmono = 0;
     uint32_t alpha_cost[NCTX][NALPHA];
     memset(alpha_cost, 0, sizeof alpha_cost);
 
@@ -461,7 +462,9 @@ static int code_slab(const vox_slab_params *p, int32_t *vox, coder_t *C, int32_t
                     pr = a;
                     if (p->model) {
                         int32_t yv;
-                        if (!S.on || !split_voxel(&S, p, row, x, a, tv, p->kernel, &yv)) {
+                        if (S.on && split_voxel(&S, p, row, x, a, tv, p->kernel, &yv)) nsplit++;
+                        else {
+                            nmono++;
                             gather(p, vox, T, I, x, y, z, a, X);
                             if (vox_lstm_run_ws(p->model, 1, X, &yv, p->reference ? VOX_KERNEL_SCALAR : p->kernel, ws) != 0) { rc = VOX_ERR_NOMEM; break; }
                         }
@@ -522,6 +525,7 @@ static int code_slab(const vox_slab_params *p, int32_t *vox, coder_t *C, int32_t
         }
     }
 done:
+    if (p->stats) { p->stats[0] = nsplit; p->stats[1] = nmono; }
     free(w.eI); free(w.eX); free(w.res); free(anch); free(p1s); free(p2s); free(preds); free(ys); free(X); free(ws);
     split_free(&S);
     return rc;

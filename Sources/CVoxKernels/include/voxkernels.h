@@ -140,7 +140,8 @@ typedef struct {
     int32_t n_nb;
     const int32_t *nb_dx, *nb_dy, *nb_dz;
     const int32_t *nb_slot; /* position t * I + i of each neighbour in the input sequence */
-    int32_t reference;      /* 1: the monolithic per-voxel path (what the split path must equal; tests) */
+    int32_t reference;      /* 1: the monolithic path with the scalar kernel (what the split path must equal; tests) */
+    int64_t *stats;         /* NULL, or receives [0] voxels predicted by the split path, [1] by the monolithic one */
 } vox_slab_params;
 
 enum {
