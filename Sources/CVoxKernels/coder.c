@@ -256,6 +256,62 @@ static inline void gather(const vox_slab_params *p, const int32_t *vox, int T, i
     }
 }
 
+/* Where a slab's neighbours are, for voxels away from its x/y edges (no bounds checks). */
+typedef struct {
+    int on;                   /* neighbours in slice order (dz ascending): the fast gathers apply */
+    int dxmin, dxmax, dymin, dymax;
+    ptrdiff_t *off;           /* [n_nb] dz * plane + dy * nx + dx */
+} nbgeo_t;
+
+static int nbgeo_init(nbgeo_t *g, const vox_slab_params *p) {
+    memset(g, 0, sizeof *g);
+    if (!p->model) return 1;
+    g->off = malloc(sizeof(ptrdiff_t) * (size_t)p->n_nb);
+    if (!g->off) return 0;
+    g->on = 1;
+    for (int i = 0; i < p->n_nb; i++) {
+        int dx = p->nb_dx[i], dy = p->nb_dy[i], dz = p->nb_dz[i];
+        g->off[i] = ((ptrdiff_t)dz * p->ny + dy) * p->nx + dx;
+        if (i == 0 || dx < g->dxmin) g->dxmin = dx;
+        if (i == 0 || dx > g->dxmax) g->dxmax = dx;
+        if (i == 0 || dy < g->dymin) g->dymin = dy;
+        if (i == 0 || dy > g->dymax) g->dymax = dy;
+        if (i > 0 && dz < p->nb_dz[i - 1]) g->on = 0;
+    }
+    return 1;
+}
+
+/* First neighbour whose slice exists at slice z (the earlier ones are missing: input 0). */
+static inline int nbgeo_first(const vox_slab_params *p, int z) {
+    int k = 0;
+    while (k < p->n_nb && z + p->nb_dz[k] < 0) k++;
+    return k;
+}
+
+static inline int nbgeo_inside(const nbgeo_t *g, const vox_slab_params *p, int x, int y) {
+    return g->on && x + g->dxmin >= 0 && x + g->dxmax < p->nx && y + g->dymin >= 0 && y + g->dymax < p->ny;
+}
+
+/* gather() for a voxel inside the x/y edges: the same inputs (in-bounds neighbours from k0 on). */
+static inline void gather_inside(const vox_slab_params *p, const nbgeo_t *g, const int32_t *at, int k0, int T, int I,
+                                 int32_t anchor, int16_t *X) {
+    const int r = p->norm_shift;
+    memset(X, 0, sizeof(int16_t) * (size_t)T * I);
+    if (r > 12) {
+        for (int i = k0; i < p->n_nb; i++) {
+            int64_t d = (int64_t)at[g->off[i]] - anchor;
+            int64_t s = (d + ((int64_t)1 << (r - 13))) >> (r - 12);
+            X[p->nb_slot[i]] = (int16_t)(s > 32767 ? 32767 : (s < -32767 ? -32767 : s));
+        }
+        return;
+    }
+    const int sh = 12 - r; /* |d| < 2^17, so d << sh fits in int32 */
+    for (int i = k0; i < p->n_nb; i++) {
+        int32_t s = (at[g->off[i]] - anchor) * (1 << sh);
+        X[p->nb_slot[i]] = (int16_t)(s > 32767 ? 32767 : (s < -32767 ? -32767 : s));
+    }
+}
+
 static inline int32_t lstm_pred(const vox_slab_params *p, int32_t anchor, int32_t y) {
     int s = p->out_shift;
     int64_t delta = ((int64_t)y + ((int64_t)1 << (s - 1))) >> s;
@@ -364,30 +420,30 @@ static inline int split_tv(const split_t *S, int z) {
 }
 
 /* Batch phase of row (y, z): everything that does not depend on the row's own voxels. */
-static void split_row(split_t *S, const vox_slab_params *p, const int32_t *vox, int y, int z, int tv, int kernel) {
-    const int nx = p->nx, ny = p->ny, T = S->T, I = S->I, sh = S->s;
-    const size_t plane = (size_t)nx * ny;
+static void split_row(split_t *S, const vox_slab_params *p, const nbgeo_t *g, const int32_t *vox, int y, int z, int kernel) {
+    const int nx = p->nx, T = S->T, I = S->I, sh = S->s;
+    const int32_t *rowp = vox + ((size_t)z * p->ny + y) * nx;
+    const ptrdiff_t roff = g->off[S->ref];
+    int k0 = 0; /* first projected neighbour whose slice exists */
+    while (k0 < S->nn && z + p->nb_dz[S->nonleft[k0]] < 0) k0++;
     int cnt = 0;
-    const int yok = y + S->dymin >= 0 && y + S->dymax < ny;
     for (int x = 0; x < nx; x++) {
         S->idx[x] = -1;
-        if (!yok || x + S->dxmin < 0 || x + S->dxmax >= nx) continue;
-        const int32_t R = vox[((size_t)z * ny + y + p->nb_dy[S->ref]) * nx + x + p->nb_dx[S->ref]];
+        if (!nbgeo_inside(g, p, x, y)) continue;
+        const int32_t *at = rowp + x;
+        const int32_t R = at[roff];
         int32_t lo = R, hi = R;
         int16_t *D = S->D + (size_t)cnt * T * I;
         memset(D, 0, sizeof(int16_t) * (size_t)T * I);
-        for (int k = 0; k < S->nn; k++) {
+        for (int k = k0; k < S->nn; k++) {
             int i = S->nonleft[k];
-            int zz = z + p->nb_dz[i];
-            if (zz < 0) continue; /* a step before tv: its inputs are zero */
-            int32_t v = vox[(size_t)zz * plane + (size_t)(y + p->nb_dy[i]) * nx + x + p->nb_dx[i]];
+            int32_t v = at[g->off[i]];
             lo = v < lo ? v : lo; hi = v > hi ? v : hi;
             D[p->nb_slot[i]] = (int16_t)((v - R) * (1 << sh));
         }
         if (hi - R > S->L || R - lo > S->L) continue; /* (v - R) << s would not fit in int16 */
         S->R[x] = R; S->mn[x] = lo; S->mx[x] = hi; S->idx[x] = cnt++;
     }
-    (void)tv;
     if (cnt > 0) vox_lstm_input_proj(p->model, cnt * T, S->D, (size_t)I, S->pre, kernel);
 }
 
@@ -429,7 +485,9 @@ static int code_slab(const vox_slab_params *p, int32_t *vox, coder_t *C, int32_t
     /* LSTM scratch, once per slab: the row batch (no left voxels) or one voxel */
     void *ws = p->model ? malloc(vox_lstm_workspace_size(p->model, p->left ? 1 : nx)) : NULL;
     split_t S;
-    int split_ok = split_init(&S, p, T, I, H);
+    nbgeo_t geo;
+    int geo_ok = nbgeo_init(&geo, p);
+    int split_ok = split_init(&S, p, T, I, H) && geo_ok;
     int rc = VOX_OK;
     if (!w.eI || !w.eX || !w.res || !anch || !p1s || !p2s || !preds || !ys || (p->model && (!X || !ws)) || !split_ok) { rc = VOX_ERR_NOMEM; goto done; }
     const int batch = p->model && !p->left;
@@ -444,12 +502,14 @@ static int code_slab(const vox_slab_params *p, int32_t *vox, coder_t *C, int32_t
             int32_t *row = vox + (size_t)z * plane + (size_t)y * nx;
             const size_t o = (size_t)y * nx;
             const int tv = S.on ? split_tv(&S, z) : 0;
-            if (S.on) split_row(&S, p, vox, y, z, tv, p->kernel);
+            if (S.on) split_row(&S, p, &geo, vox, y, z, p->kernel);
+            const int k0 = geo.on ? nbgeo_first(p, z) : 0;
             if (batch) {
                 for (int x = 0; x < nx; x++) {
                     anch[x] = classical(&w, x, y, z);
                     p1s[x] = w.p1; p2s[x] = w.p2;
-                    gather(p, vox, T, I, x, y, z, anch[x], X + (size_t)x * T * I);
+                    if (nbgeo_inside(&geo, p, x, y)) gather_inside(p, &geo, row + x, k0, T, I, anch[x], X + (size_t)x * T * I);
+                    else gather(p, vox, T, I, x, y, z, anch[x], X + (size_t)x * T * I);
                 }
                 if (vox_lstm_run_ws(p->model, nx, X, ys, p->reference ? VOX_KERNEL_SCALAR : p->kernel, ws) != 0) { rc = VOX_ERR_NOMEM; break; }
                 for (int x = 0; x < nx; x++) preds[x] = lstm_pred(p, anch[x], ys[x]);
@@ -465,7 +525,8 @@ static int code_slab(const vox_slab_params *p, int32_t *vox, coder_t *C, int32_t
                         if (S.on && split_voxel(&S, p, row, x, a, tv, p->kernel, &yv)) nsplit++;
                         else {
                             nmono++;
-                            gather(p, vox, T, I, x, y, z, a, X);
+                            if (nbgeo_inside(&geo, p, x, y)) gather_inside(p, &geo, row + x, k0, T, I, a, X);
+                            else gather(p, vox, T, I, x, y, z, a, X);
                             if (vox_lstm_run_ws(p->model, 1, X, &yv, p->reference ? VOX_KERNEL_SCALAR : p->kernel, ws) != 0) { rc = VOX_ERR_NOMEM; break; }
                         }
                         pr = lstm_pred(p, a, yv);
@@ -528,6 +589,7 @@ done:
     if (p->stats) { p->stats[0] = nsplit; p->stats[1] = nmono; }
     free(w.eI); free(w.eX); free(w.res); free(anch); free(p1s); free(p2s); free(preds); free(ys); free(X); free(ws);
     split_free(&S);
+    free(geo.off);
     return rc;
 }
 

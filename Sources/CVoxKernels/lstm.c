@@ -259,6 +259,7 @@ static inline __m512i lutp16(const int32_t *tp, __m512i z) {
     __m512i p = _mm512_i32gather_epi32(i, (const int *)tp, 4);
     return _mm512_srai_epi32(_mm512_add_epi32(_mm512_madd_epi16(p, f64), _mm512_set1_epi32(32)), 6);
 }
+#define Q12V(v) _mm512_srai_epi32(_mm512_add_epi32(_mm512_srai_epi32(v, 11), _mm512_set1_epi32(1)), 1)
 __attribute__((target("avx512f,avx512bw,avx2")))
 static inline __m512i q12_16(const int32_t *a) {
     __m512i v = _mm512_loadu_si512(a);
@@ -283,6 +284,25 @@ static void act_avx512(const int32_t *a, int H, int32_t *c, int16_t *h) {
     }
     for (; j + 8 <= H; j += 8) act8(a, H, c, h, j);
     act_scalar_range(a, H, c, h, j, H);
+}
+/* H = 8: two sequences per register (their c and h are adjacent; their gates are not) */
+__attribute__((target("avx512f,avx512bw,avx2")))
+static void act_avx512_h8x2(const int32_t *a0, const int32_t *a1, int32_t *c, int16_t *h) {
+#define G2(off) _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(a0 + off))), \
+                                   _mm256_loadu_si256((const __m256i *)(const void *)(a1 + off)), 1)
+    __m512i gi = lutp16(sig_packed, Q12V(G2(0)));
+    __m512i gf = lutp16(sig_packed, Q12V(G2(8)));
+    __m512i gg = lutp16(tanh_packed, Q12V(G2(16)));
+    __m512i go = lutp16(sig_packed, Q12V(G2(24)));
+#undef G2
+    __m512i cv = _mm512_loadu_si512(c);
+    __m512i cn = _mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(gf, cv), _mm512_madd_epi16(gi, gg)), _mm512_set1_epi32(8192));
+    cn = _mm512_srai_epi32(cn, 14);
+    cn = _mm512_min_epi32(_mm512_max_epi32(cn, _mm512_set1_epi32(-CELL_MAX)), _mm512_set1_epi32(CELL_MAX));
+    _mm512_storeu_si512(c, cn);
+    __m512i tc = lutp16(tanh_packed, _mm512_srai_epi32(_mm512_add_epi32(cn, _mm512_set1_epi32(2)), 2));
+    __m512i hh = _mm512_srai_epi32(_mm512_add_epi32(_mm512_madd_epi16(go, tc), _mm512_set1_epi32(32768)), 16);
+    _mm256_storeu_si256((__m256i *)(void *)h, _mm512_cvtepi32_epi16(hh));
 }
 #endif
 
@@ -413,17 +433,22 @@ void vox_lstm_steps(const vox_model *m, int n, int t0, int t1, const int32_t *pr
     const int H = m->H, G = m->G;
     for (int t = t0; t < t1; t++) {
         const int32_t *pt = pre + (size_t)(t - t0) * G;
+        const int32_t *a = acc;
+        size_t as = (size_t)G;
         if (zero_state && t == t0) {
             /* h = 0: the recurrent term is zero, the accumulators are the partial sums */
-            for (int s = 0; s < n; s++) {
-                memset(c + (size_t)s * H, 0, sizeof(int32_t) * H);
-                act_any(kernel, pt + (size_t)s * pre_stride, H, c + (size_t)s * H, h + (size_t)s * H);
-            }
-            continue;
+            memset(c, 0, sizeof(int32_t) * (size_t)n * H);
+            a = pt; as = pre_stride;
+        } else {
+            mm_args A = { m->Whp, m->Ph, G, 0, h, (size_t)H, pt, pre_stride, acc, (size_t)G };
+            mm_any(kernel, &A, n);
         }
-        mm_args A = { m->Whp, m->Ph, G, 0, h, (size_t)H, pt, pre_stride, acc, (size_t)G };
-        mm_any(kernel, &A, n);
-        for (int s = 0; s < n; s++) act_any(kernel, acc + (size_t)s * G, H, c + (size_t)s * H, h + (size_t)s * H);
+        int s = 0;
+#if defined(__x86_64__)
+        if (kernel == VOX_KERNEL_AVX512VNNI && H == 8)
+            for (; s + 2 <= n; s += 2) act_avx512_h8x2(a + (size_t)s * as, a + (size_t)(s + 1) * as, c + (size_t)s * H, h + (size_t)s * H);
+#endif
+        for (; s < n; s++) act_any(kernel, a + (size_t)s * as, H, c + (size_t)s * H, h + (size_t)s * H);
     }
 }
 
@@ -606,11 +631,145 @@ static int32_t voxel_vnni(const vox_lstm_split *sp, const int32_t *pre, int32_t 
 }
 #endif
 
+#if defined(__x86_64__)
+/*
+ * Fused variants for the shipped sizes (AVX-512: H = 16 or 32, AVX2: H = 8 or 16): the gate
+ * accumulators, h and c stay in registers for all steps (one register per gate per 16 or 8
+ * units), and the pairs (h[2q], h[2q+1]) are broadcast with a permute instead of being
+ * reloaded from memory right after they were stored (a store-forwarding stall on the
+ * voxel-serial critical path). The same sums and the same activation arithmetic.
+ */
+#define Q12R512(v) _mm512_srai_epi32(_mm512_add_epi32(_mm512_srai_epi32(v, 11), _mm512_set1_epi32(1)), 1)
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) __attribute__((always_inline))
+static inline int32_t voxel_vnni_fused(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl, const int NH) {
+    const vox_model *m = sp->m;
+    const int H = 16 * NH, G = 64 * NH, T = m->T, Ph = 8 * NH;
+    __m512i h[2], c[2];
+    for (int k = 0; k < NH; k++) {
+        h[k] = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(sp->h0 + (size_t)tv * H + 16 * k)));
+        c[k] = _mm512_loadu_si512(sp->c0 + (size_t)tv * H + 16 * k);
+    }
+#define PACKH() (NH == 1 ? _mm512_zextsi256_si512(_mm512_cvtepi32_epi16(h[0])) \
+                         : _mm512_inserti64x4(_mm512_zextsi256_si512(_mm512_cvtepi32_epi16(h[0])), _mm512_cvtepi32_epi16(h[1]), 1))
+    __m512i hp = PACKH();
+    const __m512i dv = _mm512_set1_epi32(dA);
+    for (int t = tv; t < T; t++) {
+        __m512i a[8], b[8];
+        const int32_t *pt = pre + (size_t)t * G, *St = sp->S + (size_t)t * G, *wl = sp->Wl + sp->lwo[t];
+        for (int r = 0; r < 4 * NH; r++) {
+            a[r] = _mm512_sub_epi32(_mm512_loadu_si512(pt + 16 * r), _mm512_mullo_epi32(dv, _mm512_loadu_si512(St + 16 * r)));
+            b[r] = _mm512_setzero_si512();
+        }
+        const int np = (sp->nlt[t] + 1) / 2, odd = sp->nlt[t] & 1;
+        const int16_t *xt = xl + sp->lo[t];
+        for (int p = 0; p < np; p++) {
+            __m512i bx = _mm512_set1_epi32(pair_of(xt, p, np, odd));
+            for (int r = 0; r < 4 * NH; r++) b[r] = _mm512_dpwssd_epi32(b[r], bx, _mm512_loadu_si512(wl + (size_t)p * G + 16 * r));
+        }
+        if (t > 0) { /* t == 0 only from the zero state: h = 0 */
+            for (int q = 0; q < Ph; q++) {
+                __m512i bh = _mm512_permutexvar_epi32(_mm512_set1_epi32(q), hp);
+                const int32_t *w = m->Whp + (size_t)q * G;
+                if (q & 1) for (int r = 0; r < 4 * NH; r++) b[r] = _mm512_dpwssd_epi32(b[r], bh, _mm512_loadu_si512(w + 16 * r));
+                else for (int r = 0; r < 4 * NH; r++) a[r] = _mm512_dpwssd_epi32(a[r], bh, _mm512_loadu_si512(w + 16 * r));
+            }
+        }
+        for (int k = 0; k < NH; k++) {
+            __m512i gi = lutp16(sig_packed, Q12R512(_mm512_add_epi32(a[k], b[k])));
+            __m512i gf = lutp16(sig_packed, Q12R512(_mm512_add_epi32(a[NH + k], b[NH + k])));
+            __m512i gg = lutp16(tanh_packed, Q12R512(_mm512_add_epi32(a[2 * NH + k], b[2 * NH + k])));
+            __m512i go = lutp16(sig_packed, Q12R512(_mm512_add_epi32(a[3 * NH + k], b[3 * NH + k])));
+            __m512i cn = _mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(gf, c[k]), _mm512_madd_epi16(gi, gg)), _mm512_set1_epi32(8192));
+            cn = _mm512_srai_epi32(cn, 14);
+            c[k] = _mm512_min_epi32(_mm512_max_epi32(cn, _mm512_set1_epi32(-CELL_MAX)), _mm512_set1_epi32(CELL_MAX));
+            __m512i tc = lutp16(tanh_packed, _mm512_srai_epi32(_mm512_add_epi32(c[k], _mm512_set1_epi32(2)), 2));
+            h[k] = _mm512_srai_epi32(_mm512_add_epi32(_mm512_madd_epi16(go, tc), _mm512_set1_epi32(32768)), 16);
+        }
+        hp = PACKH();
+    }
+#undef PACKH
+    __m512i wo = NH == 1 ? _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)m->Wo)) : _mm512_loadu_si512(m->Wo);
+    return (int32_t)((uint32_t)m->bo + (uint32_t)_mm512_reduce_add_epi32(_mm512_madd_epi16(hp, wo)));
+}
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2")))
+static int32_t voxel_vnni_h16(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_vnni_fused(sp, pre, dA, tv, xl, 1); }
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2")))
+static int32_t voxel_vnni_h32(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_vnni_fused(sp, pre, dA, tv, xl, 2); }
+
+#define Q12R256(v) _mm256_srai_epi32(_mm256_add_epi32(_mm256_srai_epi32(v, 11), _mm256_set1_epi32(1)), 1)
+__attribute__((target("avx2"))) __attribute__((always_inline))
+static inline int32_t voxel_avx2_fused(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl, const int NH) {
+    const vox_model *m = sp->m;
+    const int H = 8 * NH, G = 32 * NH, T = m->T, Ph = 4 * NH;
+    __m256i h[2], c[2];
+    for (int k = 0; k < NH; k++) {
+        h[k] = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(sp->h0 + (size_t)tv * H + 8 * k)));
+        c[k] = _mm256_loadu_si256((const __m256i *)(const void *)(sp->c0 + (size_t)tv * H + 8 * k));
+    }
+    /* the H int16 of h as pairs in one register ((h[2q], h[2q+1]) in lane q) */
+#define PACKH() (NH == 1 ? _mm256_zextsi128_si256(_mm_packs_epi32(_mm256_castsi256_si128(h[0]), _mm256_extracti128_si256(h[0], 1))) \
+                         : _mm256_permute4x64_epi64(_mm256_packs_epi32(h[0], h[1]), 0xD8))
+    __m256i hp = PACKH();
+    const __m256i dv = _mm256_set1_epi32(dA);
+    for (int t = tv; t < T; t++) {
+        __m256i a[8];
+        const int32_t *pt = pre + (size_t)t * G, *St = sp->S + (size_t)t * G, *wl = sp->Wl + sp->lwo[t];
+        for (int r = 0; r < 4 * NH; r++)
+            a[r] = _mm256_sub_epi32(LD256(pt + 8 * r), _mm256_mullo_epi32(dv, LD256(St + 8 * r)));
+        const int np = (sp->nlt[t] + 1) / 2, odd = sp->nlt[t] & 1;
+        const int16_t *xt = xl + sp->lo[t];
+        for (int p = 0; p < np; p++) {
+            __m256i bx = _mm256_set1_epi32(pair_of(xt, p, np, odd));
+            for (int r = 0; r < 4 * NH; r++) a[r] = _mm256_add_epi32(a[r], _mm256_madd_epi16(bx, LD256(wl + (size_t)p * G + 8 * r)));
+        }
+        if (t > 0) {
+            for (int q = 0; q < Ph; q++) {
+                __m256i bh = _mm256_permutevar8x32_epi32(hp, _mm256_set1_epi32(q));
+                const int32_t *w = m->Whp + (size_t)q * G;
+                for (int r = 0; r < 4 * NH; r++) a[r] = _mm256_add_epi32(a[r], _mm256_madd_epi16(bh, LD256(w + 8 * r)));
+            }
+        }
+        for (int k = 0; k < NH; k++) {
+            __m256i gi = lutp8(sig_packed, Q12R256(a[k]));
+            __m256i gf = lutp8(sig_packed, Q12R256(a[NH + k]));
+            __m256i gg = lutp8(tanh_packed, Q12R256(a[2 * NH + k]));
+            __m256i go = lutp8(sig_packed, Q12R256(a[3 * NH + k]));
+            __m256i cn = _mm256_add_epi32(_mm256_add_epi32(_mm256_mullo_epi32(gf, c[k]), _mm256_madd_epi16(gi, gg)), _mm256_set1_epi32(8192));
+            cn = _mm256_srai_epi32(cn, 14);
+            c[k] = _mm256_min_epi32(_mm256_max_epi32(cn, _mm256_set1_epi32(-CELL_MAX)), _mm256_set1_epi32(CELL_MAX));
+            __m256i tc = lutp8(tanh_packed, _mm256_srai_epi32(_mm256_add_epi32(c[k], _mm256_set1_epi32(2)), 2));
+            h[k] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_madd_epi16(go, tc), _mm256_set1_epi32(32768)), 16);
+        }
+        hp = PACKH();
+    }
+#undef PACKH
+    __m256i wo = NH == 1 ? _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)m->Wo)) : LD256(m->Wo);
+    __m256i prod = _mm256_madd_epi16(hp, wo);
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(prod), _mm256_extracti128_si256(prod, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    return (int32_t)((uint32_t)m->bo + (uint32_t)_mm_cvtsi128_si32(s4));
+}
+__attribute__((target("avx2")))
+static int32_t voxel_avx2_h8(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_avx2_fused(sp, pre, dA, tv, xl, 1); }
+__attribute__((target("avx2")))
+static int32_t voxel_avx2_h16(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_avx2_fused(sp, pre, dA, tv, xl, 2); }
+#endif
+
 int32_t vox_lstm_voxel(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl, int kernel) {
     kernel = resolve_kernel(kernel);
 #if defined(__x86_64__)
-    if (kernel == VOX_KERNEL_AVX512VNNI) return voxel_vnni(sp, pre, dA, tv, xl);
-    if (kernel == VOX_KERNEL_AVX2) return voxel_avx2(sp, pre, dA, tv, xl);
+    const int H = sp->m->H;
+    if (kernel == VOX_KERNEL_AVX512VNNI) {
+        if (H == 16) return voxel_vnni_h16(sp, pre, dA, tv, xl);
+        if (H == 32) return voxel_vnni_h32(sp, pre, dA, tv, xl);
+        return voxel_vnni(sp, pre, dA, tv, xl);
+    }
+    if (kernel == VOX_KERNEL_AVX2) {
+        if (H == 8) return voxel_avx2_h8(sp, pre, dA, tv, xl);
+        if (H == 16) return voxel_avx2_h16(sp, pre, dA, tv, xl);
+        return voxel_avx2(sp, pre, dA, tv, xl);
+    }
 #endif
     return voxel_scalar(sp, pre, dA, tv, xl);
 }
