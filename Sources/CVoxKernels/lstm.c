@@ -347,61 +347,73 @@ static void mm_scalar(const mm_args *A, int n) {
 }
 
 #if defined(__x86_64__)
-/* 4 sequences x RB registers of 8 rows; missing sequences repeat the last one into a dummy */
+/* NS sequences x RB registers of rows per block; n is a multiple of NS */
 #define MM_BODY(VEC, LOAD, STORE, ADDMUL, SET1, WIDTH)                                              \
-    for (int s0 = 0; s0 < n; s0 += 4) {                                                             \
-        const int16_t *v[4]; const int32_t *in[4]; int32_t *o[4];                                   \
-        for (int k = 0; k < 4; k++) {                                                               \
-            int s = s0 + k < n ? s0 + k : n - 1;                                                    \
-            v[k] = A->x + (size_t)s * A->xs; in[k] = A->in + (size_t)s * A->ins;                   \
-            o[k] = s0 + k < n ? A->out + (size_t)s * A->outs : dummy;                               \
+    for (int s0 = 0; s0 < n; s0 += NS) {                                                            \
+        const int16_t *v[NS]; const int32_t *in[NS]; int32_t *o[NS];                                \
+        for (int k = 0; k < NS; k++) {                                                              \
+            v[k] = A->x + (size_t)(s0 + k) * A->xs; in[k] = A->in + (size_t)(s0 + k) * A->ins;      \
+            o[k] = A->out + (size_t)(s0 + k) * A->outs;                                             \
         }                                                                                           \
         for (int j = 0; j < A->G; j += RB * WIDTH) {                                               \
-            VEC acc[4][RB];                                                                         \
-            for (int k = 0; k < 4; k++)                                                             \
+            VEC acc[NS][RB];                                                                        \
+            for (int k = 0; k < NS; k++)                                                            \
                 for (int r = 0; r < RB; r++) acc[k][r] = LOAD(in[k] + j + r * WIDTH);               \
             for (int p = 0; p < A->P; p++) {                                                        \
                 VEC w[RB];                                                                          \
                 for (int r = 0; r < RB; r++) w[r] = LOAD(A->Wp + (size_t)p * A->G + j + r * WIDTH); \
-                for (int k = 0; k < 4; k++) {                                                       \
+                for (int k = 0; k < NS; k++) {                                                      \
                     VEC bx = SET1(pair_of(v[k], p, A->P, A->odd));                                  \
                     for (int r = 0; r < RB; r++) acc[k][r] = ADDMUL(acc[k][r], bx, w[r]);           \
                 }                                                                                   \
             }                                                                                       \
-            for (int k = 0; k < 4; k++)                                                             \
+            for (int k = 0; k < NS; k++)                                                            \
                 for (int r = 0; r < RB; r++) STORE(o[k] + j + r * WIDTH, acc[k][r]);                \
         }                                                                                           \
     }
 
+/* the first n & ~3 sequences 4 at a time, the rest one at a time */
+static inline mm_args mm_tail(const mm_args *A, int n4) {
+    mm_args B = *A;
+    B.x += (size_t)n4 * A->xs; B.in += (size_t)n4 * A->ins; B.out += (size_t)n4 * A->outs;
+    return B;
+}
+
 #define LD256(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
 #define ST256(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), v)
 #define MADD256(a, b, w) _mm256_add_epi32(a, _mm256_madd_epi16(b, w))
-__attribute__((target("avx2")))
-static void mm_avx2_rb2(const mm_args *A, int n, int32_t *dummy) { enum { RB = 2 }; MM_BODY(__m256i, LD256, ST256, MADD256, _mm256_set1_epi32, 8) }
-__attribute__((target("avx2")))
-static void mm_avx2_rb1(const mm_args *A, int n, int32_t *dummy) { enum { RB = 1 }; MM_BODY(__m256i, LD256, ST256, MADD256, _mm256_set1_epi32, 8) }
-__attribute__((target("avx2")))
+#define MM_AVX2(NAME, NS_, RB_) __attribute__((target("avx2"))) \
+    static void NAME(const mm_args *A, int n) { enum { NS = NS_, RB = RB_ }; MM_BODY(__m256i, LD256, ST256, MADD256, _mm256_set1_epi32, 8) }
+MM_AVX2(mm_avx2_rb2, 4, 2)
+MM_AVX2(mm_avx2_rb1, 4, 1)
+MM_AVX2(mm_avx2_rb4_s1, 1, 4)
+MM_AVX2(mm_avx2_rb2_s1, 1, 2)
 static void mm_avx2(const mm_args *A, int n) {
-    int32_t dummy[2048]; /* G <= 2048 */
     /* G = 4H is a multiple of 16: blocks of 16 rows (2 registers) x 4 sequences */
-    if (A->G % 16 == 0) mm_avx2_rb2(A, n, dummy); else mm_avx2_rb1(A, n, dummy);
+    int n4 = n & ~3;
+    mm_args B = mm_tail(A, n4);
+    if (A->G % 32 == 0) { mm_avx2_rb2(A, n4); mm_avx2_rb4_s1(&B, n - n4); }
+    else if (A->G % 16 == 0) { mm_avx2_rb2(A, n4); mm_avx2_rb2_s1(&B, n - n4); }
+    else { mm_avx2_rb1(A, n4); mm_avx2_rb2_s1(&B, n - n4); }
 }
 
 #define LD512(p) _mm512_loadu_si512((const void *)(p))
 #define ST512(p, v) _mm512_storeu_si512((void *)(p), v)
 #define DP512(a, b, w) _mm512_dpwssd_epi32(a, b, w)
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void mm_vnni_rb4(const mm_args *A, int n, int32_t *dummy) { enum { RB = 4 }; MM_BODY(__m512i, LD512, ST512, DP512, _mm512_set1_epi32, 16) }
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void mm_vnni_rb2(const mm_args *A, int n, int32_t *dummy) { enum { RB = 2 }; MM_BODY(__m512i, LD512, ST512, DP512, _mm512_set1_epi32, 16) }
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void mm_vnni_rb1(const mm_args *A, int n, int32_t *dummy) { enum { RB = 1 }; MM_BODY(__m512i, LD512, ST512, DP512, _mm512_set1_epi32, 16) }
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
+#define MM_VNNI(NAME, NS_, RB_) __attribute__((target("avx512f,avx512bw,avx512vnni"))) \
+    static void NAME(const mm_args *A, int n) { enum { NS = NS_, RB = RB_ }; MM_BODY(__m512i, LD512, ST512, DP512, _mm512_set1_epi32, 16) }
+MM_VNNI(mm_vnni_rb4, 4, 4)
+MM_VNNI(mm_vnni_rb2, 4, 2)
+MM_VNNI(mm_vnni_rb1, 4, 1)
+MM_VNNI(mm_vnni_rb4_s1, 1, 4)
+MM_VNNI(mm_vnni_rb2_s1, 1, 2)
+MM_VNNI(mm_vnni_rb1_s1, 1, 1)
 static void mm_vnni(const mm_args *A, int n) {
-    int32_t dummy[2048]; /* G <= 2048 */
-    if (A->G % 64 == 0) mm_vnni_rb4(A, n, dummy);
-    else if (A->G % 32 == 0) mm_vnni_rb2(A, n, dummy);
-    else mm_vnni_rb1(A, n, dummy);
+    int n4 = n & ~3;
+    mm_args B = mm_tail(A, n4);
+    if (A->G % 64 == 0) { mm_vnni_rb4(A, n4); mm_vnni_rb4_s1(&B, n - n4); }
+    else if (A->G % 32 == 0) { mm_vnni_rb2(A, n4); mm_vnni_rb2_s1(&B, n - n4); }
+    else { mm_vnni_rb1(A, n4); mm_vnni_rb1_s1(&B, n - n4); }
 }
 #endif
 
