@@ -9,7 +9,9 @@
  *      differences, weighted by their recent errors (the "anchor");
  *   2. optionally the LSTM: inputs are causal neighbours minus the anchor (normalised),
  *      output a correction added to the anchor. Without left voxels a whole row is one
- *      batch, computed before any residual of that row is coded;
+ *      batch, computed before any residual of that row is coded; with them, the inputs'
+ *      share that does not depend on the row is projected for the whole row first and
+ *      only the rest is computed per voxel (split_t below);
  *   3. the residual e = v - pred is binarised (zero flag, sign, Elias-gamma exponent in
  *      unary, mantissa) and coded with an adaptive binary range coder; the context is the
  *      quantised magnitude of neighbouring residuals (including the left one, which the
@@ -355,7 +357,6 @@ typedef struct {
     int on;
     int s, L;                 /* input shift and the largest |v - a| that does not saturate */
     int T, I, G;
-    int dxmin, dxmax, dymin, dymax;
     int ref;                  /* neighbour used as R (on the current slice) */
     int *stepdz;              /* [T] the slice offset of each step (one per step) */
     int nl, *left;            /* left neighbours, in neighbour order */
@@ -391,10 +392,6 @@ static int split_init(split_t *S, const vox_slab_params *p, int T, int I, int H)
         else if (S->stepdz[t] != dz) { free(isl); return 1; } /* a step mixing slices: monolithic */
         isl[i] = dz == 0 && dy == 0;
         if (isl[i]) S->left[S->nl++] = i; else S->nonleft[S->nn++] = i;
-        if (i == 0 || dx < S->dxmin) S->dxmin = dx;
-        if (i == 0 || dx > S->dxmax) S->dxmax = dx;
-        if (i == 0 || dy < S->dymin) S->dymin = dy;
-        if (i == 0 || dy > S->dymax) S->dymax = dy;
         int d = (dx < 0 ? -dx : dx) + (dy < 0 ? -dy : dy);
         if (dz == 0 && !isl[i] && d < refd) { refd = d; S->ref = i; }
     }
