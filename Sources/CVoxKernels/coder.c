@@ -377,6 +377,9 @@ static int split_init(split_t *S, const vox_slab_params *p, int T, int I, int H)
     memset(S, 0, sizeof *S);
     if (!p->model || !p->left || p->reference || p->norm_shift > 12) return 1;
     const int n = p->n_nb, nx = p->nx;
+    /* a row's projections must stay small (a wide slab with a large model, e.g. from an
+     * untrusted stream's embedded model): beyond 32 MiB the monolithic path does it all */
+    if ((uint64_t)nx * T * 4 * H * sizeof(int32_t) > ((uint64_t)32 << 20)) return 1;
     S->T = T; S->I = I; S->G = 4 * H;
     S->s = 12 - p->norm_shift; S->L = 32767 >> S->s;
     S->stepdz = malloc(sizeof(int) * T);
