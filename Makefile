@@ -67,8 +67,10 @@ test: deps data
 demo: build data
 	@scripts/demo.sh .build/release/voxfs "$(CACHE)"
 
+# the venv of scripts/compare_setup.sh adds JPEG XL and JPEG-LS rows; BENCH_FLAGS=--threads=1 etc.
 bench-codec: build data
-	$(PYTHON) scripts/bench_codec.py --voxfs .build/release/voxfs --cache "$(CACHE)"
+	$(if $(wildcard $(CACHE)/venv/bin/python),$(CACHE)/venv/bin/python,$(PYTHON)) scripts/bench_codec.py \
+	  --voxfs .build/release/voxfs --cache "$(CACHE)" $(BENCH_FLAGS)
 
 bench-pack: build data
 	$(PYTHON) scripts/bench_pack.py --voxfs .build/release/voxfs --cache "$(CACHE)" --out .build/bench-pack.md

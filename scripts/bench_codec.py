@@ -6,15 +6,20 @@ at least 100,000 voxels) and every VoxFS preset this compresses and
 decompresses the volume --runs times, checks the round trip is byte-identical,
 and reports bits per voxel, compression ratio and the median encode/decode
 speed. xz -9 -T1 and zstd -19 (single-threaded) run side by side on the same
-raw bytes, also timed and verified.
+raw bytes, also timed and verified. When numpy and imagecodecs can be imported
+(the project venv, scripts/compare_setup.sh), JPEG XL lossless e7 and JPEG-LS
+(CharLS) rows are added too: slice by slice in this process, one thread, each
+decode verified; the report then gives each VoxFS preset's decode speed as a
+multiple of JPEG XL's, measured in the same run.
 
 Usage:
-  scripts/bench_codec.py [--voxfs PATH] [--cache DIR] [--runs N]
+  scripts/bench_codec.py [--voxfs PATH] [--cache DIR] [--runs N] [--threads N]
                          [--presets LIST] [--volumes GLOB] [--out FILE]
 
-Standard library only. Progress goes to stderr; the markdown report goes to
-stdout (and to --out if given). Exit codes: 0 ok, 1 a round trip failed or was
-not byte-identical, 2 setup problem (no voxfs binary, no data cache, no xz/zstd).
+Standard library only, except the optional image-codec rows. Progress goes to
+stderr; the markdown report goes to stdout (and to --out if given). Exit codes:
+0 ok, 1 a round trip failed or was not byte-identical, 2 setup problem (no
+voxfs binary, no data cache, no xz/zstd).
 """
 
 import argparse
@@ -61,6 +66,10 @@ def parse_args():
                     help="glob of .raw volumes; a bare pattern is taken inside $CACHE/volumes "
                          "(default: all *.raw with a .json sidecar there)")
     ap.add_argument("--out", default=None, help="also write the markdown report here")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="voxfs --threads for compress and decompress (default: voxfs's own, all cores)")
+    ap.add_argument("--no-image-codecs", action="store_true",
+                    help="leave out the JPEG XL and JPEG-LS rows even if imagecodecs is importable")
     a = ap.parse_args()
     if a.runs < 1:
         ap.error("--runs must be at least 1")
@@ -163,6 +172,60 @@ def failed_row(label, why):
     return {"label": label, "ok": False, "why": why}
 
 
+def image_codecs():
+    """(numpy, imagecodecs) or the reason they cannot be used."""
+    try:
+        import numpy
+        import imagecodecs
+        for need in ("jpegxl_encode", "jpegxl_decode", "jpegls_encode", "jpegls_decode"):
+            if not hasattr(imagecodecs, need):
+                return None, f"imagecodecs has no {need}"
+        return (numpy, imagecodecs), None
+    except ImportError as e:
+        return None, f"{e}; run with the venv python of scripts/compare_setup.sh"
+
+
+def bench_image_codecs(vol, mods, runs):
+    """JPEG XL lossless e7 and JPEG-LS, slice by slice, one thread, in this process."""
+    np, ic = mods
+    nx, ny, nz = vol["shape"]
+    dt = {"uint8": "u1", "int16": "<i2", "uint16": "<u2"}[vol["dtype"]]
+    a = np.fromfile(vol["raw"], dtype=dt).reshape(nz, ny, nx).astype(np.int32)
+    off = int(a.min())
+    u = (a - off).astype(np.uint16)  # both codecs code unsigned samples
+    bits = max(int(u.max()).bit_length(), 2)
+    if bits <= 8:
+        u = u.astype(np.uint8)
+    codecs = [
+        ("JPEG XL e7 (libjxl, 1 thread)",
+         lambda s: ic.jpegxl_encode(s, lossless=True, distance=0.0, effort=7, bitspersample=bits, numthreads=1),
+         lambda b: ic.jpegxl_decode(b, numthreads=1)),
+        ("JPEG-LS (CharLS)", lambda s: ic.jpegls_encode(s), lambda b: ic.jpegls_decode(b)),
+    ]
+    rows = []
+    for label, enc, dec in codecs:
+        try:
+            enc_t, dec_t = [], []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                blobs = [enc(u[z]) for z in range(nz)]
+                enc_t.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                out = [dec(b) for b in blobs]
+                dec_t.append(time.perf_counter() - t0)
+                for z, o in enumerate(out):
+                    if not np.array_equal(o.astype(np.int32) + off, a[z]):
+                        raise BenchError(f"{vol['name']} / {label}: slice {z} NOT lossless")
+            size = sum(len(b) for b in blobs)
+            vox = vol["voxels"]
+            rows.append({"label": label, "size": size, "bpp": 8.0 * size / vox, "ratio": vol["bytes"] / size,
+                         "enc": vox / statistics.median(enc_t) / 1e6, "dec": vox / statistics.median(dec_t) / 1e6,
+                         "enc_runs": runs, "dec_runs": runs, "ok": True})
+        except Exception as e:  # a codec that fails is reported, the benchmark goes on
+            rows.append(failed_row(label, str(e)))
+    return rows
+
+
 # -------------------------------------------------------------------- report
 
 def fmt_row(vol, r, shape_s):
@@ -197,6 +260,8 @@ def main():
             f"run scripts/fetch_data.sh first")
 
     threads = os.cpu_count() or 1
+    vx_threads = ["--threads", str(a.threads)] if a.threads else []
+    mods, why_not = (None, "--no-image-codecs") if a.no_image_codecs else image_codecs()
     now = datetime.datetime.now().astimezone()
     voxfs_version = tool_version([voxfs, "--version"])
     header = [
@@ -204,12 +269,15 @@ def main():
         "",
         f"- Date: {now.strftime('%Y-%m-%d %H:%M %Z')}",
         f"- Machine: {cpu_model()}, {threads} logical cores ({platform.system()} {platform.machine()})",
-        f"- voxfs: {voxfs_version} ({voxfs}), default threads = all cores = {threads}",
+        f"- voxfs: {voxfs_version} ({voxfs}), " + (f"--threads {a.threads}" if a.threads else f"default threads = all cores = {threads}"),
         f"- xz: {tool_version(['xz', '--version'])} (`xz -9 -T1`, single-threaded)",
         f"- zstd: {tool_version(['zstd', '--version'])} (`zstd -19`, single-threaded)",
         f"- Runs: {a.runs}; speeds are medians over runs, in millions of voxels per second; "
         f"bpp = 8 x compressed bytes / voxels; ratio = raw bytes / compressed bytes",
         f"- † = reference codec encoder timed once (first run took > {SLOW_REF_SECONDS:g} s)",
+        ("- JPEG XL / JPEG-LS: imagecodecs " + mods[1].__version__ + ", slice by slice in the benchmark's process, "
+         "one thread, samples offset to unsigned; voxfs rows are whole processes (start-up and file I/O included)")
+        if mods else f"- JPEG XL / JPEG-LS rows left out ({why_not})",
         "",
     ]
 
@@ -233,8 +301,8 @@ def main():
                 log(f"   {label} ...")
                 try:
                     r = bench_codec(vol, label,
-                                    [vx, "compress", vol["raw"], comp, "--preset", name, "-q"] + flags,
-                                    [vx, "decompress", comp, dec, "-q"],
+                                    [vx, "compress", vol["raw"], comp, "--preset", name, "-q"] + vx_threads + flags,
+                                    [vx, "decompress", comp, dec, "-q"] + vx_threads,
                                     comp, dec, a.runs, enc_stdout=False, dec_stdout=False)
                 except BenchError as e:
                     log(f"!! ERROR: {e}")
@@ -263,6 +331,13 @@ def main():
                 for f in (rcomp, dec):
                     if os.path.exists(f):
                         os.remove(f)
+            if mods:
+                log("   JPEG XL e7, JPEG-LS ...")
+                for r in bench_image_codecs(vol, mods, a.runs):
+                    if not r["ok"]:
+                        log(f"!! ERROR: {r['why']}")
+                        failures.append(r["why"])
+                    rows.append(r)
             for r in rows:
                 if r["ok"]:
                     log(f"   {r['label']:<20} {r['bpp']:7.3f} bpp  enc {r['enc']:7.2f}  "
@@ -287,6 +362,13 @@ def main():
         word = "fewer" if gain >= 0 else "more"
         lines.append(f"- {vol['name']}: best VoxFS preset vs xz -9: {abs(gain):.1f}% {word} bits "
                      f"({best['label'][6:]}: {best['bpp']:.3f} bpp vs {xz['bpp']:.3f} bpp)")
+    for vol, shape_s, rows in sections:
+        jxl = next((r for r in rows if r["ok"] and r["label"].startswith("JPEG XL")), None)
+        if jxl is None:
+            continue
+        parts = [f"{r['label'][6:]} {r['dec'] / jxl['dec']:.2f}x" for r in rows
+                 if r["ok"] and r["label"].startswith("voxfs ")]
+        lines.append(f"- {vol['name']}: decode speed / JPEG XL e7's ({jxl['dec']:.2f} Mvox/s): " + ", ".join(parts))
     if failures:
         lines.append("")
         lines.append("**FAILURES:**")

@@ -9,7 +9,9 @@
  *      differences, weighted by their recent errors (the "anchor");
  *   2. optionally the LSTM: inputs are causal neighbours minus the anchor (normalised),
  *      output a correction added to the anchor. Without left voxels a whole row is one
- *      batch, computed before any residual of that row is coded;
+ *      batch, computed before any residual of that row is coded; with them, the inputs'
+ *      share that does not depend on the row is projected for the whole row first and
+ *      only the rest is computed per voxel (split_t below);
  *   3. the residual e = v - pred is binarised (zero flag, sign, Elias-gamma exponent in
  *      unary, mantissa) and coded with an adaptive binary range coder; the context is the
  *      quantised magnitude of neighbouring residuals (including the left one, which the
@@ -256,6 +258,62 @@ static inline void gather(const vox_slab_params *p, const int32_t *vox, int T, i
     }
 }
 
+/* Where a slab's neighbours are, for voxels away from its x/y edges (no bounds checks). */
+typedef struct {
+    int on;                   /* neighbours in slice order (dz ascending): the fast gathers apply */
+    int dxmin, dxmax, dymin, dymax;
+    ptrdiff_t *off;           /* [n_nb] dz * plane + dy * nx + dx */
+} nbgeo_t;
+
+static int nbgeo_init(nbgeo_t *g, const vox_slab_params *p) {
+    memset(g, 0, sizeof *g);
+    if (!p->model) return 1;
+    g->off = malloc(sizeof(ptrdiff_t) * (size_t)p->n_nb);
+    if (!g->off) return 0;
+    g->on = 1;
+    for (int i = 0; i < p->n_nb; i++) {
+        int dx = p->nb_dx[i], dy = p->nb_dy[i], dz = p->nb_dz[i];
+        g->off[i] = ((ptrdiff_t)dz * p->ny + dy) * p->nx + dx;
+        if (i == 0 || dx < g->dxmin) g->dxmin = dx;
+        if (i == 0 || dx > g->dxmax) g->dxmax = dx;
+        if (i == 0 || dy < g->dymin) g->dymin = dy;
+        if (i == 0 || dy > g->dymax) g->dymax = dy;
+        if (i > 0 && dz < p->nb_dz[i - 1]) g->on = 0;
+    }
+    return 1;
+}
+
+/* First neighbour whose slice exists at slice z (the earlier ones are missing: input 0). */
+static inline int nbgeo_first(const vox_slab_params *p, int z) {
+    int k = 0;
+    while (k < p->n_nb && z + p->nb_dz[k] < 0) k++;
+    return k;
+}
+
+static inline int nbgeo_inside(const nbgeo_t *g, const vox_slab_params *p, int x, int y) {
+    return g->on && x + g->dxmin >= 0 && x + g->dxmax < p->nx && y + g->dymin >= 0 && y + g->dymax < p->ny;
+}
+
+/* gather() for a voxel inside the x/y edges: the same inputs (in-bounds neighbours from k0 on). */
+static inline void gather_inside(const vox_slab_params *p, const nbgeo_t *g, const int32_t *at, int k0, int T, int I,
+                                 int32_t anchor, int16_t *X) {
+    const int r = p->norm_shift;
+    memset(X, 0, sizeof(int16_t) * (size_t)T * I);
+    if (r > 12) {
+        for (int i = k0; i < p->n_nb; i++) {
+            int64_t d = (int64_t)at[g->off[i]] - anchor;
+            int64_t s = (d + ((int64_t)1 << (r - 13))) >> (r - 12);
+            X[p->nb_slot[i]] = (int16_t)(s > 32767 ? 32767 : (s < -32767 ? -32767 : s));
+        }
+        return;
+    }
+    const int sh = 12 - r; /* |d| < 2^17, so d << sh fits in int32 */
+    for (int i = k0; i < p->n_nb; i++) {
+        int32_t s = (at[g->off[i]] - anchor) * (1 << sh);
+        X[p->nb_slot[i]] = (int16_t)(s > 32767 ? 32767 : (s < -32767 ? -32767 : s));
+    }
+}
+
 static inline int32_t lstm_pred(const vox_slab_params *p, int32_t anchor, int32_t y) {
     int s = p->out_shift;
     int64_t delta = ((int64_t)y + ((int64_t)1 << (s - 1))) >> s;
@@ -283,14 +341,136 @@ static int nb_causal(const vox_slab_params *p, int T, int I) {
     return 1;
 }
 
+/*
+ * The split path for predictors with left voxels (docs/design.md, "LSTM work split by
+ * dependency"). Every LSTM input is x_k = sat((v_k - a) << s), s = 12 - r, with a the anchor,
+ * which depends on the left voxel. For a voxel whose neighbours are all inside the slab (in x
+ * and y) and within L = 32767 >> s of the anchor (no saturation), x_k = ((v_k - R) << s) -
+ * ((a - R) << s) exactly, for any R; with R a neighbour known before the row (the voxel
+ * above), the first term of every non-left input, and so its share of every step's
+ * pre-activation, is projected for the whole row in one batch before the row is coded.
+ * Per voxel remain dA = (a - R) << s, the left columns, W_h h, the activations and the output
+ * (vox_lstm_voxel). Any other voxel (edges, saturated inputs, r > 12) takes the monolithic
+ * path, which defines the result; both give identical predictions.
+ */
+typedef struct {
+    int on;
+    int s, L;                 /* input shift and the largest |v - a| that does not saturate */
+    int T, I, G;
+    int ref;                  /* neighbour used as R (on the current slice) */
+    int *stepdz;              /* [T] the slice offset of each step (one per step) */
+    int nl, *left;            /* left neighbours, in neighbour order */
+    int nn, *nonleft;         /* the others */
+    vox_lstm_split *sp;
+    int16_t *D;               /* [nx][T][I] (v - R) << s of the row's split voxels */
+    int32_t *pre;             /* [nx][T][G] their projections */
+    int32_t *R, *mn, *mx, *idx; /* per x: R, min and max projected neighbour, index into D (-1: monolithic) */
+} split_t;
+
+static void split_free(split_t *S) {
+    free(S->stepdz); free(S->left); free(S->nonleft); vox_split_free(S->sp);
+    free(S->D); free(S->pre); free(S->R); free(S->mn); free(S->mx); free(S->idx);
+}
+
+/* Sets up the split path when it applies; returns 0 on allocation failure. */
+static int split_init(split_t *S, const vox_slab_params *p, int T, int I, int H) {
+    memset(S, 0, sizeof *S);
+    if (!p->model || !p->left || p->reference || p->norm_shift > 12) return 1;
+    const int n = p->n_nb, nx = p->nx;
+    /* a row's projections must stay small (a wide slab with a large model, e.g. from an
+     * untrusted stream's embedded model): beyond 32 MiB the monolithic path does it all */
+    if ((uint64_t)nx * T * 4 * H * sizeof(int32_t) > ((uint64_t)32 << 20)) return 1;
+    S->T = T; S->I = I; S->G = 4 * H;
+    S->s = 12 - p->norm_shift; S->L = 32767 >> S->s;
+    S->stepdz = malloc(sizeof(int) * T);
+    S->left = malloc(sizeof(int) * n); S->nonleft = malloc(sizeof(int) * n);
+    uint8_t *isl = malloc((size_t)n);
+    if (!S->stepdz || !S->left || !S->nonleft || !isl) { free(isl); return 0; }
+    for (int t = 0; t < T; t++) S->stepdz[t] = 1;
+    S->ref = -1;
+    int refd = 1 << 30;
+    for (int i = 0; i < n; i++) {
+        int dx = p->nb_dx[i], dy = p->nb_dy[i], dz = p->nb_dz[i], t = p->nb_slot[i] / I;
+        if (S->stepdz[t] == 1) S->stepdz[t] = dz;
+        else if (S->stepdz[t] != dz) { free(isl); return 1; } /* a step mixing slices: monolithic */
+        isl[i] = dz == 0 && dy == 0;
+        if (isl[i]) S->left[S->nl++] = i; else S->nonleft[S->nn++] = i;
+        int d = (dx < 0 ? -dx : dx) + (dy < 0 ? -dy : dy);
+        if (dz == 0 && !isl[i] && d < refd) { refd = d; S->ref = i; }
+    }
+    for (int t = 1; t < T; t++)
+        if (S->stepdz[t] == 1 || S->stepdz[t] < S->stepdz[t - 1]) { free(isl); return 1; }
+    if (S->ref < 0 || S->stepdz[T - 1] != 0) { free(isl); return 1; }
+    S->sp = vox_split_new(p->model, n, p->nb_slot, isl);
+    free(isl);
+    S->D = malloc(sizeof(int16_t) * (size_t)nx * T * I);
+    S->pre = malloc(sizeof(int32_t) * (size_t)nx * T * S->G);
+    S->R = malloc(sizeof(int32_t) * nx); S->mn = malloc(sizeof(int32_t) * nx);
+    S->mx = malloc(sizeof(int32_t) * nx); S->idx = malloc(sizeof(int32_t) * nx);
+    if (!S->sp || !S->D || !S->pre || !S->R || !S->mn || !S->mx || !S->idx) return 0;
+    S->on = 1;
+    return 1;
+}
+
+/* First step whose slice exists (z + dz >= 0); earlier steps have all-zero inputs. */
+static inline int split_tv(const split_t *S, int z) {
+    int t = 0;
+    while (t < S->T && z + S->stepdz[t] < 0) t++;
+    return t;
+}
+
+/* Batch phase of row (y, z): everything that does not depend on the row's own voxels. */
+static void split_row(split_t *S, const vox_slab_params *p, const nbgeo_t *g, const int32_t *vox, int y, int z, int kernel) {
+    const int nx = p->nx, T = S->T, I = S->I, sh = S->s;
+    const int32_t *rowp = vox + ((size_t)z * p->ny + y) * nx;
+    const ptrdiff_t roff = g->off[S->ref];
+    int k0 = 0; /* first projected neighbour whose slice exists */
+    while (k0 < S->nn && z + p->nb_dz[S->nonleft[k0]] < 0) k0++;
+    int cnt = 0;
+    for (int x = 0; x < nx; x++) {
+        S->idx[x] = -1;
+        if (!nbgeo_inside(g, p, x, y)) continue;
+        const int32_t *at = rowp + x;
+        const int32_t R = at[roff];
+        int32_t lo = R, hi = R;
+        int16_t *D = S->D + (size_t)cnt * T * I;
+        memset(D, 0, sizeof(int16_t) * (size_t)T * I);
+        for (int k = k0; k < S->nn; k++) {
+            int i = S->nonleft[k];
+            int32_t v = at[g->off[i]];
+            lo = v < lo ? v : lo; hi = v > hi ? v : hi;
+            D[p->nb_slot[i]] = (int16_t)((v - R) * (1 << sh));
+        }
+        if (hi - R > S->L || R - lo > S->L) continue; /* (v - R) << s would not fit in int16 */
+        S->R[x] = R; S->mn[x] = lo; S->mx[x] = hi; S->idx[x] = cnt++;
+    }
+    if (cnt > 0) vox_lstm_input_proj(p->model, cnt * T, S->D, (size_t)I, S->pre, kernel);
+}
+
+/* The split prediction of voxel x with anchor a; 0 if it does not apply (monolithic then). */
+static inline int split_voxel(const split_t *S, const vox_slab_params *p, const int32_t *row, int x, int32_t a, int tv,
+                              int kernel, int32_t *yv) {
+    int k = S->idx[x];
+    if (k < 0 || a - S->mn[x] > S->L || S->mx[x] - a > S->L) return 0;
+    int16_t xl[64];
+    for (int l = 0; l < S->nl && l < 64; l++) {
+        int32_t d = row[x + p->nb_dx[S->left[l]]] - a;
+        if (d > S->L || d < -S->L) return 0;
+        xl[l] = (int16_t)(d * (1 << S->s));
+    }
+    if (S->nl > 64) return 0;
+    int32_t dA = (int32_t)((uint32_t)(a - S->R[x]) << S->s);
+    *yv = vox_lstm_voxel(S->sp, S->pre + (size_t)k * S->T * S->G, dA, tv, xl, kernel);
+    return 1;
+}
+
 static int code_slab(const vox_slab_params *p, int32_t *vox, coder_t *C, int32_t *anchor_out, int32_t *pred_out) {
     if (!check_params(p)) return VOX_ERR_PARAM;
     const int nx = p->nx, ny = p->ny, nz = p->nz;
     const size_t plane = (size_t)nx * ny;
-    int I = 0, T = 0;
+    int I = 0, T = 0, H = 0;
     if (p->model) {
-        int H_;
-        vox_model_shape(p->model, &H_, &I, &T);
+        vox_model_shape(p->model, &H, &I, &T);
         if (!nb_causal(p, T, I)) return VOX_ERR_PARAM;
     }
     walk_t w = {0};
@@ -302,10 +482,17 @@ static int code_slab(const vox_slab_params *p, int32_t *vox, coder_t *C, int32_t
             *p2s = malloc(sizeof(int32_t) * nx), *preds = malloc(sizeof(int32_t) * nx);
     int32_t *ys = malloc(sizeof(int32_t) * nx);
     int16_t *X = p->model ? malloc(sizeof(int16_t) * (size_t)nx * T * I) : NULL;
+    /* LSTM scratch, once per slab: the row batch (no left voxels) or one voxel */
+    void *ws = p->model ? malloc(vox_lstm_workspace_size(p->model, p->left ? 1 : nx)) : NULL;
+    split_t S;
+    nbgeo_t geo;
+    int geo_ok = nbgeo_init(&geo, p);
+    int split_ok = split_init(&S, p, T, I, H) && geo_ok;
     int rc = VOX_OK;
-    if (!w.eI || !w.eX || !w.res || !anch || !p1s || !p2s || !preds || !ys || (p->model && !X)) { rc = VOX_ERR_NOMEM; goto done; }
+    if (!w.eI || !w.eX || !w.res || !anch || !p1s || !p2s || !preds || !ys || (p->model && (!X || !ws)) || !split_ok) { rc = VOX_ERR_NOMEM; goto done; }
     const int batch = p->model && !p->left;
     int32_t lastbase_res = 0;
+    int64_t nsplit = 0, nmono = 0;
     uint32_t alpha_cost[NCTX][NALPHA];
     memset(alpha_cost, 0, sizeof alpha_cost);
 
@@ -314,13 +501,17 @@ static int code_slab(const vox_slab_params *p, int32_t *vox, coder_t *C, int32_t
         for (int y = 0; y < ny && rc == VOX_OK; y++) {
             int32_t *row = vox + (size_t)z * plane + (size_t)y * nx;
             const size_t o = (size_t)y * nx;
+            const int tv = S.on ? split_tv(&S, z) : 0;
+            if (S.on) split_row(&S, p, &geo, vox, y, z, p->kernel);
+            const int k0 = geo.on ? nbgeo_first(p, z) : 0;
             if (batch) {
                 for (int x = 0; x < nx; x++) {
                     anch[x] = classical(&w, x, y, z);
                     p1s[x] = w.p1; p2s[x] = w.p2;
-                    gather(p, vox, T, I, x, y, z, anch[x], X + (size_t)x * T * I);
+                    if (nbgeo_inside(&geo, p, x, y)) gather_inside(p, &geo, row + x, k0, T, I, anch[x], X + (size_t)x * T * I);
+                    else gather(p, vox, T, I, x, y, z, anch[x], X + (size_t)x * T * I);
                 }
-                if (vox_lstm_run(p->model, nx, X, ys, p->kernel) != 0) { rc = VOX_ERR_NOMEM; break; }
+                if (vox_lstm_run_ws(p->model, nx, X, ys, p->reference ? VOX_KERNEL_SCALAR : p->kernel, ws) != 0) { rc = VOX_ERR_NOMEM; break; }
                 for (int x = 0; x < nx; x++) preds[x] = lstm_pred(p, anch[x], ys[x]);
             }
             for (int x = 0; x < nx; x++) {
@@ -331,8 +522,13 @@ static int code_slab(const vox_slab_params *p, int32_t *vox, coder_t *C, int32_t
                     pr = a;
                     if (p->model) {
                         int32_t yv;
-                        gather(p, vox, T, I, x, y, z, a, X);
-                        if (vox_lstm_run(p->model, 1, X, &yv, p->kernel) != 0) { rc = VOX_ERR_NOMEM; break; }
+                        if (S.on && split_voxel(&S, p, row, x, a, tv, p->kernel, &yv)) nsplit++;
+                        else {
+                            nmono++;
+                            if (nbgeo_inside(&geo, p, x, y)) gather_inside(p, &geo, row + x, k0, T, I, a, X);
+                            else gather(p, vox, T, I, x, y, z, a, X);
+                            if (vox_lstm_run_ws(p->model, 1, X, &yv, p->reference ? VOX_KERNEL_SCALAR : p->kernel, ws) != 0) { rc = VOX_ERR_NOMEM; break; }
+                        }
                         pr = lstm_pred(p, a, yv);
                     }
                 }
@@ -390,7 +586,10 @@ static int code_slab(const vox_slab_params *p, int32_t *vox, coder_t *C, int32_t
         }
     }
 done:
-    free(w.eI); free(w.eX); free(w.res); free(anch); free(p1s); free(p2s); free(preds); free(ys); free(X);
+    if (p->stats) { p->stats[0] = nsplit; p->stats[1] = nmono; }
+    free(w.eI); free(w.eX); free(w.res); free(anch); free(p1s); free(p2s); free(preds); free(ys); free(X); free(ws);
+    split_free(&S);
+    free(geo.off);
     return rc;
 }
 

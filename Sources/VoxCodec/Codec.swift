@@ -88,13 +88,27 @@ public final class SlabCoder: @unchecked Sendable {
 
     /// Anchor (classical) and final predictions of every voxel, for tests and training.
     public func predictions(_ vox: UnsafeBufferPointer<Int32>, slices: Int) throws -> (anchor: [Int32], pred: [Int32]) {
+        let r = try predictions(vox, slices: slices, reference: false)
+        return (r.anchor, r.pred)
+    }
+
+    /// Predictions as above; `reference`: by the monolithic path with the scalar kernel (the
+    /// definition the split path must equal). `split`/`monolithic`: how many voxels' LSTM
+    /// outputs each path computed.
+    public func predictions(_ vox: UnsafeBufferPointer<Int32>, slices: Int, reference: Bool) throws
+        -> (anchor: [Int32], pred: [Int32], split: Int, monolithic: Int) {
         var p = params(slices: slices)
+        p.reference = reference ? 1 : 0
+        var stats: [Int64] = [0, 0]
         var a = [Int32](repeating: 0, count: vox.count), q = [Int32](repeating: 0, count: vox.count)
-        let rc = a.withUnsafeMutableBufferPointer { ab in
-            q.withUnsafeMutableBufferPointer { qb in vox_predict_slab(&p, vox.baseAddress, ab.baseAddress, qb.baseAddress) }
+        let rc = stats.withUnsafeMutableBufferPointer { st in
+            p.stats = st.baseAddress
+            return a.withUnsafeMutableBufferPointer { ab in
+                q.withUnsafeMutableBufferPointer { qb in vox_predict_slab(&p, vox.baseAddress, ab.baseAddress, qb.baseAddress) }
+            }
         }
         guard rc == Int32(VOX_OK) else { throw VoxError(.invalidArgument, SlabCoder.describe(rc)) }
-        return (a, q)
+        return (a, q, Int(stats[0]), Int(stats[1]))
     }
 }
 

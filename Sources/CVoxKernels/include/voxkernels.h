@@ -74,6 +74,57 @@ void vox_model_shape(const vox_model *m, int *H, int *I, int *T);
  */
 int vox_lstm_run(const vox_model *m, int n, const int16_t *x, int32_t *y, int kernel);
 
+/*
+ * The same computation, split by what each part depends on (docs/design.md, "LSTM work split
+ * by dependency"). The gate pre-activation of step t is
+ *     A_t = b + W_x x_t + W_h h_{t-1}        (mod 2^32)
+ * and its parts can be computed at different times and in any order: the results are
+ * bit-identical to vox_lstm_run with any kernel.
+ */
+
+/** Bytes of workspace vox_lstm_run_ws needs for n sequences (allocate once, reuse). */
+size_t vox_lstm_workspace_size(const vox_model *m, int n);
+/** vox_lstm_run with caller-provided scratch (vox_lstm_workspace_size(m, n) bytes, 4-aligned). */
+int vox_lstm_run_ws(const vox_model *m, int n, const int16_t *x, int32_t *y, int kernel, void *ws);
+
+/**
+ * Input projection of n step inputs: pre[s][j] = b[j] + sum_{i<I} W[j][i] * x[s * xstride + i]
+ * for s < n, j < 4H. Many vectors per weight load (a matrix-matrix product); the vectors may
+ * be steps of one sequence or of many. Reads exactly I inputs per vector.
+ */
+void vox_lstm_input_proj(const vox_model *m, int n, const int16_t *x, size_t xstride, int32_t *pre, int kernel);
+
+/**
+ * Runs steps t0..t1-1 of n sequences from the state (h[s][H], c[s][H]) (updated in place):
+ * A_t = pre[s * pre_stride + (t - t0) * 4H + j] + W_h h_{t-1}, i.e. pre holds each step's
+ * precomputed partial sum (the input projection with the bias, plus anything else).
+ * zero_state: start from h = c = 0 (h and c need not be initialised). acc: n * 4H scratch.
+ */
+void vox_lstm_steps(const vox_model *m, int n, int t0, int t1, const int32_t *pre, size_t pre_stride,
+                    int16_t *h, int32_t *c, int zero_state, int32_t *acc, int kernel);
+
+/** y[s] = bo + sum_j Wo[j] * h[s][j] (mod 2^32). */
+void vox_lstm_output(const vox_model *m, int n, const int16_t *h, int32_t *y);
+
+/**
+ * The per-voxel remainder for predictors with left voxels (the slab coder's split path).
+ * Inputs are x_k = (v_k - a) << s with a the anchor, which depends on the left voxel; with
+ * a reference value R known in advance and no input saturated,
+ *     W_x x = W_x ((v - R) << s) - ((a - R) << s) * sum_k W_x[:, k]        (mod 2^32)
+ * so the first term of every step can be projected for a whole row beforehand (pre, with
+ * vox_lstm_input_proj; the left-neighbour columns left at zero), and per voxel only
+ * dA = (a - R) << s, the left columns, the recurrent term and the activations remain.
+ * vox_split_new takes the neighbourhood's input slots (t * I + i) and which are left voxels;
+ * those columns are excluded from the sums S_t and supplied per voxel in xl, in neighbour
+ * order. Steps t < tv have all-zero inputs (slices before the slab): their state is constant
+ * and precomputed, and pre is not read for them.
+ */
+typedef struct vox_lstm_split vox_lstm_split;
+vox_lstm_split *vox_split_new(const vox_model *m, int n_cols, const int32_t *slot, const uint8_t *is_left);
+void vox_split_free(vox_lstm_split *sp);
+/** y of one voxel: pre[T][4H] as above, dA = (a - R) << s (mod 2^32), xl the left inputs. */
+int32_t vox_lstm_voxel(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl, int kernel);
+
 /* ---- slab coder --------------------------------------------------------------------- */
 
 typedef struct {
@@ -89,6 +140,8 @@ typedef struct {
     int32_t n_nb;
     const int32_t *nb_dx, *nb_dy, *nb_dz;
     const int32_t *nb_slot; /* position t * I + i of each neighbour in the input sequence */
+    int32_t reference;      /* 1: the monolithic path with the scalar kernel (what the split path must equal; tests) */
+    int64_t *stats;         /* NULL, or receives [0] voxels predicted by the split path, [1] by the monolithic one */
 } vox_slab_params;
 
 enum {

@@ -1,0 +1,64 @@
+import Foundation
+import XCTest
+import VoxCore
+import VoxCodec
+
+/// The committed golden streams (Tests/VoxCodecTests/golden, README there): v1 streams written
+/// by an earlier encoder must decode bit-exactly with every kernel, and today's encoder must
+/// write the same bytes again. A missing golden file is a failure, never a skip.
+final class GoldenStreamTests: XCTestCase {
+    static let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("golden")
+
+    static let streams: [(crop: String, tag: String)] =
+        ["ct", "mr", "emri"].flatMap { c in ["classical", "classical-par", "fast", "parallel", "default", "large"].map { (c, $0) } }
+        + [("ct", "default-adapted"), ("tiny", "paper")]
+
+    func load(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> [UInt8] {
+        let p = GoldenStreamTests.dir.appendingPathComponent(name).path
+        guard FileManager.default.fileExists(atPath: p) else {
+            XCTFail("golden file missing: \(p)", file: file, line: line)
+            throw VoxError(.io, "golden file missing: \(p)")
+        }
+        return try FileIO.read(p)
+    }
+
+    func testGoldenStreamsDecodeAndReencodeIdentically() throws {
+        XCTAssertEqual(GoldenStreamTests.streams.count, 20)
+        var crops: [String: [UInt8]] = [:]
+        for (crop, tag) in GoldenStreamTests.streams {
+            let name = "\(crop).\(tag).vxz"
+            let stream = try load(name)
+            if crops[crop] == nil { crops[crop] = try load("\(crop).raw") }
+            let raw = crops[crop]!
+            let h = try StreamHeader(parsing: stream, fileSize: stream.count, name: name)
+            XCTAssertEqual(h.shape.voxels * h.dtype.bytesPerVoxel, raw.count, name)
+            XCTAssertGreaterThan(h.slabs.count, 1, "\(name): several slabs")
+            XCTAssertTrue(h.slabs.allSatisfy { $0.method == .coded }, "\(name): every slab coded, none stored")
+            XCTAssertEqual(h.embeddedModel != nil, tag == "default-adapted", name)
+            for k in Kernel.available {
+                let dec = try VXZ.Decoder(stream: stream, name: name, kernel: k)
+                XCTAssertEqual(try dec.decodeVolume(threads: 2), raw, "\(name): decode with kernel \(k)")
+                // re-encode: same preset, slab size and model (the embedded one, if any)
+                let embedded = try h.embeddedModel.map { try LSTMModel(bytes: $0) }
+                let opts = EncodeOptions(preset: try Preset.named(h.preset), model: embedded, slabThickness: h.slabThickness,
+                                         threads: 2, kernel: k, embedModel: embedded != nil)
+                let again = try raw.withUnsafeBytes { try VXZ.encode(raw: $0, shape: h.shape, dtype: h.dtype, options: opts) }
+                XCTAssertEqual(again.count, stream.count, "\(name): re-encoded size with kernel \(k)")
+                XCTAssertTrue(again == stream, "\(name): re-encoded bytes differ with kernel \(k)")
+            }
+        }
+    }
+
+    func testGoldenChecksumsListEveryFile() throws {
+        let sums = String(decoding: try load("SHA256SUMS"), as: UTF8.self)
+        var listed: [String: String] = [:]
+        for line in sums.split(separator: "\n") {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            if f.count == 2 { listed[String(f[1])] = String(f[0]) }
+        }
+        let names = GoldenStreamTests.streams.map { "\($0.crop).\($0.tag).vxz" } + ["ct.raw", "mr.raw", "emri.raw", "tiny.raw"]
+        for n in names {
+            XCTAssertEqual(listed[n], Checksum.hex(Checksum.sha256(try load(n))), "\(n) changed since it was committed")
+        }
+    }
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Regenerates the golden streams of Tests/VoxCodecTests/golden (see README.md there).
+
+Run ONLY when a new format version is introduced, and then only to ADD files: the committed
+streams were written by the encoder of commit 5715dbb and must keep decoding forever.
+
+  python3 make_golden.py --voxfs .build/release/voxfs [--cache ~/.cache/voxfs] [--out DIR]
+
+Standard library only: crops are cut from the raw volumes of the data cache (x fastest,
+little-endian), written as CROP.raw with a CROP.json sidecar, then coded with
+`voxfs compress` for every preset.
+"""
+import argparse, json, os, subprocess, sys
+
+# name, source volume, x0, y0, z0, nx, ny, nz
+CROPS = [
+    ("ct", "ct_lung1", 200, 180, 20, 48, 40, 10),
+    ("mr", "mr_brain1", 90, 90, 8, 40, 36, 9),
+    ("emri", "dcm_emri_small", 12, 12, 2, 40, 40, 6),
+    ("tiny", "ct_lung1", 250, 250, 22, 12, 10, 4),
+]
+PRESETS = ["classical", "classical-par", "fast", "parallel", "default", "large"]
+# (crop, preset, extra flags, file tag)
+EXTRA = [("ct", "default", ["--adapt", "1"], "default-adapted"), ("tiny", "paper", [], "paper")]
+SLAB = 4
+SLAB_OF = {"tiny": 2}  # the tiny crop has 4 slices: two slabs
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--voxfs", required=True)
+    ap.add_argument("--cache", default=os.environ.get("VOXFS_CACHE") or os.path.expanduser("~/.cache/voxfs"))
+    ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    a = ap.parse_args()
+    for name, vol, x0, y0, z0, nx, ny, nz in CROPS:
+        meta = json.load(open(os.path.join(a.cache, "volumes", vol + ".json")))
+        sx, sy, sz = meta["shape"]
+        bpv = {"uint8": 1, "int16": 2, "uint16": 2}[meta["dtype"]]
+        raw = open(os.path.join(a.cache, "volumes", vol + ".raw"), "rb").read()
+        out = bytearray()
+        for z in range(z0, z0 + nz):
+            for y in range(y0, y0 + ny):
+                o = ((z * sy + y) * sx + x0) * bpv
+                out += raw[o:o + nx * bpv]
+        rp = os.path.join(a.out, name + ".raw")
+        open(rp, "wb").write(out)
+        json.dump({"shape": [nx, ny, nz], "dtype": meta["dtype"],
+                   "source": f"{vol} (sha256 {meta['sha256'][:16]}...), crop x {x0}+{nx}, y {y0}+{ny}, z {z0}+{nz}"},
+                  open(os.path.join(a.out, name + ".json"), "w"), indent=1)
+        jobs = [(p, [], p) for p in PRESETS] if name != "tiny" else []
+        jobs += [(p, f, tag) for c, p, f, tag in EXTRA if c == name]
+        for preset, flags, tag in jobs:
+            vp = os.path.join(a.out, f"{name}.{tag}.vxz")
+            subprocess.run([a.voxfs, "compress", rp, vp, "--preset", preset, "--slab", str(SLAB_OF.get(name, SLAB)), "-q"] + flags, check=True)
+            print(f"{name}.{tag}.vxz {os.path.getsize(vp)} bytes", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
