@@ -82,6 +82,15 @@ final class MountTests: ScratchTestCase {
             assert os.getxattr(p, 'user.voxfs.sha256').decode() == hashlib.sha256(open(p, 'rb').read()).hexdigest()
             assert float(os.getxattr(p, 'user.voxfs.ratio')) > 1.5
             assert int(os.getxattr(sys.argv[1], 'user.voxfs.stored_bytes')) > 0
+            assert os.getxattr(sys.argv[1], 'user.voxfs.integrity') == b'sound'
+            # an archive from elsewhere: no setuid programs or devices unless -o suid / -o dev
+            opts = [l.split()[3].split(',') for l in open('/proc/self/mounts') if l.split()[1] == sys.argv[1]][0]
+            assert 'nosuid' in opts and 'nodev' in opts and 'ro' in opts, opts
+            # the daemon is named after its binary (ps, top, systemd), not 'exe'
+            comms = [open(f'/proc/{p}/comm').read().strip() for p in os.listdir('/proc') if p.isdigit() and p != str(os.getpid()) and
+                     os.path.exists(f'/proc/{p}/cmdline') and b'--daemon-child' in open(f'/proc/{p}/cmdline', 'rb').read()
+                     and sys.argv[1].encode() in open(f'/proc/{p}/cmdline', 'rb').read()]
+            assert comms and all(c == 'voxfs' for c in comms), comms
             st = os.statvfs(sys.argv[1])
             assert st.f_blocks * st.f_frsize >= int(os.getxattr(sys.argv[1], 'user.voxfs.original_bytes'))
             print('xattrs ok')
