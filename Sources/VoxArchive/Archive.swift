@@ -438,18 +438,19 @@ public final class Archive: @unchecked Sendable {
     }
 
     /// Reads the whole tree, keeping what is sound: damage costs only the entries it touches.
-    public func scanTree() throws -> TreeScan {
+    /// `digest`: also check the tree digest (a SHA-256 per record; `entries()` skips it).
+    public func scanTree(digest checkDigest: Bool = true) throws -> TreeScan {
         var out = TreeScan()
         try read { t in
             var digest = TreeDigest()
             try t.scan(tree) { k, v in
-                digest.toggle(k, v, adding: true)
+                if checkDigest { digest.toggle(k, v, adding: true) }
                 do { out.entries.append(try decodeEntry(k, v)) } catch let e as VoxError {
                     out.damaged.append(Problem(path: String(decoding: k, as: UTF8.self), message: e.message))
                 }
                 return true
             }
-            if schema >= 2 {
+            if schema >= 2 && checkDigest {
                 do { out.digestMatches = try recordedDigest(t) == digest } catch { out.digestMatches = false }
             }
         }
@@ -457,7 +458,7 @@ public final class Archive: @unchecked Sendable {
     }
 
     /// Every sound entry, in path order (damaged records are left out: see `scanTree`).
-    public func entries() throws -> [Entry] { try scanTree().entries }
+    public func entries() throws -> [Entry] { try scanTree(digest: false).entries }
 
     public func entry(_ path: String) throws -> Entry? {
         let key = Array(path.utf8)
