@@ -87,14 +87,15 @@ compare: build data
 	  --out docs/benchmarks-compare.md --json .build/compare.json
 
 # Coverage-guided fuzzing of the C slab coder under ASan and UBSan (libFuzzer, the Swift
-# toolchain's clang): FUZZ_RUNS executions, starting from and adding to Tests/Fuzz/corpus/slab.
+# toolchain's clang): FUZZ_RUNS executions, seeded by the committed Tests/Fuzz/corpus/slab; new
+# inputs go to .build/fuzz/corpus, crashes to .build/fuzz/ (minimise them into the committed corpus).
 FUZZ_RUNS ?= 10000000
 CLANG ?= $(or $(shell command -v clang 2>/dev/null),/opt/swift/usr/bin/clang)
 fuzz-long:
-	mkdir -p .build/fuzz Tests/Fuzz/corpus/slab
+	mkdir -p .build/fuzz/corpus
 	$(CLANG) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE \
 	  -I Sources/CVoxKernels/include Sources/CVoxKernels/*.c Tests/Fuzz/fuzz_slab.c -o .build/fuzz/slab
-	.build/fuzz/slab -runs=$(FUZZ_RUNS) -max_len=4096 -jobs=$$(nproc) -workers=$$(nproc) -artifact_prefix=.build/fuzz/ Tests/Fuzz/corpus/slab
+	cd .build/fuzz && ./slab -runs=$(FUZZ_RUNS) -max_len=4096 -jobs=$$(nproc) -workers=$$(nproc) -artifact_prefix=./ corpus ../../Tests/Fuzz/corpus/slab
 
 # SOAK_SECONDS per cache size: 32 readers through the mount, every byte checked, peak memory
 SOAK_SECONDS ?= 600
