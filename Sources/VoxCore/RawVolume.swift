@@ -71,17 +71,30 @@ public enum FileIO {
 
     /// Writes a file atomically (temporary file in the same folder, then rename), so that a
     /// failed or interrupted write never leaves a partial file under the final name.
+    /// The file gets mode 0644 less the umask, as Foundation's atomic write gave it. Errors say
+    /// why with strerror ("No such file or directory", "No space left on device").
     public static func writeAtomically(_ path: String, _ bytes: [UInt8]) throws {
-        let url = URL(fileURLWithPath: path)
-        do {
-            try Data(bytes).write(to: url, options: .atomic)
-        } catch {
-            let ns = error as NSError
-            if let posix = ns.userInfo[NSUnderlyingErrorKey] as? NSError, posix.domain == NSPOSIXErrorDomain, posix.code == Int(ENOSPC) {
-                throw VoxError(.io, "cannot write \(path): no space left on device")
-            }
-            throw VoxError(.io, "cannot write \(path): \(error.localizedDescription)")
+        func fail() -> VoxError { VoxError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
+        let dir = (path as NSString).deletingLastPathComponent
+        var template = Array(((dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).voxfs-XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw fail() }
+        let tmp = String(cString: template)
+        var ok = false
+        defer { if !ok { unlink(tmp) } }
+        let mask = umask(0); umask(mask)
+        fchmod(fd, 0o644 & ~mask)
+        var off = 0
+        while off < bytes.count {
+            let n = bytes.withUnsafeBytes { Foundation.write(fd, $0.baseAddress! + off, $0.count - off) }
+            if n > 0 { off += n; continue }
+            if n < 0 && errno == EINTR { continue }
+            let e = errno; close(fd); errno = e
+            throw fail()
         }
+        guard close(fd) == 0 else { throw fail() }
+        guard rename(tmp, path) == 0 else { throw fail() }
+        ok = true
     }
 }
 
