@@ -250,8 +250,14 @@ public final class Archive: @unchecked Sendable {
     static func sealed(_ db: String, _ key: [UInt8], _ value: [UInt8]) -> [UInt8] {
         var w = ByteWriter()
         w.raw(value)
-        w.u32(Checksum.crc32c(Array(db.utf8) + [0] + key + value))
+        w.u32(sealCRC(db, key, value[...]))
         return w.bytes
+    }
+
+    /// CRC-32C(db ‖ 0x00 ‖ key ‖ value), chained piece by piece (no concatenated copy).
+    static func sealCRC(_ db: String, _ key: [UInt8], _ value: ArraySlice<UInt8>) -> UInt32 {
+        let head = Checksum.crc32c(key, seed: Checksum.crc32c(Array(db.utf8) + [0]))
+        return Checksum.crc32c(value, seed: head)
     }
 
     /// The value of a sealed record (the record itself in a version 1 archive), or nil when
@@ -259,10 +265,10 @@ public final class Archive: @unchecked Sendable {
     func unseal(_ db: String, _ key: [UInt8], _ record: [UInt8]) -> [UInt8]? {
         guard schema >= 2 else { return record }
         guard record.count >= 4 else { return nil }
-        let value = Array(record.dropLast(4))
+        let value = record.dropLast(4)
         var r = ByteReader(Array(record.suffix(4)))
-        guard let crc = try? r.u32(), crc == Checksum.crc32c(Array(db.utf8) + [0] + key + value) else { return nil }
-        return value
+        guard let crc = try? r.u32(), crc == Archive.sealCRC(db, key, value) else { return nil }
+        return Array(value)
     }
 
     /// The tree's digest: the XOR of SHA-256(key, 0, record) over every tree record, and their
