@@ -49,17 +49,6 @@ enum ReferenceLSTM {
 }
 
 final class KernelTests: XCTestCase {
-    func randomModel(H: Int, spec: String, seed: UInt64, big: Bool) throws -> LSTMModel {
-        var rng = SplitMix64(seed: seed)
-        let nb = try Neighbourhood(spec: spec)
-        let K = nb.stepInputs + H
-        let lim: Int64 = big ? 32767 : 3000
-        let W = (0..<(4 * H * K)).map { _ in Int16(rng.nextInt(in: -lim...lim)) }
-        let b = (0..<(4 * H)).map { _ in Int32(rng.nextInt(in: -(1 << 26)...(1 << 26))) }
-        let Wo = (0..<H).map { _ in Int16(rng.nextInt(in: -lim...lim)) }
-        return try LSTMModel(hidden: H, neighbourhood: nb, normShift: 12, outFracBits: 24, W: W, b: b, Wo: Wo, bo: Int32(rng.nextInt(in: -1000...1000)))
-    }
-
     func testActivationTablesMatchMath() {
         // the shipped constants are sigmoid/tanh rounded to Q14 (regenerable by scripts/gen_act_tables.py)
         XCTAssertEqual(ReferenceLSTM.sig[512], 8192)
@@ -71,7 +60,7 @@ final class KernelTests: XCTestCase {
     func testScalarKernelMatchesReferenceTranscription() throws {
         var rng = SplitMix64(seed: 99)
         for (H, spec, big) in [(4, "pyramid:5,3/slice", false), (8, "cube:3:1/row", true), (12, "pyramid:3/voxel/left", false), (32, "pyramid:7,5,3", true)] {
-            let m = try randomModel(H: H, spec: spec, seed: UInt64(H), big: big)
+            let m = try TestData.randomModel(H: H, spec: spec, seed: UInt64(H), big: big)
             let km = try m.makeKernelModel()
             let n = 37
             let x = (0..<(n * m.steps * m.stepInputs)).map { _ in Int16(rng.nextInt(in: -32767...32767)) }
@@ -88,7 +77,7 @@ final class KernelTests: XCTestCase {
         XCTAssertTrue(Kernel.available.contains(.scalar))
         for (i, H) in [4, 8, 16, 20, 32, 64, 128].enumerated() {
             for big in [false, true] {
-                let m = try randomModel(H: H, spec: ["pyramid:7,5,3", "pyramid:13,9,5,1/row", "cube:5/slice/left"][i % 3], seed: UInt64(1000 + i), big: big)
+                let m = try TestData.randomModel(H: H, spec: ["pyramid:7,5,3", "pyramid:13,9,5,1/row", "cube:5/slice/left"][i % 3], seed: UInt64(1000 + i), big: big)
                 let km = try m.makeKernelModel()
                 for n in [1, 3, 64, 130] {
                     let x = (0..<(n * m.steps * m.stepInputs)).map { _ in Int16(rng.nextInt(in: big ? -32767...32767 : -4096...4096)) }

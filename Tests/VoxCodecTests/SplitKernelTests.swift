@@ -34,18 +34,6 @@ final class SplitKernelTests: XCTestCase {
         XCTAssertEqual(Kernel.best, need.last!)
     }
 
-    func randomModel(H: Int, spec: String, seed: UInt64, big: Bool, normShift: Int = 12) throws -> LSTMModel {
-        var rng = SplitMix64(seed: seed)
-        let nb = try Neighbourhood(spec: spec)
-        let K = nb.stepInputs + H
-        let lim: Int64 = big ? 32767 : 3000
-        let W = (0..<(4 * H * K)).map { _ in Int16(rng.nextInt(in: -lim...lim)) }
-        let b = (0..<(4 * H)).map { _ in Int32(rng.nextInt(in: -(1 << 26)...(1 << 26))) }
-        let Wo = (0..<H).map { _ in Int16(rng.nextInt(in: -lim...lim)) }
-        return try LSTMModel(hidden: H, neighbourhood: nb, normShift: normShift, outFracBits: normShift + 12, W: W, b: b, Wo: Wo,
-                             bo: Int32(rng.nextInt(in: -1000...1000)))
-    }
-
     func testBatchedKernelsEqualScalarForEveryBatchSize() throws {
         let need = try requiredSIMDKernels()
         var ran = Set<Kernel>()
@@ -53,7 +41,7 @@ final class SplitKernelTests: XCTestCase {
         let specs = ["pyramid:7,5,3/slice/left", "pyramid:7,5,3/slice/noleft", "cube:3:1/row", "pyramid:5,3/voxel/left", "cube:5/slice"]
         for (i, H) in [4, 8, 12, 16, 20, 32, 64, 128].enumerated() {
             for big in [false, true] {
-                let m = try randomModel(H: H, spec: specs[i % specs.count], seed: UInt64(77 + i), big: big)
+                let m = try TestData.randomModel(H: H, spec: specs[i % specs.count], seed: UInt64(77 + i), big: big)
                 let km = try m.makeKernelModel()
                 for n in [1, 2, 3, 4, 5, 7, 31, 32, 33, 65, 130] + (H <= 32 ? [257] : []) {
                     let x = (0..<(n * m.steps * m.stepInputs)).map { _ in Int16(rng.nextInt(in: big ? -32767...32767 : -4096...4096)) }
@@ -74,7 +62,7 @@ final class SplitKernelTests: XCTestCase {
         _ = try requiredSIMDKernels()
         var rng = SplitMix64(seed: 31)
         for (H, spec) in [(8, "pyramid:7,5,3/slice/left"), (16, "pyramid:13,9,5,1/row/left"), (12, "cube:3:2/slice")] {
-            let m = try randomModel(H: H, spec: spec, seed: UInt64(H), big: true)
+            let m = try TestData.randomModel(H: H, spec: spec, seed: UInt64(H), big: true)
             let km = try m.makeKernelModel()
             let T = m.steps, I = m.stepInputs, G = 4 * H
             for n in [1, 5, 33] {
@@ -170,7 +158,7 @@ final class SplitKernelTests: XCTestCase {
         for i in 0..<v.count where rng.nextInt(in: 0...40) == 0 { v[i] = Int32(rng.nextInt(in: -1024...3000)) } // spikes
         for (H, spec, r, big) in [(16, "pyramid:7,5,3/slice/left", 7, true), (8, "pyramid:5,3/voxel/left", 12, false),
                                    (20, "cube:5:1/row/left", 5, true), (12, "pyramid:7,5,3/slice/left", 3, false)] {
-            let m = try randomModel(H: H, spec: spec, seed: UInt64(H * 7 + r), big: big, normShift: r)
+            let m = try TestData.randomModel(H: H, spec: spec, seed: UInt64(H * 7 + r), big: big, normShift: r)
             let n = try checkSplit(v, ct.shape, ct.dtype, model: m, slab: 3, label: "random \(spec) H=\(H) r=\(r)")
             XCTAssertGreaterThan(n.split, 0, "\(spec) r=\(r): split path used")
             XCTAssertGreaterThan(n.mono, 0, "\(spec) r=\(r): edges and spikes take the monolithic path")
