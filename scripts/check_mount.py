@@ -8,13 +8,14 @@ Usage: check_mount.py SOURCE MOUNTED   (MOUNTED: the folder in the mount that SO
 Prints one line per failure and "N checks ok, M failed"; exit status 1 on any failure.
 """
 
-import hashlib
 import json
 import os
 import random
 import stat
 import sys
 import threading
+
+from voxdata import sha256_file as sha
 
 ok = 0
 failed = 0
@@ -27,14 +28,6 @@ def check(cond, what):
     else:
         failed += 1
         print("FAIL", what, flush=True)
-
-
-def sha(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 def walk(root):

@@ -11,7 +11,8 @@ type, mode, owner, mtime, link target and SHA-256), so no source tree is needed.
 Derived from ../shared/tools/mutate_archive.py.
 
 usage: fuzz_archive.py ARCHIVE OUT [N] [MOUNT_EVERY] [--voxfs PATH] [--seed S]"""
-import argparse, hashlib, json, os, random, shutil, signal, stat, subprocess, sys, time
+import argparse, json, os, random, shutil, signal, stat, subprocess, sys, time
+from voxdata import sha256_file as sha
 
 ap = argparse.ArgumentParser()
 ap.add_argument("archive"); ap.add_argument("out")
@@ -28,13 +29,6 @@ manifest = json.load(open(os.path.splitext(args.archive)[0] + ".manifest.json"))
 ROOT = os.geteuid() == 0
 can_mount = ROOT and os.path.exists("/dev/fuse") and shutil.which("fusermount3")
 os.makedirs(OUT + "/keep", exist_ok=True)
-
-def sha(p):
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 # targets: each stored file's distinctive bytes, the bytes after every path key (tree entries,
 # and the entry records that follow them), LMDB's two meta pages

@@ -2,11 +2,21 @@
 (NAME.raw with a NAME.json sidecar) and hard-linked copies of cached trees."""
 
 import glob
+import hashlib
 import json
 import os
 import sys
 
 DTYPE_BYTES = {"uint8": 1, "int8": 1, "int16": 2, "uint16": 2}
+
+
+def sha256_file(path):
+    """Hex SHA-256 of a file, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
 
 
 def log(msg):
