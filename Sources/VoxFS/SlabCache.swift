@@ -1,4 +1,5 @@
 import Foundation
+import VoxCore
 
 /// Decoded slabs in an LRU bounded in bytes. Concurrent readers of one slab wait for a single
 /// decode (single flight); hits, misses, decodes and evictions are counted.
@@ -24,8 +25,8 @@ public final class SlabCache: @unchecked Sendable {
     private let cond = NSCondition()
     private var slabs: [Key: (bytes: [UInt8], used: UInt64)] = [:]
     private var flights: [Key: Flight] = [:]
-    /// Slabs whose decode failed (a damaged record cannot heal in a read-only archive): the
-    /// error is remembered, so that every later read of the slab fails at once instead of
+    /// Slabs whose decode found damage (a damaged record cannot heal in a read-only archive):
+    /// the error is remembered, so that every later read of the slab fails at once instead of
     /// decoding it again (a kernel retrying a failed page would otherwise wait seconds each time).
     private var failures: [Key: Error] = [:]
     static let maxFailures = 4096
@@ -47,8 +48,9 @@ public final class SlabCache: @unchecked Sendable {
     }
 
     /// The slab for `key`, decoding it with `decode` when it is not cached. A decode that is
-    /// already running for the key is waited for, not repeated. A failed decode is remembered
-    /// and its error thrown again without decoding.
+    /// already running for the key is waited for, not repeated. A decode that found damage
+    /// (`VoxError.Kind.corrupt`) is remembered and its error thrown again without decoding;
+    /// other failures (out of memory, an I/O error) are tried again next time.
     public func get(_ key: Key, prefetch: Bool = false, decode: () throws -> [UInt8]) throws -> [UInt8] {
         cond.lock()
         if let e = failures[key] {
@@ -82,7 +84,7 @@ public final class SlabCache: @unchecked Sendable {
         f.bytes = result; f.error = failure; f.done = true
         flights[key] = nil
         stats.decodes += 1
-        if let e = failure {
+        if let e = failure as? VoxError, e.kind == .corrupt {
             if failures.count >= SlabCache.maxFailures, let any = failures.keys.first { failures[any] = nil }
             failures[key] = e
         }

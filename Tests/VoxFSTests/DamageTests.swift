@@ -65,12 +65,15 @@ final class DamageTests: ScratchTestCase {
     }
 
     func testAFailedDecodeIsRememberedNotRepeated() throws {
-        struct Boom: Error {}
         let c = SlabCache(capacity: 1 << 20)
         var calls = 0
-        for _ in 0..<5 { XCTAssertThrowsError(try c.get(.init(volume: 1, slab: 0)) { calls += 1; throw Boom() }) }
-        XCTAssertEqual(calls, 1)
+        for _ in 0..<5 { XCTAssertThrowsError(try c.get(.init(volume: 1, slab: 0)) { calls += 1; throw VoxError(.corrupt, "slab 0 is damaged") }) }
+        XCTAssertEqual(calls, 1, "damage is remembered")
         XCTAssertTrue(c.contains(.init(volume: 1, slab: 0)))
+        // a failure that is not damage (here: I/O) is tried again
+        var io = 0
+        for _ in 0..<3 { XCTAssertThrowsError(try c.get(.init(volume: 2, slab: 0)) { io += 1; throw VoxError(.io, "EIO") }) }
+        XCTAssertEqual(io, 3)
         XCTAssertEqual(try c.get(.init(volume: 1, slab: 1)) { [1, 2, 3] }, [1, 2, 3], "other slabs still decode")
     }
 }
