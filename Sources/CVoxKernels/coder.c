@@ -20,6 +20,7 @@
 #include "voxkernels.h"
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 
 /* ---- adaptive binary range coder (LZMA-style carry handling) ---- */
 
@@ -113,16 +114,31 @@ static void model_init(model_t *m) {
     for (size_t i = 0; i < sizeof(model_t) / sizeof(prob_t); i++) p[i] = init;
 }
 
+#define NALPHA 4
+
+/* What a slice's coding leaves to the next: the adaptive probabilities and the alpha costs
+ * (format v1: one state runs through the whole slab; v2: each slice starts from a copy of
+ * the previous slice's state after its first state_rows rows). */
+typedef struct {
+    model_t model;
+    uint32_t alpha_cost[NCTX][NALPHA];
+} cstate_t;
+
+static void cstate_init(cstate_t *s) {
+    model_init(&s->model);
+    memset(s->alpha_cost, 0, sizeof s->alpha_cost);
+}
+
 typedef struct {
     int mode; /* 0 encode, 1 decode, 2 predict only */
     rc_enc enc;
     rc_dec dec;
-    model_t model;
+    cstate_t st;
 } coder_t;
 
 /* Codes (or decodes) residual e in context c, sign context sc. Returns e. */
 static inline int32_t code_residual(coder_t *C, int c, int sc, int32_t e) {
-    model_t *M = &C->model;
+    model_t *M = &C->st.model;
     if (C->mode == 0) {
         rc_enc *E = &C->enc;
         enc_bit(E, &M->zero[c], e == 0);
@@ -170,7 +186,6 @@ static inline int activity_ctx(uint32_t act) {
 
 /* ---- prediction ---- */
 
-#define NALPHA 4
 static const int32_t ALPHA[NALPHA] = {0, 2, 4, 6}; /* left-residual correction, in eighths */
 
 static inline int32_t med(int32_t a, int32_t b, int32_t c) {
@@ -194,6 +209,8 @@ typedef struct {
     int32_t *res;        /* [2][ny][nx] residuals of the final prediction */
     int32_t p1, p2;      /* last intra / inter predictions */
     int has_inter;
+    int left;            /* this slice's predictor sees the left voxel */
+    size_t ci, pi;       /* offsets of the current / previous slice's plane in eI, eX, res */
 } walk_t;
 
 /* Classical prediction of (x, y, z); uses only causal voxels. Sets w->p1, w->p2. */
@@ -203,10 +220,10 @@ static inline int32_t classical(walk_t *w, int x, int y, int z) {
     const size_t plane = (size_t)nx * ny;
     const int32_t *cur = w->vox + (size_t)z * plane;
     const int32_t *row = cur + (size_t)y * nx, *up = row - nx;
-    const int hasN = y > 0, hasW = p->left && x > 0;
+    const int hasN = y > 0, hasW = w->left && x > 0;
     const int xl = x > 0 ? x - 1 : 0, xr = x < nx - 1 ? x + 1 : nx - 1;
     int32_t p1;
-    if (p->left) {
+    if (w->left) {
         if (hasN && hasW) p1 = med(row[x - 1], up[x], up[xl]);
         else if (hasW) p1 = row[x - 1];
         else if (hasN) p1 = up[x];
@@ -218,7 +235,7 @@ static inline int32_t classical(walk_t *w, int x, int y, int z) {
     const int32_t *prev = cur - plane;
     const int32_t *prow = prev + (size_t)y * nx, *pup = prow - nx;
     int32_t P = prow[x], p2;
-    if (p->left) {
+    if (w->left) {
         if (hasN && hasW) p2 = P + med(row[x - 1] - prow[x - 1], up[x] - pup[x], up[xl] - pup[xl]);
         else if (hasW) p2 = P + row[x - 1] - prow[x - 1];
         else if (hasN) p2 = P + up[x] - pup[x];
@@ -229,7 +246,7 @@ static inline int32_t classical(walk_t *w, int x, int y, int z) {
     }
     w->p2 = p2;
     /* error-weighted blend: weights 1/E^2 with E the summed recent errors */
-    const size_t ci = (size_t)(z & 1) * plane, pi = (size_t)((z - 1) & 1) * plane;
+    const size_t ci = w->ci, pi = w->pi;
     const size_t o = (size_t)y * nx;
     int64_t E1 = 1 + w->eI[pi + o + x], E2 = 1 + w->eX[pi + o + x];
     if (hasN) {
@@ -464,132 +481,281 @@ static inline int split_voxel(const split_t *S, const vox_slab_params *p, const 
     return 1;
 }
 
-static int code_slab(const vox_slab_params *p, int32_t *vox, coder_t *C, int32_t *anchor_out, int32_t *pred_out) {
-    if (!check_params(p)) return VOX_ERR_PARAM;
-    const int nx = p->nx, ny = p->ny, nz = p->nz;
-    const size_t plane = (size_t)nx * ny;
-    int I = 0, T = 0, H = 0;
-    if (p->model) {
-        vox_model_shape(p->model, &H, &I, &T);
-        if (!nb_causal(p, T, I)) return VOX_ERR_PARAM;
-    }
-    walk_t w = {0};
-    w.p = p; w.vox = vox;
-    w.eI = calloc(2 * plane, sizeof(int32_t));
-    w.eX = calloc(2 * plane, sizeof(int32_t));
-    w.res = calloc(2 * plane, sizeof(int32_t));
-    int32_t *anch = malloc(sizeof(int32_t) * nx), *p1s = malloc(sizeof(int32_t) * nx),
-            *p2s = malloc(sizeof(int32_t) * nx), *preds = malloc(sizeof(int32_t) * nx);
-    int32_t *ys = malloc(sizeof(int32_t) * nx);
-    int16_t *X = p->model ? malloc(sizeof(int16_t) * (size_t)nx * T * I) : NULL;
-    /* LSTM scratch, once per slab: the row batch (no left voxels) or one voxel */
-    void *ws = p->model ? malloc(vox_lstm_workspace_size(p->model, p->left ? 1 : nx)) : NULL;
-    split_t S;
-    nbgeo_t geo;
-    int geo_ok = nbgeo_init(&geo, p);
-    int split_ok = split_init(&S, p, T, I, H) && geo_ok;
-    int rc = VOX_OK;
-    if (!w.eI || !w.eX || !w.res || !anch || !p1s || !p2s || !preds || !ys || (p->model && (!X || !ws)) || !split_ok) { rc = VOX_ERR_NOMEM; goto done; }
-    const int batch = p->model && !p->left;
-    int32_t lastbase_res = 0;
-    int64_t nsplit = 0, nmono = 0;
-    uint32_t alpha_cost[NCTX][NALPHA];
-    memset(alpha_cost, 0, sizeof alpha_cost);
+/* ---- the slab walk, one slice at a time ---- */
 
-    for (int z = 0; z < nz && rc == VOX_OK; z++) {
-        const size_t ci = (size_t)(z & 1) * plane, pi = (size_t)((z - 1) & 1) * plane;
-        for (int y = 0; y < ny && rc == VOX_OK; y++) {
-            int32_t *row = vox + (size_t)z * plane + (size_t)y * nx;
-            const size_t o = (size_t)y * nx;
-            const int tv = S.on ? split_tv(&S, z) : 0;
-            if (S.on) split_row(&S, p, &geo, vox, y, z, p->kernel);
-            const int k0 = geo.on ? nbgeo_first(p, z) : 0;
-            if (batch) {
-                for (int x = 0; x < nx; x++) {
-                    anch[x] = classical(&w, x, y, z);
-                    p1s[x] = w.p1; p2s[x] = w.p2;
-                    if (nbgeo_inside(&geo, p, x, y)) gather_inside(p, &geo, row + x, k0, T, I, anch[x], X + (size_t)x * T * I);
-                    else gather(p, vox, T, I, x, y, z, anch[x], X + (size_t)x * T * I);
-                }
-                if (vox_lstm_run_ws(p->model, nx, X, ys, p->reference ? VOX_KERNEL_SCALAR : p->kernel, ws) != 0) { rc = VOX_ERR_NOMEM; break; }
-                for (int x = 0; x < nx; x++) preds[x] = lstm_pred(p, anch[x], ys[x]);
-            }
-            for (int x = 0; x < nx; x++) {
-                int32_t a, pr, q1, q2;
-                if (batch) { a = anch[x]; q1 = p1s[x]; q2 = p2s[x]; pr = preds[x]; }
-                else {
-                    a = classical(&w, x, y, z); q1 = w.p1; q2 = w.p2;
-                    pr = a;
-                    if (p->model) {
-                        int32_t yv;
-                        if (S.on && split_voxel(&S, p, row, x, a, tv, p->kernel, &yv)) nsplit++;
-                        else {
-                            nmono++;
-                            if (nbgeo_inside(&geo, p, x, y)) gather_inside(p, &geo, row + x, k0, T, I, a, X);
-                            else gather(p, vox, T, I, x, y, z, a, X);
-                            if (vox_lstm_run_ws(p->model, 1, X, &yv, p->reference ? VOX_KERNEL_SCALAR : p->kernel, ws) != 0) { rc = VOX_ERR_NOMEM; break; }
-                        }
-                        pr = lstm_pred(p, a, yv);
-                    }
-                }
-                /* entropy context from neighbouring residuals (left one included) */
-                uint32_t act = 0;
-                int sc = 0;
-                if (x > 0) {
-                    int32_t rw = w.res[ci + o + x - 1];
-                    act += 2 * (uint32_t)iabs(rw);
-                    sc = rw > 0 ? 1 : (rw < 0 ? 2 : 0);
-                }
-                if (y > 0) {
-                    const size_t u = o - nx;
-                    act += (uint32_t)iabs(w.res[ci + u + x]);
-                    act += ((uint32_t)iabs(w.res[ci + u + (x > 0 ? x - 1 : x)]) + (uint32_t)iabs(w.res[ci + u + (x < nx - 1 ? x + 1 : x)])) >> 1;
-                }
-                if (z > 0) act += (uint32_t)iabs(w.res[pi + o + x]);
-                if (z > 0) act += (uint32_t)iabs(q1 - q2) >> 1;
-                int c = activity_ctx(act);
-                /* left-residual correction: without left voxels the predictor never saw the
-                 * voxel to its left, but the coder has it; add alpha * (its residual), alpha
-                 * the candidate with the smallest recent error (identical in the decoder). */
-                int32_t rl = 0, base = pr;
-                if (!p->left && x > 0) {
-                    rl = lastbase_res;
-                    int best = 0;
-                    for (int k = 1; k < NALPHA; k++) if (alpha_cost[c][k] < alpha_cost[c][best]) best = k;
-                    pr = clampv((int64_t)pr + (((int64_t)rl * ALPHA[best] + 4) >> 3), p->vmin, p->vmax);
-                }
-                int32_t v;
-                if (C->mode == 0) {
-                    v = row[x];
-                    code_residual(C, c, sc, v - pr);
-                    if (C->enc.oom) { rc = VOX_ERR_NOMEM; break; }
-                } else if (C->mode == 1) {
-                    int64_t vv = (int64_t)pr + code_residual(C, c, sc, 0);
-                    if (vv < p->vmin || vv > p->vmax) { rc = VOX_ERR_CORRUPT; break; }
-                    v = (int32_t)vv;
-                    row[x] = v;
-                } else {
-                    v = row[x];
-                    if (anchor_out) anchor_out[(size_t)z * plane + o + x] = a;
-                    if (pred_out) pred_out[(size_t)z * plane + o + x] = pr;
-                }
-                if (!p->left && x > 0)
-                    for (int k = 0; k < NALPHA; k++) {
-                        int64_t ek = (int64_t)v - base - (((int64_t)rl * ALPHA[k] + 4) >> 3);
-                        alpha_cost[c][k] += (uint32_t)(ek < 0 ? (-ek > 65535 ? 65535 : -ek) : ek > 65535 ? 65535 : ek) - (alpha_cost[c][k] >> 5);
-                    }
-                w.eI[ci + o + x] = iabs(v - q1);
-                w.eX[ci + o + x] = iabs(v - q2);
-                w.res[ci + o + x] = v - pr;
-                lastbase_res = v - base;
-            }
-        }
+#define MAXDEPTH 32
+
+/* What every slice of one slab shares: the voxels, the rings of error and residual planes,
+ * the neighbourhood geometry and, when slices run on several threads (format v2's
+ * wavefront), the rows each slice has finished. */
+typedef struct {
+    const vox_slab_params *p;
+    int32_t *vox;
+    int np;                       /* planes in each ring; slice z uses plane z % np */
+    int32_t *eI, *eX, *res;       /* [np][ny][nx] abs errors of the intra / inter predictors, residuals */
+    int T, I, H;
+    nbgeo_t geo;
+    int depth;                    /* slice z reads slices z-1 .. z-depth */
+    int reach[MAXDEPTH];          /* row y of slice z reads rows <= y + reach[k-1] of slice z-k */
+    int32_t *anchor_out, *pred_out;
+    /* wavefront (several threads): rows[z] = rows of slice z finished */
+    int threaded;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int *rows;
+    int abort, reported;
+} slab_t;
+
+/* Per-thread scratch: the row's anchors and predictions, LSTM inputs and workspace. */
+typedef struct {
+    int32_t *anch, *p1s, *p2s, *preds, *ys;
+    int16_t *X;
+    void *ws;
+    split_t S;
+    int64_t nsplit, nmono;
+} scratch_t;
+
+static void scratch_free(scratch_t *s) {
+    free(s->anch); free(s->p1s); free(s->p2s); free(s->preds); free(s->ys); free(s->X); free(s->ws);
+    split_free(&s->S);
+    memset(s, 0, sizeof *s);
+}
+
+static int scratch_init(scratch_t *s, const slab_t *B) {
+    const vox_slab_params *p = B->p;
+    const int nx = p->nx;
+    memset(s, 0, sizeof *s);
+    s->anch = malloc(sizeof(int32_t) * nx); s->p1s = malloc(sizeof(int32_t) * nx);
+    s->p2s = malloc(sizeof(int32_t) * nx); s->preds = malloc(sizeof(int32_t) * nx);
+    s->ys = malloc(sizeof(int32_t) * nx);
+    int ok = s->anch && s->p1s && s->p2s && s->preds && s->ys;
+    if (p->model) {
+        s->X = malloc(sizeof(int16_t) * (size_t)nx * B->T * B->I);
+        s->ws = malloc(vox_lstm_workspace_size(p->model, p->left ? 1 : nx));
+        ok = ok && s->X && s->ws && split_init(&s->S, p, B->T, B->I, B->H);
     }
-done:
-    if (p->stats) { p->stats[0] = nsplit; p->stats[1] = nmono; }
-    free(w.eI); free(w.eX); free(w.res); free(anch); free(p1s); free(p2s); free(preds); free(ys); free(X); free(ws);
-    split_free(&S);
-    free(geo.off);
+    if (!ok) { scratch_free(s); return 0; }
+    return 1;
+}
+
+static void slab_free(slab_t *B) {
+    free(B->eI); free(B->eX); free(B->res); free(B->geo.off); free(B->rows);
+    if (B->threaded) { pthread_mutex_destroy(&B->mu); pthread_cond_destroy(&B->cv); }
+}
+
+/* Sets up the shared part of a slab walk with `np` planes per ring (>= 2). */
+static int slab_init(slab_t *B, const vox_slab_params *p, int32_t *vox, int np, int threaded) {
+    memset(B, 0, sizeof *B);
+    if (!check_params(p)) return VOX_ERR_PARAM;
+    B->p = p; B->vox = vox;
+    if (p->model) {
+        vox_model_shape(p->model, &B->H, &B->I, &B->T);
+        if (!nb_causal(p, B->T, B->I)) return VOX_ERR_PARAM;
+    }
+    const size_t plane = (size_t)p->nx * p->ny;
+    if (np > p->nz + 1) np = p->nz + 1;
+    if (np < 2) np = 2;
+    B->np = np;
+    B->eI = calloc((size_t)np * plane, sizeof(int32_t));
+    B->eX = calloc((size_t)np * plane, sizeof(int32_t));
+    B->res = calloc((size_t)np * plane, sizeof(int32_t));
+    int geo_ok = nbgeo_init(&B->geo, p);
+    B->depth = 1;
+    for (int k = 0; k < MAXDEPTH; k++) B->reach[k] = 0;
+    if (p->model)
+        for (int i = 0; i < p->n_nb; i++) {
+            int k = -p->nb_dz[i];
+            if (k < 1) continue;
+            if (k > MAXDEPTH) return VOX_ERR_PARAM;
+            if (k > B->depth) B->depth = k;
+            if (p->nb_dy[i] > B->reach[k - 1]) B->reach[k - 1] = p->nb_dy[i];
+        }
+    if (threaded) {
+        B->rows = calloc((size_t)p->nz, sizeof(int));
+        if (!B->rows) { slab_free(B); return VOX_ERR_NOMEM; }
+        pthread_mutex_init(&B->mu, NULL);
+        pthread_cond_init(&B->cv, NULL);
+        B->threaded = 1;
+    }
+    if (!B->eI || !B->eX || !B->res || !geo_ok) { slab_free(B); return VOX_ERR_NOMEM; }
+    return VOX_OK;
+}
+
+/* Waits until every row that row y of slice z reads is decoded; 0 if the walk was stopped. */
+static int wait_rows(slab_t *B, int z, int y) {
+    if (!B->threaded || z == 0) return 1;
+    const int ny = B->p->ny;
+    pthread_mutex_lock(&B->mu);
+    for (;;) {
+        if (B->abort) break;
+        int ready = 1;
+        for (int k = 1; k <= B->depth && k <= z && ready; k++) {
+            int need = y + B->reach[k - 1] + 1;
+            if (need > ny) need = ny;
+            if (B->rows[z - k] < need) ready = 0;
+        }
+        if (ready) break;
+        pthread_cond_wait(&B->cv, &B->mu);
+    }
+    int ok = !B->abort;
+    pthread_mutex_unlock(&B->mu);
+    return ok;
+}
+
+static void publish_row(slab_t *B, int z, int rows) {
+    if (!B->threaded) return;
+    pthread_mutex_lock(&B->mu);
+    B->rows[z] = rows;
+    pthread_cond_broadcast(&B->cv);
+    pthread_mutex_unlock(&B->mu);
+}
+
+/*
+ * Codes slice z with the coder C: with the slab's model when use_model (else the classical
+ * predictor alone), seeing left voxels when `left`. When snap is set, the coder state after
+ * the first snap_rows rows is copied there (before those rows are published).
+ */
+static int code_slice(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model, int left, cstate_t *snap, int snap_rows) {
+    const vox_slab_params *p = B->p;
+    const int nx = p->nx, ny = p->ny;
+    const size_t plane = (size_t)nx * ny;
+    int32_t *vox = B->vox;
+    const vox_model *model = use_model ? p->model : NULL;
+    const int T = B->T, I = B->I;
+    const nbgeo_t *geo = &B->geo;
+    walk_t w;
+    memset(&w, 0, sizeof w);
+    w.p = p; w.vox = vox; w.eI = B->eI; w.eX = B->eX; w.res = B->res; w.left = left;
+    w.ci = (size_t)(z % B->np) * plane;
+    w.pi = z > 0 ? (size_t)((z - 1) % B->np) * plane : 0;
+    const size_t ci = w.ci, pi = w.pi;
+    split_t *S = &s->S;
+    const int split_on = model && left && S->on;
+    const int batch = model && !left;
+    const int kern = p->reference ? VOX_KERNEL_SCALAR : p->kernel;
+    uint32_t (*alpha_cost)[NALPHA] = C->st.alpha_cost;
+    int32_t lastbase_res = 0;
+    int rc = VOX_OK;
+    for (int y = 0; y < ny && rc == VOX_OK; y++) {
+        if (!wait_rows(B, z, y)) return VOX_ERR_ABORT;
+        int32_t *row = vox + (size_t)z * plane + (size_t)y * nx;
+        const size_t o = (size_t)y * nx;
+        const int tv = split_on ? split_tv(S, z) : 0;
+        if (split_on) split_row(S, p, geo, vox, y, z, p->kernel);
+        const int k0 = model && geo->on ? nbgeo_first(p, z) : 0;
+        if (batch) {
+            for (int x = 0; x < nx; x++) {
+                s->anch[x] = classical(&w, x, y, z);
+                s->p1s[x] = w.p1; s->p2s[x] = w.p2;
+                if (nbgeo_inside(geo, p, x, y)) gather_inside(p, geo, row + x, k0, T, I, s->anch[x], s->X + (size_t)x * T * I);
+                else gather(p, vox, T, I, x, y, z, s->anch[x], s->X + (size_t)x * T * I);
+            }
+            if (vox_lstm_run_ws(model, nx, s->X, s->ys, kern, s->ws) != 0) { rc = VOX_ERR_NOMEM; break; }
+            for (int x = 0; x < nx; x++) s->preds[x] = lstm_pred(p, s->anch[x], s->ys[x]);
+        }
+        for (int x = 0; x < nx; x++) {
+            int32_t a, pr, q1, q2;
+            if (batch) { a = s->anch[x]; q1 = s->p1s[x]; q2 = s->p2s[x]; pr = s->preds[x]; }
+            else {
+                a = classical(&w, x, y, z); q1 = w.p1; q2 = w.p2;
+                pr = a;
+                if (model) {
+                    int32_t yv;
+                    if (split_on && split_voxel(S, p, row, x, a, tv, p->kernel, &yv)) s->nsplit++;
+                    else {
+                        s->nmono++;
+                        if (nbgeo_inside(geo, p, x, y)) gather_inside(p, geo, row + x, k0, T, I, a, s->X);
+                        else gather(p, vox, T, I, x, y, z, a, s->X);
+                        if (vox_lstm_run_ws(model, 1, s->X, &yv, kern, s->ws) != 0) { rc = VOX_ERR_NOMEM; break; }
+                    }
+                    pr = lstm_pred(p, a, yv);
+                }
+            }
+            /* entropy context from neighbouring residuals (left one included) */
+            uint32_t act = 0;
+            int sc = 0;
+            if (x > 0) {
+                int32_t rw = w.res[ci + o + x - 1];
+                act += 2 * (uint32_t)iabs(rw);
+                sc = rw > 0 ? 1 : (rw < 0 ? 2 : 0);
+            }
+            if (y > 0) {
+                const size_t u = o - nx;
+                act += (uint32_t)iabs(w.res[ci + u + x]);
+                act += ((uint32_t)iabs(w.res[ci + u + (x > 0 ? x - 1 : x)]) + (uint32_t)iabs(w.res[ci + u + (x < nx - 1 ? x + 1 : x)])) >> 1;
+            }
+            if (z > 0) act += (uint32_t)iabs(w.res[pi + o + x]);
+            if (z > 0) act += (uint32_t)iabs(q1 - q2) >> 1;
+            int c = activity_ctx(act);
+            /* left-residual correction: without left voxels the predictor never saw the
+             * voxel to its left, but the coder has it; add alpha * (its residual), alpha
+             * the candidate with the smallest recent error (identical in the decoder). */
+            int32_t rl = 0, base = pr;
+            if (!left && x > 0) {
+                rl = lastbase_res;
+                int best = 0;
+                for (int k = 1; k < NALPHA; k++) if (alpha_cost[c][k] < alpha_cost[c][best]) best = k;
+                pr = clampv((int64_t)pr + (((int64_t)rl * ALPHA[best] + 4) >> 3), p->vmin, p->vmax);
+            }
+            int32_t v;
+            if (C->mode == 0) {
+                v = row[x];
+                code_residual(C, c, sc, v - pr);
+                if (C->enc.oom) { rc = VOX_ERR_NOMEM; break; }
+            } else if (C->mode == 1) {
+                int64_t vv = (int64_t)pr + code_residual(C, c, sc, 0);
+                if (vv < p->vmin || vv > p->vmax) { rc = VOX_ERR_CORRUPT; break; }
+                v = (int32_t)vv;
+                row[x] = v;
+            } else {
+                v = row[x];
+                if (B->anchor_out) B->anchor_out[(size_t)z * plane + o + x] = a;
+                if (B->pred_out) B->pred_out[(size_t)z * plane + o + x] = pr;
+            }
+            if (!left && x > 0)
+                for (int k = 0; k < NALPHA; k++) {
+                    int64_t ek = (int64_t)v - base - (((int64_t)rl * ALPHA[k] + 4) >> 3);
+                    alpha_cost[c][k] += (uint32_t)(ek < 0 ? (-ek > 65535 ? 65535 : -ek) : ek > 65535 ? 65535 : ek) - (alpha_cost[c][k] >> 5);
+                }
+            w.eI[ci + o + x] = iabs(v - q1);
+            w.eX[ci + o + x] = iabs(v - q2);
+            w.res[ci + o + x] = v - pr;
+            lastbase_res = v - base;
+        }
+        if (rc != VOX_OK) break;
+        if (snap && y + 1 == snap_rows) *snap = C->st;
+        publish_row(B, z, y + 1);
+    }
+    return rc;
+}
+
+static void enc_start(coder_t *C) {
+    C->mode = 0;
+    memset(&C->enc, 0, sizeof C->enc);
+    C->enc.range = 0xFFFFFFFFu;
+    C->enc.cache_size = 1;
+}
+
+static void dec_start(coder_t *C, const uint8_t *in, size_t len) {
+    C->mode = 1;
+    C->dec.p = in; C->dec.end = in + len;
+    C->dec.range = 0xFFFFFFFFu;
+    C->dec.code = 0;
+    for (int i = 0; i < 5; i++) C->dec.code = (C->dec.code << 8) | dec_byte(&C->dec);
+}
+
+/* Format v1: one coder state and one range-coded stream for the whole slab. */
+static int code_slab_v1(const vox_slab_params *p, int32_t *vox, coder_t *C, int32_t *anchor_out, int32_t *pred_out) {
+    slab_t B;
+    int rc = slab_init(&B, p, vox, 2, 0);
+    if (rc != VOX_OK) return rc;
+    B.anchor_out = anchor_out; B.pred_out = pred_out;
+    scratch_t s;
+    if (!scratch_init(&s, &B)) { slab_free(&B); return VOX_ERR_NOMEM; }
+    for (int z = 0; z < p->nz && rc == VOX_OK; z++) rc = code_slice(&B, &s, C, z, p->model != NULL, p->left, NULL, 0);
+    if (p->stats) { p->stats[0] = s.nsplit; p->stats[1] = s.nmono; }
+    scratch_free(&s);
+    slab_free(&B);
     return rc;
 }
 
@@ -602,11 +768,9 @@ int64_t vox_encode_slab(const vox_slab_params *p, const int32_t *vox, uint8_t **
     coder_t *C = malloc(sizeof *C);
     if (!C) return VOX_ERR_NOMEM;
     memset(C, 0, sizeof *C);
-    C->mode = 0;
-    C->enc.range = 0xFFFFFFFFu;
-    C->enc.cache_size = 1;
-    model_init(&C->model);
-    int rc = code_slab(p, (int32_t *)vox, C, NULL, NULL); /* vox is only read in encode mode */
+    enc_start(C);
+    cstate_init(&C->st);
+    int rc = code_slab_v1(p, (int32_t *)vox, C, NULL, NULL); /* vox is only read in encode mode */
     if (rc == VOX_OK) for (int i = 0; i < 5; i++) enc_shift_low(&C->enc);
     if (rc == VOX_OK && C->enc.oom) rc = VOX_ERR_NOMEM;
     if (rc != VOX_OK) { free(C->enc.buf); free(C); return rc; }
@@ -621,12 +785,9 @@ int vox_decode_slab(const vox_slab_params *p, const uint8_t *in, size_t len, int
     coder_t *C = malloc(sizeof *C);
     if (!C) return VOX_ERR_NOMEM;
     memset(C, 0, sizeof *C);
-    C->mode = 1;
-    C->dec.p = in; C->dec.end = in + len;
-    C->dec.range = 0xFFFFFFFFu;
-    for (int i = 0; i < 5; i++) C->dec.code = (C->dec.code << 8) | dec_byte(&C->dec);
-    model_init(&C->model);
-    int rc = code_slab(p, vox, C, NULL, NULL);
+    dec_start(C, in, len);
+    cstate_init(&C->st);
+    int rc = code_slab_v1(p, vox, C, NULL, NULL);
     free(C);
     return rc;
 }
@@ -636,8 +797,212 @@ int vox_predict_slab(const vox_slab_params *p, const int32_t *vox, int32_t *anch
     if (!C) return VOX_ERR_NOMEM;
     memset(C, 0, sizeof *C);
     C->mode = 2;
-    int rc = code_slab(p, (int32_t *)vox, C, anchor, pred);
+    cstate_init(&C->st);
+    int rc = code_slab_v1(p, (int32_t *)vox, C, anchor, pred);
     free(C);
+    return rc;
+}
+
+/* ---- format v2: one range-coded stream per slice ---- */
+
+/*
+ * Slice z of a v2 slab is its own range-coded stream. Its coder state starts as the state
+ * slice z-1 had after its first W = min(state_rows, ny) rows (slice 0: the initial state),
+ * and it is predicted either with the stream's predictor (pred 0) or with the classical
+ * predictor with left voxels (pred 1). Slice z row y reads only rows <= y + reach of the
+ * slices before it, so slice z can run W rows behind slice z-1 on another thread.
+ */
+
+int64_t vox_encode_slab_v2(const vox_slab_params *p, int32_t state_rows, int32_t choose, const int32_t *vox,
+                           uint8_t **out, uint32_t *slice_len, uint8_t *slice_pred) {
+    *out = NULL;
+    if (!check_params(p) || state_rows < 1) return VOX_ERR_PARAM;
+    const size_t plane = (size_t)p->nx * p->ny, n = plane * p->nz;
+    for (size_t i = 0; i < n; i++)
+        if (vox[i] < p->vmin || vox[i] > p->vmax) return VOX_ERR_RANGE;
+    const int W = state_rows < p->ny ? state_rows : p->ny;
+    slab_t B;
+    int rc = slab_init(&B, p, (int32_t *)vox, 2, 0);
+    if (rc != VOX_OK) return rc;
+    scratch_t s;
+    coder_t *C = calloc(2, sizeof(coder_t));
+    cstate_t *st = calloc(3, sizeof(cstate_t)); /* [0] slice start, [1] [2] the candidates' snapshots */
+    int32_t *keep = choose && p->model ? malloc(sizeof(int32_t) * 3 * plane) : NULL;
+    uint8_t *buf = NULL;
+    size_t blen = 0, bcap = 0;
+    if (!C || !st || (choose && p->model && !keep)) { rc = VOX_ERR_NOMEM; goto out; }
+    if (!scratch_init(&s, &B)) { rc = VOX_ERR_NOMEM; goto out0; }
+    cstate_init(&st[0]);
+    for (int z = 0; z < p->nz && rc == VOX_OK; z++) {
+        const size_t ci = (size_t)(z % B.np) * plane;
+        int ncand = keep ? 2 : 1, best = 0;
+        /* candidate 1 (classical with left voxels) first, so that its planes can be kept aside */
+        for (int k = ncand - 1; k >= 0 && rc == VOX_OK; k--) {
+            coder_t *K = &C[k];
+            enc_start(K);
+            K->st = st[0];
+            int use_model = k == 0 && p->model != NULL, left = k == 0 ? p->left : 1;
+            rc = code_slice(&B, &s, K, z, use_model, left, &st[1 + k], W);
+            if (rc == VOX_OK) for (int i = 0; i < 5; i++) enc_shift_low(&K->enc);
+            if (rc == VOX_OK && K->enc.oom) rc = VOX_ERR_NOMEM;
+            if (rc == VOX_OK && k == 1) {
+                memcpy(keep, B.eI + ci, sizeof(int32_t) * plane);
+                memcpy(keep + plane, B.eX + ci, sizeof(int32_t) * plane);
+                memcpy(keep + 2 * plane, B.res + ci, sizeof(int32_t) * plane);
+            }
+        }
+        if (rc != VOX_OK) break;
+        if (ncand == 2 && C[1].enc.len < C[0].enc.len) {
+            best = 1;
+            memcpy(B.eI + ci, keep, sizeof(int32_t) * plane);
+            memcpy(B.eX + ci, keep + plane, sizeof(int32_t) * plane);
+            memcpy(B.res + ci, keep + 2 * plane, sizeof(int32_t) * plane);
+        }
+        rc_enc *E = &C[best].enc;
+        if (blen + E->len > bcap) {
+            size_t nc = (blen + E->len) * 2;
+            uint8_t *nb = realloc(buf, nc);
+            if (!nb) { rc = VOX_ERR_NOMEM; break; }
+            buf = nb; bcap = nc;
+        }
+        memcpy(buf + blen, E->buf, E->len);
+        blen += E->len;
+        slice_len[z] = (uint32_t)E->len;
+        slice_pred[z] = (uint8_t)best;
+        st[0] = st[1 + best];
+        for (int k = 0; k < ncand; k++) { free(C[k].enc.buf); C[k].enc.buf = NULL; }
+    }
+    if (p->stats) { p->stats[0] = s.nsplit; p->stats[1] = s.nmono; }
+    scratch_free(&s);
+out0:
+    for (int k = 0; k < 2 && C; k++) free(C[k].enc.buf);
+out:
+    free(C); free(st); free(keep);
+    slab_free(&B);
+    if (rc != VOX_OK) { free(buf); return rc; }
+    if (!buf) buf = malloc(1);
+    *out = buf;
+    return (int64_t)blen;
+}
+
+typedef struct {
+    slab_t *B;
+    int nthreads, W;
+    const uint8_t *const *data;
+    const size_t *len;
+    const uint8_t *pred;
+    cstate_t *snaps;              /* [np] the snapshot slice z leaves for slice z+1, at z % np */
+    vox_slice_cb cb;
+    void *ctx;
+    int rc, failed;               /* the first failure and its slice (guarded by B->mu) */
+    int64_t nsplit, nmono;
+} v2job_t;
+
+typedef struct { v2job_t *J; int tid; } v2arg_t;
+
+static void v2_fail(v2job_t *J, int z, int rc) {
+    slab_t *B = J->B;
+    if (B->threaded) pthread_mutex_lock(&B->mu);
+    if (J->rc == VOX_OK) { J->rc = rc; J->failed = z; }
+    B->abort = 1;
+    if (B->threaded) { pthread_cond_broadcast(&B->cv); pthread_mutex_unlock(&B->mu); }
+}
+
+static void *v2_worker(void *arg) {
+    v2job_t *J = ((v2arg_t *)arg)->J;
+    const int tid = ((v2arg_t *)arg)->tid;
+    slab_t *B = J->B;
+    const vox_slab_params *p = B->p;
+    scratch_t s;
+    coder_t *C = malloc(sizeof *C);
+    if (!C || !scratch_init(&s, B)) {
+        free(C);
+        v2_fail(J, tid, VOX_ERR_NOMEM);
+        return NULL;
+    }
+    for (int z = tid; z < p->nz; z += J->nthreads) {
+        memset(C, 0, sizeof *C);
+        if (z == 0) cstate_init(&C->st);
+        else {
+            /* the previous slice's state after its first W rows */
+            if (B->threaded) {
+                pthread_mutex_lock(&B->mu);
+                while (!B->abort && B->rows[z - 1] < J->W) pthread_cond_wait(&B->cv, &B->mu);
+                int ab = B->abort;
+                pthread_mutex_unlock(&B->mu);
+                if (ab) break;
+            } else if (B->abort) break;
+            C->st = J->snaps[(z - 1) % B->np];
+        }
+        dec_start(C, J->data[z], J->len[z]);
+        int use_model = J->pred[z] == 0 && p->model != NULL, left = J->pred[z] == 0 ? p->left : 1;
+        int rc = code_slice(B, &s, C, z, use_model, left, &J->snaps[z % B->np], J->W);
+        if (rc != VOX_OK) {
+            if (rc != VOX_ERR_ABORT) v2_fail(J, z, rc);
+            break;
+        }
+        /* report slices in order */
+        if (B->threaded) {
+            pthread_mutex_lock(&B->mu);
+            while (!B->abort && B->reported != z) pthread_cond_wait(&B->cv, &B->mu);
+            int ab = B->abort;
+            pthread_mutex_unlock(&B->mu);
+            if (ab) break;
+        }
+        int r = J->cb ? J->cb(J->ctx, z) : 0;
+        if (r != 0) { v2_fail(J, z, VOX_ERR_ABORT); break; }
+        if (B->threaded) {
+            pthread_mutex_lock(&B->mu);
+            B->reported = z + 1;
+            pthread_cond_broadcast(&B->cv);
+            pthread_mutex_unlock(&B->mu);
+        } else B->reported = z + 1;
+    }
+    if (B->threaded) pthread_mutex_lock(&B->mu);
+    J->nsplit += s.nsplit; J->nmono += s.nmono;
+    if (B->threaded) pthread_mutex_unlock(&B->mu);
+    scratch_free(&s);
+    free(C);
+    return NULL;
+}
+
+int vox_decode_slab_v2(const vox_slab_params *p, int32_t state_rows, const uint8_t *const *data, const size_t *len,
+                       const uint8_t *pred, int32_t *vox, int32_t threads, vox_slice_cb cb, void *ctx,
+                       int32_t *failed_slice) {
+    if (failed_slice) *failed_slice = -1;
+    if (!check_params(p) || state_rows < 1) return VOX_ERR_PARAM;
+    for (int z = 0; z < p->nz; z++) if (pred[z] > 1 || (pred[z] == 1 && !p->model)) return VOX_ERR_PARAM;
+    int nt = threads < 1 ? 1 : threads;
+    if (nt > p->nz) nt = p->nz;
+    if (nt > 16) nt = 16;
+    slab_t B;
+    int rc = slab_init(&B, p, vox, nt + 1, nt > 1);
+    if (rc != VOX_OK) return rc;
+    v2job_t J;
+    memset(&J, 0, sizeof J);
+    J.B = &B; J.nthreads = nt; J.W = state_rows < p->ny ? state_rows : p->ny;
+    J.data = data; J.len = len; J.pred = pred; J.cb = cb; J.ctx = ctx; J.failed = -1;
+    J.snaps = calloc((size_t)B.np, sizeof(cstate_t));
+    if (!J.snaps) { slab_free(&B); return VOX_ERR_NOMEM; }
+    v2arg_t args[16];
+    pthread_t th[16];
+    int started = 1;
+    for (int t = 0; t < nt; t++) { args[t].J = &J; args[t].tid = t; }
+    for (int t = 1; t < nt; t++) {
+        if (pthread_create(&th[t], NULL, v2_worker, &args[t]) != 0) {
+            v2_fail(&J, t, VOX_ERR_NOMEM);
+            break;
+        }
+        started++;
+    }
+    if (J.rc == VOX_OK) v2_worker(&args[0]);
+    for (int t = 1; t < started; t++) pthread_join(th[t], NULL);
+    rc = J.rc;
+    if (rc == VOX_OK && B.reported != p->nz) rc = VOX_ERR_ABORT;
+    if (failed_slice) *failed_slice = J.failed;
+    if (p->stats) { p->stats[0] = J.nsplit; p->stats[1] = J.nmono; }
+    free(J.snaps);
+    slab_free(&B);
     return rc;
 }
 

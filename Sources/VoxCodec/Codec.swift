@@ -59,6 +59,7 @@ public final class SlabCoder: @unchecked Sendable {
         case Int32(VOX_ERR_NOMEM): "out of memory"
         case Int32(VOX_ERR_CORRUPT): "decoded values out of range (damaged data)"
         case Int32(VOX_ERR_RANGE): "voxel values outside the voxel type's range"
+        case Int32(VOX_ERR_ABORT): "decoding stopped"
         default: "error \(rc)"
         }
     }
@@ -83,6 +84,75 @@ public final class SlabCoder: @unchecked Sendable {
         let rc = vox_decode_slab(&p, data.bindMemory(to: UInt8.self).baseAddress, data.count, vox.baseAddress)
         guard rc == Int32(VOX_OK) else {
             throw VoxError(rc == Int32(VOX_ERR_NOMEM) ? .outOfMemory : .corrupt, SlabCoder.describe(rc))
+        }
+    }
+
+    /// Codes `slices` slices as format v2: one stream per slice, each starting from the coder
+    /// state the slice before had after `stateRows` rows; with `choose`, each slice of an LSTM
+    /// coder is coded with the classical predictor too and the shorter kept.
+    public func encodeV2(_ vox: UnsafeBufferPointer<Int32>, slices: Int, stateRows: Int, choose: Bool)
+        throws -> (bytes: [UInt8], lengths: [UInt32], predictors: [UInt8]) {
+        precondition(vox.count == shape.sliceVoxels * slices)
+        var p = params(slices: slices)
+        var out: UnsafeMutablePointer<UInt8>? = nil
+        var lens = [UInt32](repeating: 0, count: slices), preds = [UInt8](repeating: 0, count: slices)
+        let n = lens.withUnsafeMutableBufferPointer { lp in
+            preds.withUnsafeMutableBufferPointer { pp in
+                vox_encode_slab_v2(&p, Int32(stateRows), choose ? 1 : 0, vox.baseAddress, &out, lp.baseAddress, pp.baseAddress)
+            }
+        }
+        guard n >= 0, let out else {
+            throw VoxError(n == Int64(VOX_ERR_NOMEM) ? .outOfMemory : .invalidArgument, "cannot encode slab: \(SlabCoder.describe(Int32(n)))")
+        }
+        defer { vox_free(out) }
+        return (Array(UnsafeBufferPointer(start: out, count: Int(n))), lens, preds)
+    }
+
+    /// Receives each decoded slice (in order) from the v2 decoder; throwing stops the decode.
+    final class SliceSink {
+        let body: (Int) throws -> Void
+        var error: Error?
+        init(_ body: @escaping (Int) throws -> Void) { self.body = body }
+    }
+
+    /// Decodes a v2 slab (`lengths`/`predictors` per slice, payloads back to back in `data`)
+    /// into `vox` on `threads` threads (a wavefront across slices). `slice(z)` is called as
+    /// soon as slice z's voxels are final, in slice order; an error it throws stops the
+    /// decode and is rethrown.
+    public func decodeV2(_ data: UnsafeRawBufferPointer, slices: Int, stateRows: Int, lengths: [UInt32], predictors: [UInt8],
+                         into vox: UnsafeMutableBufferPointer<Int32>, threads: Int = 1,
+                         slice: @escaping (Int) throws -> Void) throws {
+        precondition(vox.count == shape.sliceVoxels * slices && lengths.count == slices && predictors.count == slices)
+        var p = params(slices: slices)
+        guard let base = data.bindMemory(to: UInt8.self).baseAddress ?? (data.count == 0 ? UnsafePointer<UInt8>(bitPattern: 1) : nil) else {
+            throw VoxError(.corrupt, "no slab data")
+        }
+        var ptrs: [UnsafePointer<UInt8>?] = []
+        var lens: [Int] = []
+        var off = 0
+        for l in lengths {
+            guard off + Int(l) <= data.count else { throw VoxError(.corrupt, "slice streams run past the slab's bytes") }
+            ptrs.append(base + off); lens.append(Int(l)); off += Int(l)
+        }
+        let sink = SliceSink(slice)
+        let ctx = Unmanaged.passRetained(sink)
+        defer { ctx.release() }
+        var failed: Int32 = -1
+        let rc = ptrs.withUnsafeBufferPointer { pp in
+            lens.withUnsafeBufferPointer { lp in
+                predictors.withUnsafeBufferPointer { prp in
+                    vox_decode_slab_v2(&p, Int32(stateRows), pp.baseAddress, lp.baseAddress, prp.baseAddress, vox.baseAddress,
+                                       Int32(max(1, threads)), { c, z in
+                        let s = Unmanaged<SliceSink>.fromOpaque(c!).takeUnretainedValue()
+                        do { try s.body(Int(z)); return 0 } catch { s.error = error; return 1 }
+                    }, ctx.toOpaque(), &failed)
+                }
+            }
+        }
+        if let e = sink.error { throw e }
+        guard rc == Int32(VOX_OK) else {
+            let what = failed >= 0 ? "slice \(failed): " : ""
+            throw VoxError(rc == Int32(VOX_ERR_NOMEM) ? .outOfMemory : .corrupt, what + SlabCoder.describe(rc))
         }
     }
 
@@ -153,6 +223,15 @@ public struct EncodeOptions: Sendable {
     public var kernel: Kernel = .best
     /// Store the model file in the stream (for models made for this one volume).
     public var embedModel = false
+    /// Stream format to write: 2 (per-slice streams and checksums) or 1.
+    public var formatVersion: UInt16 = StreamHeader.version
+    /// v2: rows of slice z-1 after which slice z's coder state is taken (the wavefront lag);
+    /// nil: half the rows (docs/design.md, "Format v2": ratio within 0.05% of a state carried
+    /// through the whole slice, while two threads still keep busy).
+    public var stateRows: Int? = nil
+    /// v2, LSTM presets: code each slice with the classical predictor too and keep the shorter.
+    public var classicalFallback = true
+    public static func defaultStateRows(rows: Int) -> Int { max(1, min(65535, (rows + 1) / 2)) }
 
     public init(preset: Preset, model: LSTMModel? = nil, slabThickness: Int = 8, threads: Int? = nil, kernel: Kernel = .best,
                 embedModel: Bool = false) {
@@ -205,6 +284,11 @@ public enum VXZ {
         let coder = try SlabCoder(shape: shape, dtype: dtype, left: left, pad: vmin, model: model, kernel: options.kernel)
         let thickness = options.slabThickness
         let nslabs = (shape.z + thickness - 1) / thickness
+        let v2 = options.formatVersion >= 2
+        let choose = options.classicalFallback && model != nil
+        guard options.formatVersion == 1 || options.formatVersion == 2 else { throw VoxError(.invalidArgument, "stream format version must be 1 or 2") }
+        let stateRows = options.stateRows ?? EncodeOptions.defaultStateRows(rows: shape.y)
+        guard !v2 || (stateRows >= 1 && stateRows <= 65535) else { throw VoxError(.invalidArgument, "state rows must be 1 to 65535") }
         final class Results: @unchecked Sendable {
             var payloads: [[UInt8]]
             var entries: [StreamHeader.Slab]
@@ -225,15 +309,31 @@ public enum VXZ {
             let crc = Checksum.crc32c(bytes)
             var vox = [Int32](repeating: 0, count: nv)
             vox.withUnsafeMutableBufferPointer { dtype.decode(bytes, into: $0) }
-            var payload = try vox.withUnsafeBufferPointer { try coder.encode($0, slices: z1 - z0) }
+            var payload: [UInt8]
+            var slices: [StreamHeader.Slice] = []
+            if v2 {
+                let r = try vox.withUnsafeBufferPointer {
+                    try coder.encodeV2($0, slices: z1 - z0, stateRows: stateRows, choose: choose)
+                }
+                payload = r.bytes
+                let sb = shape.sliceVoxels * bpv
+                for k in 0..<(z1 - z0) {
+                    let sc = Checksum.crc32c(UnsafeRawBufferPointer(rebasing: bytes[(k * sb)..<((k + 1) * sb)]))
+                    slices.append(StreamHeader.Slice(length: r.lengths[k], crc: sc, predictor: r.predictors[k] == 0 ? .stream : .classical))
+                }
+            } else {
+                payload = try vox.withUnsafeBufferPointer { try coder.encode($0, slices: z1 - z0) }
+            }
             var method = StreamHeader.Method.coded
             if payload.count >= bytes.count {
                 payload = Array(bytes)
                 method = .stored
+                let sb = UInt32(shape.sliceVoxels * bpv)
+                for k in slices.indices { slices[k].length = sb; slices[k].predictor = .stream }
             }
             res.lock.lock()
             res.payloads[i] = payload
-            res.entries[i] = StreamHeader.Slab(offset: 0, length: UInt32(payload.count), crc: crc, method: method)
+            res.entries[i] = StreamHeader.Slab(offset: 0, length: UInt32(payload.count), crc: crc, method: method, slices: slices)
             res.done += 1
             let d = res.done
             res.lock.unlock()
@@ -242,7 +342,7 @@ public enum VXZ {
         let presetName = options.preset.name
         let spec = model?.neighbourhood.spec ?? (left ? "classical/left" : "classical/noleft")
         let embedded = options.embedModel ? model?.serialized() : nil
-        var off = UInt64(StreamHeader.size(preset: presetName, neighbourhood: spec, slabs: nslabs, embedded: embedded?.count))
+        var off = UInt64(StreamHeader.size(preset: presetName, neighbourhood: spec, slabs: nslabs, slices: v2 ? shape.z : 0, embedded: embedded?.count))
         for i in 0..<nslabs {
             res.entries[i].offset = off
             off += UInt64(res.entries[i].length)
@@ -250,7 +350,8 @@ public enum VXZ {
         let header = StreamHeader(shape: shape, dtype: dtype, usesLSTM: model != nil, left: coder.left,
                                   normShift: model?.normShift ?? 0, outShift: model.map { $0.outFracBits - $0.normShift } ?? 0,
                                   pad: vmin, slabThickness: thickness, modelHash: model?.hash ?? [UInt8](repeating: 0, count: 32),
-                                  preset: presetName, neighbourhood: spec, slabs: res.entries, embeddedModel: embedded)
+                                  preset: presetName, neighbourhood: spec, slabs: res.entries, embeddedModel: embedded,
+                                  formatVersion: options.formatVersion, stateRows: v2 ? stateRows : 0)
         var out = header.serialized()
         precondition(UInt64(out.count) == res.entries.first?.offset ?? UInt64(out.count))
         out.reserveCapacity(Int(off))
@@ -320,46 +421,88 @@ public enum VXZ {
         public var slabCount: Int { header.slabs.count }
 
         /// Decodes slab i to little-endian dtype bytes, checking its CRC.
-        public func decodeSlab(_ i: Int) throws -> [UInt8] {
+        public func decodeSlab(_ i: Int, threads: Int = 1) throws -> [UInt8] {
+            let nbytes = header.slices(ofSlab: i).count * header.shape.sliceVoxels * header.dtype.bytesPerVoxel
+            var out = [UInt8](repeating: 0, count: nbytes)
+            try out.withUnsafeMutableBytes { o in try decodeSlab(i, into: o, threads: threads) { _ in } }
+            return out
+        }
+
+        /// Bytes of slab i's decoded voxels.
+        public func slabByteCount(_ i: Int) -> Int {
+            header.slices(ofSlab: i).count * header.shape.sliceVoxels * header.dtype.bytesPerVoxel
+        }
+
+        /// Decodes slab i into `out` (slabByteCount(i) bytes of little-endian dtype voxels).
+        /// `verified(n)` is called each time the first n bytes are final and covered by a
+        /// checksum that matched: slice by slice for v2 streams, once at the end for v1. No
+        /// byte is reported before its checksum has matched; a mismatch throws `.corrupt`
+        /// naming the slab and slice.
+        public func decodeSlab(_ i: Int, into out: UnsafeMutableRawBufferPointer, threads: Int = 1,
+                               verified: (Int) -> Void) throws {
             let e = header.slabs[i]
             let sl = header.slices(ofSlab: i)
-            let nv = sl.count * header.shape.sliceVoxels
-            let nbytes = nv * header.dtype.bytesPerVoxel
-            var out = [UInt8](repeating: 0, count: nbytes)
+            let sliceVox = header.shape.sliceVoxels
+            let nv = sl.count * sliceVox
+            let bpv = header.dtype.bytesPerVoxel
+            let nbytes = nv * bpv
+            precondition(out.count == nbytes)
             let where_ = "\(name): slab \(i) (slices \(sl.lowerBound)-\(sl.upperBound - 1))"
             let data = try slabBytes(i)
             guard data.count == Int(e.length) else { throw VoxError(.corrupt, "\(where_) has \(data.count) stored bytes, the slab table says \(e.length)") }
-            let range = 0..<data.count
+            let v2 = header.formatVersion >= 2
+            let sliceBytes = sliceVox * bpv
+            func checkSlice(_ k: Int) throws {
+                let c = Checksum.crc32c(UnsafeRawBufferPointer(rebasing: out[(k * sliceBytes)..<((k + 1) * sliceBytes)]))
+                guard c == e.slices[k].crc else {
+                    throw VoxError(.corrupt, "\(name): slab \(i) slice \(sl.lowerBound + k) is damaged: checksum mismatch")
+                }
+            }
             switch e.method {
             case .stored:
                 guard e.length == nbytes else { throw VoxError(.corrupt, "\(where_) has the wrong stored size") }
-                out.withUnsafeMutableBytes { o in data.withUnsafeBytes { d in o.copyMemory(from: UnsafeRawBufferPointer(rebasing: d[range])) } }
+                data.withUnsafeBytes { d in out.copyMemory(from: d) }
+                if v2 { for k in 0..<sl.count { try checkSlice(k); verified((k + 1) * sliceBytes) } }
             case .coded:
                 var vox = [Int32](repeating: 0, count: nv)
+                let dtype = header.dtype
                 do {
                     try data.withUnsafeBytes { d in
                         try vox.withUnsafeMutableBufferPointer { v in
-                            try coder.decode(UnsafeRawBufferPointer(rebasing: d[range]), slices: sl.count, into: v)
+                            if v2 {
+                                let vbase = v.baseAddress!
+                                try withoutActuallyEscaping(verified) { verified in
+                                try coder.decodeV2(d, slices: sl.count, stateRows: header.stateRows, lengths: e.slices.map(\.length),
+                                                   predictors: e.slices.map(\.predictor.rawValue), into: v, threads: threads) { k in
+                                    let src = UnsafeBufferPointer(start: vbase + k * sliceVox, count: sliceVox)
+                                    dtype.encode(src, into: UnsafeMutableRawBufferPointer(rebasing: out[(k * sliceBytes)..<((k + 1) * sliceBytes)]))
+                                    try checkSlice(k)
+                                    verified((k + 1) * sliceBytes)
+                                }
+                                }
+                            } else {
+                                try coder.decode(d, slices: sl.count, into: v)
+                            }
                         }
                     }
                 } catch let err as VoxError {
-                    throw VoxError(err.kind, "\(where_) is damaged: \(err.message)")
+                    throw err.message.hasPrefix(name) ? err : VoxError(err.kind, "\(where_) is damaged: \(err.message)")
                 }
-                vox.withUnsafeBufferPointer { v in out.withUnsafeMutableBytes { header.dtype.encode(v, into: $0) } }
+                if !v2 { vox.withUnsafeBufferPointer { v in header.dtype.encode(v, into: out) } }
             }
-            guard Checksum.crc32c(out) == e.crc else { throw VoxError(.corrupt, "\(where_) is damaged: checksum mismatch") }
-            return out
+            guard Checksum.crc32c(UnsafeRawBufferPointer(out)) == e.crc else { throw VoxError(.corrupt, "\(where_) is damaged: checksum mismatch") }
+            if !v2 { verified(nbytes) }
         }
 
         /// Decodes every slab on `threads` workers; `sink(i, bytes)` receives each slab
         /// (possibly out of order, from several threads).
-        public func decodeAll(threads: Int, progress: (@Sendable (Int, Int) -> Void)? = nil,
+        public func decodeAll(threads: Int, sliceThreads: Int = 1, progress: (@Sendable (Int, Int) -> Void)? = nil,
                               sink: @escaping @Sendable (Int, [UInt8]) throws -> Void) throws {
             final class Counter: @unchecked Sendable { var n = 0; let lock = NSLock() }
             let c = Counter()
             let total = slabCount
             try parallelFor(total, threads: threads) { i in
-                let b = try self.decodeSlab(i)
+                let b = try self.decodeSlab(i, threads: sliceThreads)
                 try sink(i, b)
                 c.lock.lock(); c.n += 1; let d = c.n; c.lock.unlock()
                 progress?(d, total)

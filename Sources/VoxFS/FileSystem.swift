@@ -32,6 +32,9 @@ public final class VoxFileSystem: @unchecked Sendable {
         public var cacheBytes: Int
         /// Background decoders for prefetch (and how many slabs ahead a sequential reader is served).
         public var workers: Int
+        /// Threads one slab decode that a reader waits for runs on (format v2 slabs decode as a
+        /// wavefront over their slices); prefetch decodes take one each.
+        public var sliceThreads: Int = min(4, max(1, ProcessInfo.processInfo.activeProcessorCount))
         /// Report every file as owned by these instead of the owners recorded at pack time.
         public var uid: UInt32?, gid: UInt32?
         public var log: @Sendable (String) -> Void
@@ -415,10 +418,10 @@ public final class VoxFileSystem: @unchecked Sendable {
             let s = (m.base + lo) / m.slabBytes
             if !m.swap, lo >= m.preEnd, hi <= m.pixEnd, s == (m.base + hi - 1) / m.slabBytes {
                 notePosition(m, first: s, last: s, path: h.entry.path)
-                let slab = try slabData(volume: m.id, slab: s, header: m.header, path: h.entry.path)
                 let from = m.base + lo - s * m.slabBytes, to = m.base + hi - s * m.slabBytes
+                let slab = try slabData(volume: m.id, slab: s, header: m.header, need: to, path: h.entry.path)
                 guard to <= slab.count else { throw VoxError(.corrupt, "\(h.entry.path): volume \(m.id) slab \(s) is shorter than its slices") }
-                return slab.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[from..<to])) }
+                return slab.withUnsafeBytes(from..<to) { body($0) }
             }
             return try assemble(m, lo, hi, path: h.entry.path).withUnsafeBytes { body($0) }
         }
@@ -444,14 +447,17 @@ public final class VoxFileSystem: @unchecked Sendable {
             // before decoding: the slabs ahead start on the workers while this read decodes
             notePosition(m, first: first, last: last, path: path)
             for s in first...last {
-                let slab = try slabData(volume: m.id, slab: s, header: m.header, path: path)
                 let s0 = s * m.slabBytes
-                let from = max(va, s0), to = min(vb, s0 + slab.count)
+                let size = VoxFileSystem.slabSize(m.header, s)
+                let from = max(va, s0), to = min(vb, s0 + size)
                 guard from < to else { throw VoxError(.corrupt, "\(path): volume \(m.id) slab \(s) is shorter than its slices") }
+                // a swapped read touches byte o ^ 1: round the need up to whole voxels
+                let need = min(size, (to - s0 + 1) & ~1)
+                let slab = try slabData(volume: m.id, slab: s, header: m.header, need: m.swap ? need : to - s0, path: path)
                 if m.swap {
-                    slab.withUnsafeBufferPointer { sb in for o in from..<to { out.append(sb[(o ^ 1) - s0]) } }
+                    slab.withUnsafeBytes(0..<need) { sb in for o in from..<to { out.append(sb[(o ^ 1) - s0]) } }
                 } else {
-                    out += slab[(from - s0)..<(to - s0)]
+                    slab.withUnsafeBytes((from - s0)..<(to - s0)) { out.append(contentsOf: $0) }
                 }
             }
         }
@@ -470,14 +476,23 @@ public final class VoxFileSystem: @unchecked Sendable {
         return d
     }
 
-    private func slabData(volume id: UInt64, slab s: Int, header: StreamHeader, path: String, prefetch: Bool = false) throws -> [UInt8] {
+    static func slabSize(_ h: StreamHeader, _ s: Int) -> Int {
+        h.slices(ofSlab: s).count * h.shape.sliceVoxels * h.dtype.bytesPerVoxel
+    }
+
+    /// Slab s of a volume with at least its first `need` bytes verified (v2 slabs are
+    /// verified slice by slice, so a reader of an early slice does not wait for the rest).
+    private func slabData(volume id: UInt64, slab s: Int, header: StreamHeader, need: Int, path: String, prefetch: Bool = false) throws -> SlabBuffer {
         guard s >= 0, s < header.slabs.count else { throw VoxError(.corrupt, "\(path): volume \(id) has no slab \(s)") }
         // the decode's error is shared by every reader waiting for the slab: each names its own file
         do {
-            return try cache.get(SlabCache.Key(volume: id, slab: s), prefetch: prefetch) {
+            // a reader waits for this slab: decode it on every core (a wavefront over its
+            // slices); a prefetch takes one thread
+            let threads = prefetch ? 1 : options.sliceThreads
+            return try cache.get(SlabCache.Key(volume: id, slab: s), need: need, size: VoxFileSystem.slabSize(header, s), prefetch: prefetch) { buf, publish in
                 decodeSlots.wait()
                 defer { decodeSlots.signal() }
-                return try decoder(id).decodeSlab(s)
+                try decoder(id).decodeSlab(s, into: buf.mutableBytes, threads: threads, verified: publish)
             }
         } catch let e as VoxError {
             throw VoxError(e.kind, "\(path): \(e.message)")
@@ -509,7 +524,7 @@ public final class VoxFileSystem: @unchecked Sendable {
             lock.unlock()
             guard fresh else { continue }            // already waiting for a worker
             prefetchPool.submit { [self] in
-                do { _ = try self.slabData(volume: id, slab: s, header: header, path: path, prefetch: true) } catch {
+                do { _ = try self.slabData(volume: id, slab: s, header: header, need: 0, path: path, prefetch: true) } catch {
                     self.options.log("prefetch: \(error)")
                 }
                 self.lock.lock(); self.queued.remove(key); self.lock.unlock()

@@ -1,8 +1,32 @@
 import Foundation
 import VoxCore
 
+/// One slab's decoded bytes. A slab being decoded is filled front to back; `SlabCache` says
+/// how much of it is verified, and a reader only ever looks at verified bytes. The memory lives
+/// as long as anyone holds the buffer (a reader replying from it, the cache).
+public final class SlabBuffer: @unchecked Sendable {
+    public let count: Int
+    let base: UnsafeMutableRawPointer
+
+    init(count: Int) {
+        self.count = count
+        base = .allocate(byteCount: max(1, count), alignment: 16)
+    }
+    deinit { base.deallocate() }
+
+    public var mutableBytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: base, count: count) }
+
+    /// Bytes [range] of the slab (the range must lie in what the cache returned as verified).
+    public func withUnsafeBytes<R>(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        precondition(range.lowerBound >= 0 && range.upperBound <= count)
+        return try body(UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count))
+    }
+}
+
 /// Decoded slabs in an LRU bounded in bytes. Concurrent readers of one slab wait for a single
-/// decode (single flight); hits, misses, decodes and evictions are counted.
+/// decode (single flight), and each waits only until the bytes it needs are verified: a v2
+/// slab is verified slice by slice, so a read of its first slice returns while the rest is
+/// still decoding. Hits, misses, decodes and evictions are counted.
 public final class SlabCache: @unchecked Sendable {
     public struct Key: Hashable, Sendable {
         public var volume: UInt64
@@ -15,20 +39,24 @@ public final class SlabCache: @unchecked Sendable {
         public var bytes = 0, entries = 0
     }
 
-    final class Flight {
-        var bytes: [UInt8]?
-        var error: Error?
+    final class Entry {
+        let buffer: SlabBuffer
+        var verified = 0            // bytes [0, verified) are final and their checksums matched
         var done = false
+        var error: Error?
+        var used: UInt64 = 0
+        var counted = false         // its bytes count against the capacity
+        init(_ b: SlabBuffer) { buffer = b }
     }
 
     public let capacity: Int
     private let cond = NSCondition()
-    private var slabs: [Key: (bytes: [UInt8], used: UInt64)] = [:]
-    private var flights: [Key: Flight] = [:]
-    /// Slabs whose decode found damage (a damaged record cannot heal in a read-only archive):
-    /// the error is remembered, so that every later read of the slab fails at once instead of
-    /// decoding it again (a kernel retrying a failed page would otherwise wait seconds each time).
-    private var failures: [Key: Error] = [:]
+    private var entries: [Key: Entry] = [:]
+    /// Slabs whose decode found damage (a damaged record cannot heal in a read-only archive),
+    /// with the bytes before the damage that did verify: a read beyond them fails at once
+    /// instead of decoding again (a kernel retrying a failed page would otherwise wait seconds
+    /// each time); a read before them is served.
+    private var failures: [Key: (error: Error, verified: Int)] = [:]
     static let maxFailures = 4096
     private var tick: UInt64 = 0
     private var stats = Stats()
@@ -38,70 +66,98 @@ public final class SlabCache: @unchecked Sendable {
     public var snapshot: Stats {
         cond.lock(); defer { cond.unlock() }
         var s = stats
-        s.entries = slabs.count
+        s.entries = entries.count
         return s
     }
 
     public func contains(_ k: Key) -> Bool {
         cond.lock(); defer { cond.unlock() }
-        return slabs[k] != nil || flights[k] != nil || failures[k] != nil
+        return entries[k] != nil || failures[k] != nil
     }
 
-    /// The slab for `key`, decoding it with `decode` when it is not cached. A decode that is
-    /// already running for the key is waited for, not repeated. A decode that found damage
-    /// (`VoxError.Kind.corrupt`) is remembered and its error thrown again without decoding;
-    /// other failures (out of memory, an I/O error) are tried again next time.
-    public func get(_ key: Key, prefetch: Bool = false, decode: () throws -> [UInt8]) throws -> [UInt8] {
+    /// The slab for `key` with at least its first `need` bytes verified. When it is neither
+    /// cached nor being decoded, `decode(buffer, publish)` fills a new buffer of `size` bytes
+    /// and calls `publish(n)` whenever its first n bytes are verified. A decode already running
+    /// for the key is joined, not repeated. A decode that found damage
+    /// (`VoxError.Kind.corrupt`) is remembered with what verified before it: reads beyond that
+    /// throw its error without decoding; other failures (out of memory, an I/O error) are tried
+    /// again next time.
+    public func get(_ key: Key, need: Int, size: Int, prefetch: Bool = false,
+                    decode: (SlabBuffer, _ publish: @escaping (Int) -> Void) throws -> Void) throws -> SlabBuffer {
+        let need = min(max(0, need), size)
         cond.lock()
-        if let e = failures[key] {
+        if let f = failures[key], need > f.verified {
             cond.unlock()
-            throw e
+            throw f.error
         }
-        if let hit = slabs[key] {
+        if let e = entries[key] {
             tick += 1
-            slabs[key] = (hit.bytes, tick)
+            e.used = tick
             if !prefetch { stats.hits += 1 }
+            while !e.done && e.verified < need { cond.wait() }
+            let ok = e.verified >= need
+            let err = e.error
             cond.unlock()
-            return hit.bytes
+            if ok { return e.buffer }
+            throw err ?? VoxError(.corrupt, "slab \(key.slab) could not be decoded")
         }
-        if let f = flights[key] {
-            if !prefetch { stats.hits += 1 }
-            while !f.done { cond.wait() }
-            cond.unlock()
-            if let e = f.error { throw e }
-            return f.bytes!
-        }
-        let f = Flight()
-        flights[key] = f
+        let e = Entry(SlabBuffer(count: size))
+        tick += 1
+        e.used = tick
+        entries[key] = e
         if prefetch { stats.prefetches += 1 } else { stats.misses += 1 }
+        if size <= capacity {
+            e.counted = true
+            stats.bytes += size
+            evict()
+        }
         cond.unlock()
 
-        var result: [UInt8]? = nil
         var failure: Error? = nil
-        do { result = try decode() } catch { failure = error }
+        do {
+            try decode(e.buffer) { [cond] n in
+                cond.lock()
+                if n > e.verified { e.verified = min(n, size) }
+                cond.broadcast()
+                cond.unlock()
+            }
+        } catch { failure = error }
 
         cond.lock()
-        f.bytes = result; f.error = failure; f.done = true
-        flights[key] = nil
+        e.done = true
+        e.error = failure
         stats.decodes += 1
-        if let e = failure as? VoxError, e.kind == .corrupt {
-            if failures.count >= SlabCache.maxFailures, let any = failures.keys.first { failures[any] = nil }
-            failures[key] = e
-        }
-        if let b = result, b.count <= capacity {
-            tick += 1
-            slabs[key] = (b, tick)
-            stats.bytes += b.count
-            while stats.bytes > capacity, let victim = slabs.min(by: { $0.value.used < $1.value.used }) {
-                slabs[victim.key] = nil
-                stats.bytes -= victim.value.bytes.count
-                stats.evictions += 1
+        if failure == nil { e.verified = size }
+        if let err = failure {
+            if let ve = err as? VoxError, ve.kind == .corrupt {
+                if failures.count >= SlabCache.maxFailures, let any = failures.keys.first { failures[any] = nil }
+                failures[key] = (err, e.verified)
+            } else {
+                drop(key)
             }
         }
+        if !e.counted { drop(key) }
+        evict()
+        let ok = e.verified >= need
         cond.broadcast()
         cond.unlock()
-        if let e = failure { throw e }
-        return result!
+        if !ok { throw failure! }
+        return e.buffer
+    }
+
+    /// Removes an entry (the cond lock is held).
+    private func drop(_ key: Key) {
+        guard let e = entries.removeValue(forKey: key) else { return }
+        if e.counted { stats.bytes -= e.buffer.count }
+    }
+
+    /// Evicts least recently used finished slabs until the bytes fit (the cond lock is held).
+    private func evict() {
+        while stats.bytes > capacity,
+              let victim = entries.filter({ $0.value.done && $0.value.counted }).min(by: { $0.value.used < $1.value.used }) {
+            drop(victim.key)
+            stats.evictions += 1
+        }
     }
 }
 

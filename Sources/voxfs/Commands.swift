@@ -48,6 +48,9 @@ struct Compress: ParsableCommand {
     @Option(help: "Preset: \(Preset.all.map(\.name).joined(separator: ", ")).") var preset: String = Preset.defaultName
     @Option(help: "Model file (.vxm) to use instead of the preset's.") var model: String?
     @Option(help: "Slices per slab (random-access unit).") var slab: Int = 8
+    @Option(help: "Stream format version to write: 2 (a stream and a checksum per slice) or 1.") var format: Int = Int(StreamHeader.version)
+    @Option(help: "Format 2: rows of a slice after which the next slice's coder state is taken (the lag of parallel slice decoding; default: half the rows).") var stateRows: Int?
+    @Flag(help: "Format 2, LSTM presets: do not also try the classical predictor on each slice.") var noFallback = false
     @Option(help: "Fine-tune the preset's model on this volume for N epochs and store it in the stream (0: off; default: 2 for LSTM presets on volumes of 1M voxels or more). Slower to compress, same decode speed.") var adapt: Int?
     @OptionGroup var coding: CodingOptions
 
@@ -74,6 +77,8 @@ struct Compress: ParsableCommand {
             m = try LSTMModel.load(path: path)
         }
         guard slab >= 1, slab <= 65536 else { throw VoxError(.invalidArgument, "--slab must be 1 to 65536") }
+        guard format == 1 || format == 2 else { throw VoxError(.invalidArgument, "--format must be 1 or 2") }
+        guard (stateRows ?? 1) >= 1, (stateRows ?? 1) <= 65535 else { throw VoxError(.invalidArgument, "--state-rows must be 1 to 65535") }
         let raw = try FileIO.read(input)
         guard raw.count == shp.voxels * dt.bytesPerVoxel else {
             throw VoxError(.invalidArgument, "\(input) has \(raw.count) bytes, but \(shp) \(dt) needs \(shp.voxels * dt.bytesPerVoxel)")
@@ -98,7 +103,10 @@ struct Compress: ParsableCommand {
             m = try Adapter.adapt(base, to: vol, epochs: adapt, slabThickness: slab)
             if !coding.quiet { print(String(format: "adapted model %@ to this volume in %.1f s (%d epochs)", String(m!.hashHex.prefix(16)), Date().timeIntervalSince(t0), adapt)) }
         }
-        let opts = EncodeOptions(preset: pr, model: m, slabThickness: slab, threads: threads, kernel: kernel, embedModel: adapt > 0)
+        var opts = EncodeOptions(preset: pr, model: m, slabThickness: slab, threads: threads, kernel: kernel, embedModel: adapt > 0)
+        opts.formatVersion = UInt16(format)
+        opts.stateRows = stateRows
+        opts.classicalFallback = !noFallback
         let bar = ProgressBar(label: "compress", total: (shp.z + slab - 1) / slab, voxelsPerUnit: shp.sliceVoxels * slab, enabled: !coding.quiet)
         let t0 = Date()
         let out = try raw.withUnsafeBytes { try VXZ.encode(raw: $0, shape: shp, dtype: dt, options: opts, progress: bar.update) }
@@ -120,9 +128,11 @@ struct Decompress: ParsableCommand {
     @Argument(help: "Input .vxz file.") var input: String
     @Argument(help: "Output raw file.") var output: String
     @Option(help: "Model file (.vxm) the stream was coded with, if not installed.") var model: String?
+    @Option(help: "Format 2: threads per slab (slices decoded as a wavefront; default 1, slabs run in parallel on --threads).") var sliceThreads: Int = 1
     @OptionGroup var coding: CodingOptions
 
     func run() throws {
+        guard sliceThreads >= 1, sliceThreads <= 16 else { throw VoxError(.invalidArgument, "--slice-threads must be 1 to 16") }
         let stream = try FileIO.read(input)
         var extra: [LSTMModel] = []
         if let m = model { extra.append(try LSTMModel.load(path: m)) }
@@ -139,7 +149,7 @@ struct Decompress: ParsableCommand {
         let slabBytes = h.slabThickness * h.shape.sliceVoxels * h.dtype.bytesPerVoxel
         let bar = ProgressBar(label: "decompress", total: h.slabs.count, voxelsPerUnit: h.shape.sliceVoxels * h.slabThickness, enabled: !coding.quiet)
         let t0 = Date()
-        try dec.decodeAll(threads: try coding.resolvedThreads(), progress: bar.update) { i, bytes in
+        try dec.decodeAll(threads: try coding.resolvedThreads(), sliceThreads: sliceThreads, progress: bar.update) { i, bytes in
             var off = 0
             while off < bytes.count {
                 let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + off, bytes.count - off, off_t(i * slabBytes + off)) }
@@ -176,7 +186,7 @@ struct Info: ParsableCommand {
         let h = try StreamHeader(parsing: stream, fileSize: stream.count, name: input)
         let raw = h.shape.voxels * h.dtype.bytesPerVoxel
         print("file:          \(input)")
-        print("format:        vxz version \(StreamHeader.version)")
+        print("format:        vxz version \(h.formatVersion)\(h.formatVersion >= 2 ? " (a stream and a checksum per slice; next slice's state after \(h.stateRows) rows)" : "")")
         print("shape:         \(h.shape) (\(h.shape.voxels) voxels)")
         print("dtype:         \(h.dtype)")
         print("preset:        \(h.preset)")
@@ -191,11 +201,19 @@ struct Info: ParsableCommand {
             print("model:         none")
         }
         print("slabs:         \(h.slabs.count) of \(h.slabThickness) slices")
+        if h.usesLSTM && h.formatVersion >= 2 {
+            let all = h.slabs.flatMap(\.slices)
+            let fb = all.filter { $0.predictor == .classical }.count
+            print("fallback:      \(fb) of \(all.count) slices coded with the classical predictor (shorter there)")
+        }
         print(String(format: "size:          %ld bytes (raw %ld), %.3f bpp, ratio %.2f", stream.count, raw, Double(stream.count * 8) / Double(h.shape.voxels), Double(raw) / Double(stream.count)))
         if slabs {
             for (i, s) in h.slabs.enumerated() {
                 let sl = h.slices(ofSlab: i)
                 print(String(format: "  slab %4d  slices %4d-%-4d  offset %10llu  %9u bytes  %@  crc32c %08x", i, sl.lowerBound, sl.upperBound - 1, s.offset, s.length, s.method == .coded ? "coded " : "stored", s.crc))
+                for (k, c) in s.slices.enumerated() {
+                    print(String(format: "        slice %4d  %9u bytes  %@  crc32c %08x", sl.lowerBound + k, c.length, c.predictor == .classical ? "classical" : "stream   ", c.crc))
+                }
             }
         }
     }

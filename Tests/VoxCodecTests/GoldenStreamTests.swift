@@ -40,8 +40,10 @@ final class GoldenStreamTests: XCTestCase {
                 XCTAssertEqual(try dec.decodeVolume(threads: 2), raw, "\(name): decode with kernel \(k)")
                 // re-encode: same preset, slab size and model (the embedded one, if any)
                 let embedded = try h.embeddedModel.map { try LSTMModel(bytes: $0) }
-                let opts = EncodeOptions(preset: try Preset.named(h.preset), model: embedded, slabThickness: h.slabThickness,
+                var opts = EncodeOptions(preset: try Preset.named(h.preset), model: embedded, slabThickness: h.slabThickness,
                                          threads: 2, kernel: k, embedModel: embedded != nil)
+                opts.formatVersion = h.formatVersion
+                if h.formatVersion >= 2 { opts.stateRows = h.stateRows }
                 let again = try raw.withUnsafeBytes { try VXZ.encode(raw: $0, shape: h.shape, dtype: h.dtype, options: opts) }
                 XCTAssertEqual(again.count, stream.count, "\(name): re-encoded size with kernel \(k)")
                 XCTAssertTrue(again == stream, "\(name): re-encoded bytes differ with kernel \(k)")

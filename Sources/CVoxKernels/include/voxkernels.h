@@ -150,6 +150,7 @@ enum {
     VOX_ERR_NOMEM = -2,
     VOX_ERR_CORRUPT = -3, /* decoded a voxel outside the valid range: the stream is damaged */
     VOX_ERR_RANGE = -4,   /* encoder input outside [vmin, vmax] */
+    VOX_ERR_ABORT = -5,   /* stopped: a slice callback asked to stop, or another slice failed first */
 };
 
 /**
@@ -176,6 +177,36 @@ int vox_predict_slab(const vox_slab_params *p, const int32_t *vox, int32_t *anch
  */
 int vox_gather_inputs(const vox_slab_params *p, int T, int I, const int32_t *vox,
                       const int64_t *index, int64_t count, int16_t *x, int32_t *anchor);
+
+/*
+ * Format v2 slabs (docs/format.md, "Slab coding, version 2"): one range-coded stream per
+ * slice; slice z starts from the coder state slice z-1 had after its first
+ * min(state_rows, ny) rows and is predicted with the stream's predictor (pred 0) or the
+ * classical predictor with left voxels (pred 1, LSTM streams only).
+ */
+
+/**
+ * Encodes a slab as v2 slices. With `choose` (and a model), each slice is coded with both
+ * predictors and the shorter is kept. *out receives the slices' streams back to back
+ * (free with vox_free), slice_len[z] and slice_pred[z] each slice's length and predictor.
+ * Returns the total length or a negative VOX_ERR_* code.
+ */
+int64_t vox_encode_slab_v2(const vox_slab_params *p, int32_t state_rows, int32_t choose, const int32_t *vox,
+                           uint8_t **out, uint32_t *slice_len, uint8_t *slice_pred);
+
+/** Called once per decoded slice, in slice order; return nonzero to stop decoding. */
+typedef int32_t (*vox_slice_cb)(void *ctx, int32_t z);
+
+/**
+ * Decodes a v2 slab: slice z's stream is data[z] (len[z] bytes), its predictor pred[z].
+ * With threads > 1 slices run as a wavefront on that many threads (slice z a few rows
+ * behind slice z-1); the result is the same for any thread count. cb(ctx, z) runs when
+ * slice z is complete (its voxels are final). Returns VOX_OK or VOX_ERR_*; on failure
+ * *failed_slice names the slice that failed (-1 if none did).
+ */
+int vox_decode_slab_v2(const vox_slab_params *p, int32_t state_rows, const uint8_t *const *data, const size_t *len,
+                       const uint8_t *pred, int32_t *vox, int32_t threads, vox_slice_cb cb, void *ctx,
+                       int32_t *failed_slice);
 
 void vox_free(void *ptr);
 
