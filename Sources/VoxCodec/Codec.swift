@@ -420,6 +420,11 @@ public enum VXZ {
 
         public var slabCount: Int { header.slabs.count }
 
+        /// Tests only: called with (decoder name, slab, slice in slab) after a v2 slice's bytes
+        /// are written to the output and before its checksum is checked, on the decoding
+        /// thread; lets a test hold the decoder in the window where unverified bytes exist.
+        nonisolated(unsafe) public static var sliceHook: (@Sendable (String, Int, Int) -> Void)?
+
         /// Decodes slab i to little-endian dtype bytes, checking its CRC.
         public func decodeSlab(_ i: Int, threads: Int = 1) throws -> [UInt8] {
             let nbytes = header.slices(ofSlab: i).count * header.shape.sliceVoxels * header.dtype.bytesPerVoxel
@@ -476,6 +481,7 @@ public enum VXZ {
                                                    predictors: e.slices.map(\.predictor.rawValue), into: v, threads: threads) { k in
                                     let src = UnsafeBufferPointer(start: vbase + k * sliceVox, count: sliceVox)
                                     dtype.encode(src, into: UnsafeMutableRawBufferPointer(rebasing: out[(k * sliceBytes)..<((k + 1) * sliceBytes)]))
+                                    Decoder.sliceHook?(self.name, i, k)   // tests: the window before the checksum
                                     try checkSlice(k)
                                     verified((k + 1) * sliceBytes)
                                 }

@@ -12,6 +12,12 @@ final class GoldenStreamTests: XCTestCase {
     static let streams: [(crop: String, tag: String)] =
         ["ct", "mr", "emri"].flatMap { c in ["classical", "classical-par", "fast", "parallel", "default", "large"].map { (c, $0) } }
         + [("ct", "default-adapted"), ("tiny", "paper")]
+    /// Format v2 (issue 11): a stream and a checksum per slice; `fast-rows5` hands the coder
+    /// state on after 5 rows; mr.fast, emri.default and tiny.paper have slices coded with the
+    /// classical fallback.
+    static let streamsV2: [(crop: String, tag: String)] =
+        ["classical", "classical-par", "fast", "parallel", "default", "large", "default-adapted", "fast-rows5"].map { ("ct", $0 + ".v2") }
+        + [("mr", "fast.v2"), ("mr", "default.v2"), ("emri", "default.v2"), ("tiny", "paper.v2")]
 
     func load(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> [UInt8] {
         let p = GoldenStreamTests.dir.appendingPathComponent(name).path
@@ -24,8 +30,10 @@ final class GoldenStreamTests: XCTestCase {
 
     func testGoldenStreamsDecodeAndReencodeIdentically() throws {
         XCTAssertEqual(GoldenStreamTests.streams.count, 20)
+        XCTAssertEqual(GoldenStreamTests.streamsV2.count, 12)
         var crops: [String: [UInt8]] = [:]
-        for (crop, tag) in GoldenStreamTests.streams {
+        var fallbacks = 0
+        for (crop, tag) in GoldenStreamTests.streams + GoldenStreamTests.streamsV2 {
             let name = "\(crop).\(tag).vxz"
             let stream = try load(name)
             if crops[crop] == nil { crops[crop] = try load("\(crop).raw") }
@@ -34,10 +42,18 @@ final class GoldenStreamTests: XCTestCase {
             XCTAssertEqual(h.shape.voxels * h.dtype.bytesPerVoxel, raw.count, name)
             XCTAssertGreaterThan(h.slabs.count, 1, "\(name): several slabs")
             XCTAssertTrue(h.slabs.allSatisfy { $0.method == .coded }, "\(name): every slab coded, none stored")
-            XCTAssertEqual(h.embeddedModel != nil, tag == "default-adapted", name)
+            XCTAssertEqual(h.embeddedModel != nil, tag.hasPrefix("default-adapted"), name)
+            XCTAssertEqual(h.formatVersion, tag.hasSuffix(".v2") ? 2 : 1, name)
+            fallbacks += h.slabs.flatMap(\.slices).filter { $0.predictor == .classical }.count
             for k in Kernel.available {
                 let dec = try VXZ.Decoder(stream: stream, name: name, kernel: k)
                 XCTAssertEqual(try dec.decodeVolume(threads: 2), raw, "\(name): decode with kernel \(k)")
+                if h.formatVersion >= 2 {
+                    for t in [1, 3] {
+                        let got = try (0..<dec.slabCount).flatMap { try dec.decodeSlab($0, threads: t) }
+                        XCTAssertTrue(got == raw, "\(name): kernel \(k), \(t) threads per slab")
+                    }
+                }
                 // re-encode: same preset, slab size and model (the embedded one, if any)
                 let embedded = try h.embeddedModel.map { try LSTMModel(bytes: $0) }
                 var opts = EncodeOptions(preset: try Preset.named(h.preset), model: embedded, slabThickness: h.slabThickness,
@@ -49,6 +65,7 @@ final class GoldenStreamTests: XCTestCase {
                 XCTAssertTrue(again == stream, "\(name): re-encoded bytes differ with kernel \(k)")
             }
         }
+        XCTAssertGreaterThanOrEqual(fallbacks, 3, "the v2 goldens include slices coded with the classical fallback")
     }
 
     func testGoldenChecksumsListEveryFile() throws {
@@ -58,7 +75,7 @@ final class GoldenStreamTests: XCTestCase {
             let f = line.split(separator: " ", omittingEmptySubsequences: true)
             if f.count == 2 { listed[String(f[1])] = String(f[0]) }
         }
-        let names = GoldenStreamTests.streams.map { "\($0.crop).\($0.tag).vxz" } + ["ct.raw", "mr.raw", "emri.raw", "tiny.raw"]
+        let names = (GoldenStreamTests.streams + GoldenStreamTests.streamsV2).map { "\($0.crop).\($0.tag).vxz" } + ["ct.raw", "mr.raw", "emri.raw", "tiny.raw"]
         for n in names {
             XCTAssertEqual(listed[n], Checksum.hex(Checksum.sha256(try load(n))), "\(n) changed since it was committed")
         }

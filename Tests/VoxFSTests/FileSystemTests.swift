@@ -186,6 +186,110 @@ final class FileSystemTests: ScratchTestCase {
     }
 }
 
+extension FileSystemTests {
+    /// The crop's archive with slice 10 (slab 1 holds slices 8-15) damaged inside its own
+    /// stream (format v2: a stream and a checksum per slice); returns the archive's path.
+    func archiveWithDamagedSlice10(_ src: String) throws -> String {
+        let (path, vol, header): (String, UInt64, StreamHeader) = try {
+            let (fs0, path) = try mount(src)
+            let crop = try fs0.resolve("study/misc/crop.raw")
+            let vol = UInt64(String(decoding: try fs0.xattr(crop, "user.voxfs.volume"), as: UTF8.self))!
+            return (path, vol, try fs0.archive.volumeHeader(vol))
+        }()
+        XCTAssertEqual(header.formatVersion, 2)
+        XCTAssertEqual(header.slabThickness, 8)
+        let a = try Archive(path: path, create: true)
+        let key = Archive.recordKey(volume: vol, index: 1)
+        var rec = try XCTUnwrap(try a.rawRecord(.slabs, key))
+        let at = header.slabs[1].slices[0..<2].reduce(0) { $0 + Int($1.length) }   // where slice 10's stream starts
+        XCTAssertGreaterThan(Int(header.slabs[1].slices[2].length), 40)
+        for k in 20..<36 { rec[at + k] ^= 0x5A }
+        try a.setRawRecord(.slabs, key, rec)
+        return path
+    }
+
+    func testADamagedSliceFailsAloneAndTheSlicesBeforeItInItsSlabRead() throws {
+        let src = try makeTree()
+        let path = try archiveWithDamagedSlice10(src)
+        let original = try FileIO.read(src + "/misc/crop.raw")
+        let sliceBytes = 512 * 512 * 2
+        func slice(_ k: Int) -> [UInt8] { Array(original[(k * sliceBytes)..<((k + 1) * sliceBytes)]) }
+        let fs = try VoxFileSystem(archive: try Archive(path: path, create: false), options: .init(cacheBytes: 64 << 20, workers: 0))
+        let fh = try fs.open(try fs.resolve("study/misc/crop.raw"))
+        defer { fs.release(fh) }
+        // cold slab 1: its first two slices verify and read, although the slab's decode fails
+        for k in [8, 9, 0, 7, 16, 24] {
+            XCTAssertEqual(try fs.read(fh, offset: UInt64(k * sliceBytes), length: sliceBytes), slice(k), "slice \(k) reads")
+        }
+        for k in [10, 11, 15] {
+            XCTAssertThrowsError(try fs.read(fh, offset: UInt64(k * sliceBytes) + 100, length: 4096), "slice \(k)") { e in
+                let m = (e as? VoxError)?.message ?? "\(e)"
+                XCTAssertEqual((e as? VoxError)?.kind, .corrupt)
+                XCTAssertTrue(m.contains("misc/crop.raw") && m.contains("slab 1") && m.contains("slice 10"), m)
+            }
+        }
+        // a read that spans the last good slice and the damaged one is an error, not a short read
+        XCTAssertThrowsError(try fs.read(fh, offset: UInt64(10 * sliceBytes - 10), length: 20))
+        // remembered: the slab is not decoded again for later reads of either kind
+        let decodes = fs.cache.snapshot.decodes
+        XCTAssertEqual(try fs.read(fh, offset: UInt64(9 * sliceBytes), length: 64), Array(slice(9).prefix(64)))
+        XCTAssertThrowsError(try fs.read(fh, offset: UInt64(12 * sliceBytes), length: 64))
+        XCTAssertEqual(fs.cache.snapshot.decodes, decodes)
+    }
+
+    /// Readers of one cold slab wait for a single decode and get each slice as soon as its
+    /// checksum has matched; the test hook holds the decoder where a slice's bytes are written
+    /// but not yet checked, so a reader served from unverified bytes would be caught.
+    func testConcurrentReadersOfAColdSlabNeverSeeUnverifiedBytes() throws {
+        let src = try makeTree()
+        let path = try archiveWithDamagedSlice10(src)
+        let original = try FileIO.read(src + "/misc/crop.raw")
+        let sliceBytes = 512 * 512 * 2
+        let fs = try VoxFileSystem(archive: try Archive(path: path, create: false), options: .init(cacheBytes: 64 << 20, workers: 0))
+        let fh = try fs.open(try fs.resolve("study/misc/crop.raw"))
+        defer { fs.release(fh) }
+        let slice8Served = DispatchSemaphore(value: 0)
+        let heldUntilSlice8Served = Locked<Bool?>(nil)
+        VXZ.Decoder.sliceHook = { _, slab, k in
+            guard slab == 1 else { return }
+            if k == 1 {
+                // slice 9 is written, unchecked: the reader of slice 8 must be served by now
+                heldUntilSlice8Served.mutate { $0 = slice8Served.wait(timeout: .now() + 30) == .success }
+            }
+            if k >= 1 { usleep(20_000) }   // the damaged slice 10 sits unverified for a while
+        }
+        defer { VXZ.Decoder.sliceHook = nil }
+        let results = Locked<[Int: [Result<[UInt8], Error>]]>([:])
+        let group = DispatchGroup()
+        func reader(_ k: Int) {
+            group.enter()
+            Thread {
+                let r = Result { try fs.read(fh, offset: UInt64(k * sliceBytes), length: sliceBytes) }
+                if k == 8, case .success = r { slice8Served.signal() }
+                results.mutate { $0[k, default: []].append(r) }
+                group.leave()
+            }.start()
+        }
+        reader(13)              // this reader's thread runs the decode; the others join it
+        usleep(50_000)
+        for k in [8, 9, 10, 11, 8, 9, 10, 11] { reader(k) }
+        XCTAssertEqual(group.wait(timeout: .now() + 120), .success)
+        XCTAssertEqual(heldUntilSlice8Served.value, true, "slice 8 was served while slice 9 was still unchecked")
+        XCTAssertEqual(fs.cache.snapshot.decodes, 1, "one decode for all readers")
+        for (k, rs) in results.value {
+            for r in rs {
+                switch r {
+                case .success(let b):
+                    XCTAssertTrue(k < 10, "slice \(k) must not be served")
+                    XCTAssertTrue(b == Array(original[(k * sliceBytes)..<((k + 1) * sliceBytes)]), "slice \(k): exact bytes")
+                case .failure(let e):
+                    XCTAssertTrue(k >= 10, "slice \(k) must be served: \(e)")
+                }
+            }
+        }
+    }
+}
+
 final class Locked<T>: @unchecked Sendable {
     private var v: T
     private let l = NSLock()

@@ -2,9 +2,10 @@
 """Regenerates the golden streams of Tests/VoxCodecTests/golden (see README.md there).
 
 Run ONLY when a new format version is introduced, and then only to ADD files: the committed
-streams were written by the encoder of commit 5715dbb and must keep decoding forever.
+v1 streams were written by the encoder of commit 5715dbb and must keep decoding forever.
 
-  python3 make_golden.py --voxfs .build/release/voxfs [--cache ~/.cache/voxfs] [--out DIR]
+  python3 make_golden.py --voxfs .build/release/voxfs [--cache ~/.cache/voxfs] [--out DIR]   # v1 (done)
+  python3 make_golden.py --voxfs .build/release/voxfs --v2 [--out DIR]   # adds CROP.TAG.v2.vxz only
 
 Standard library only: crops are cut from the raw volumes of the data cache (x fastest,
 little-endian), written as CROP.raw with a CROP.json sidecar, then coded with
@@ -24,6 +25,15 @@ PRESETS = ["classical", "classical-par", "fast", "parallel", "default", "large"]
 EXTRA = [("ct", "default", ["--adapt", "1"], "default-adapted"), ("tiny", "paper", [], "paper")]
 SLAB = 4
 SLAB_OF = {"tiny": 2}  # the tiny crop has 4 slices: two slabs
+# format v2 (issue 11): the crops above, not cut again; (crop, preset, extra flags, tag)
+V2 = [("ct", p, [], p) for p in PRESETS] + [
+    ("ct", "default", ["--adapt", "1"], "default-adapted"),
+    ("mr", "fast", [], "fast"), ("mr", "default", [], "default"),
+    ("emri", "default", [], "default"),
+    # 5 state rows: the next slice starts before this one is half done
+    ("ct", "fast", ["--state-rows", "5"], "fast-rows5"),
+    ("tiny", "paper", [], "paper"),
+]
 
 
 def main():
@@ -31,7 +41,18 @@ def main():
     ap.add_argument("--voxfs", required=True)
     ap.add_argument("--cache", default=os.environ.get("VOXFS_CACHE") or os.path.expanduser("~/.cache/voxfs"))
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--v2", action="store_true", help="add the format v2 streams (the crops must exist)")
     a = ap.parse_args()
+    if a.v2:
+        for name, preset, flags, tag in V2:
+            rp = os.path.join(a.out, name + ".raw")
+            vp = os.path.join(a.out, f"{name}.{tag}.v2.vxz")
+            if os.path.exists(vp):
+                sys.exit(f"{vp} exists: golden files are never regenerated")
+            subprocess.run([a.voxfs, "compress", rp, vp, "--preset", preset, "--slab", str(SLAB_OF.get(name, SLAB)),
+                            "--format", "2", "-q"] + flags, check=True)
+            print(f"{name}.{tag}.v2.vxz {os.path.getsize(vp)} bytes", file=sys.stderr)
+        return
     for name, vol, x0, y0, z0, nx, ny, nz in CROPS:
         meta = json.load(open(os.path.join(a.cache, "volumes", vol + ".json")))
         sx, sy, sz = meta["shape"]

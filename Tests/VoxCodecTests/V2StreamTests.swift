@@ -1,0 +1,155 @@
+import Foundation
+import XCTest
+import VoxCodec
+import VoxCore
+import VoxTestSupport
+
+/// Format v2 (docs/format.md, "Slab coding, version 2"): a stream and a checksum per slice, the
+/// coder state handed on after state_rows rows, a wavefront over slices, and the per-slice
+/// classical fallback.
+final class V2StreamTests: XCTestCase {
+    func encode(_ raw: [UInt8], _ shape: Shape, _ dt: DType, preset: String, slab: Int = 8, stateRows: Int? = nil,
+                version: UInt16 = 2, fallback: Bool = true) throws -> [UInt8] {
+        var o = EncodeOptions(preset: try Preset.named(preset), slabThickness: slab, threads: 2)
+        o.formatVersion = version
+        o.stateRows = stateRows
+        o.classicalFallback = fallback
+        return try raw.withUnsafeBytes { try VXZ.encode(raw: $0, shape: shape, dtype: dt, options: o) }
+    }
+
+    /// The same voxels for every thread count and kernel (the wavefront only reorders work).
+    func testWavefrontDecodeIsIndependentOfThreadsKernelsAndStateRows() throws {
+        let (raw, shape, dt) = try TestData.crop("ct_lung1", x0: 150, y0: 150, z0: 18, nx: 96, ny: 64, nz: 12)
+        for preset in ["default", "fast", "classical"] {
+            for rows in [1, 3, 32, 1000] {
+                let s = try encode(raw, shape, dt, preset: preset, slab: 6, stateRows: rows)
+                let h = try StreamHeader(parsing: s, fileSize: s.count)
+                XCTAssertEqual(h.formatVersion, 2)
+                XCTAssertEqual(h.stateRows, rows)
+                XCTAssertEqual(h.slabs.map(\.slices.count), [6, 6])
+                for k in Kernel.available {
+                    let d = try VXZ.Decoder(stream: s, kernel: k)
+                    for threads in [1, 2, 3, 6] {
+                        let got = try (0..<d.slabCount).flatMap { try d.decodeSlab($0, threads: threads) }
+                        XCTAssertTrue(got == raw, "\(preset) rows \(rows) kernel \(k) threads \(threads)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Slices are reported as verified one by one; a damaged slice stops the slab there, with
+    /// an error naming it, and nothing of it or after it is reported.
+    func testADamagedSliceIsNamedAndTheSlicesBeforeItVerify() throws {
+        let (raw, shape, dt) = try TestData.crop("mr_brain1", x0: 60, y0: 60, z0: 5, nx: 120, ny: 100, nz: 8)
+        var s = try encode(raw, shape, dt, preset: "default", slab: 8)
+        let h = try StreamHeader(parsing: s, fileSize: s.count)
+        let sliceBytes = shape.sliceVoxels * dt.bytesPerVoxel
+        let good = try VXZ.Decoder(stream: s)
+        var seen: [Int] = []
+        _ = try good.decodeSlab(0, into: UnsafeMutableRawBufferPointer.allocate(byteCount: 8 * sliceBytes, alignment: 4), verified: { seen.append($0) })
+        XCTAssertEqual(seen, (1...8).map { $0 * sliceBytes }, "each slice verified in turn")
+        let sl = h.slabs[0].slices
+        let at = Int(h.slabs[0].offset) + sl[0..<5].reduce(0) { $0 + Int($1.length) } + Int(sl[5].length) / 2
+        s[at] ^= 0x40
+        for threads in [1, 2, 4] {
+            let d = try VXZ.Decoder(stream: s)
+            let out = UnsafeMutableRawBufferPointer.allocate(byteCount: 8 * sliceBytes, alignment: 4)
+            defer { out.deallocate() }
+            var verified = 0
+            XCTAssertThrowsError(try d.decodeSlab(0, into: out, threads: threads) { verified = $0 }) { e in
+                XCTAssertEqual((e as? VoxError)?.kind, .corrupt)
+                XCTAssertTrue("\(e)".contains("slab 0") && "\(e)".contains("slice 5"), "\(e)")
+            }
+            XCTAssertEqual(verified, 5 * sliceBytes, "threads \(threads): slices 0-4 verified, no more")
+            XCTAssertTrue(Array(UnsafeRawBufferPointer(rebasing: out[0..<verified])) == Array(raw[0..<verified]))
+        }
+    }
+
+    /// Where the LSTM hurts, every slice falls back to the classical predictor and the stream
+    /// codes exactly what the classical preset codes (plus its longer header).
+    func testWhereTheLSTMHurtsTheStreamIsNoLargerThanClassical() throws {
+        var rng = SplitMix64(seed: 7)
+        let shape = Shape(64, 48, 10)
+        let noise = (0..<shape.voxels).map { _ in Int32(1000 + rng.nextInt(in: -40...40)) }
+        var edge = [Int32](repeating: 300, count: shape.voxels)
+        for i in edge.indices where (i % shape.x) >= 40 { edge[i] = 2000 }
+        for (name, v) in [("noise", noise), ("constant plus an edge", edge)] {
+            let raw = TestData.encode(v, .int16)
+            let classical = try encode(raw, shape, .int16, preset: "classical")
+            let hc = try StreamHeader(parsing: classical, fileSize: classical.count)
+            for preset in ["default", "fast"] {
+                let s = try encode(raw, shape, .int16, preset: preset)
+                let h = try StreamHeader(parsing: s, fileSize: s.count)
+                let payload = h.slabs.reduce(0) { $0 + Int($1.length) }, cpayload = hc.slabs.reduce(0) { $0 + Int($1.length) }
+                XCTAssertLessThanOrEqual(payload, cpayload, "\(name), \(preset): payload no larger than classical's")
+                XCTAssertLessThanOrEqual(s.count, classical.count + (h.headerLength - hc.headerLength), "\(name), \(preset)")
+                if name == "noise" {
+                    // the voxel-serial default loses on every slice of noise; fast (row-parallel,
+                    // with its left-residual correction) wins a few, which is allowed: shorter
+                    let fb = h.slabs.flatMap(\.slices).filter { $0.predictor == .classical }.count
+                    if preset == "default" { XCTAssertEqual(fb, shape.z, "\(name), \(preset): every slice falls back") }
+                    else { XCTAssertGreaterThan(fb, 0, "\(name), \(preset): slices fall back (\(fb) of \(shape.z))") }
+                }
+                XCTAssertTrue(try VXZ.Decoder(stream: s).decodeVolume() == raw, "\(name), \(preset) round trip")
+                // without the fallback the LSTM codes noise larger: the fallback is what keeps it small
+                if name == "noise" {
+                    let nf = try encode(raw, shape, .int16, preset: preset, fallback: false)
+                    XCTAssertGreaterThan(nf.count, s.count, "\(name), \(preset): the LSTM alone costs more")
+                    XCTAssertTrue(try VXZ.Decoder(stream: nf).decodeVolume() == raw)
+                }
+            }
+        }
+    }
+
+    /// v2 header fields are checked: a crafted header with a valid CRC never decodes.
+    func testCraftedV2HeadersAreRejected() throws {
+        let (raw, shape, dt) = try TestData.crop("ct_lung1", x0: 200, y0: 200, z0: 20, nx: 40, ny: 30, nz: 6)
+        let s = try encode(raw, shape, dt, preset: "default", slab: 3)
+        let cs = try encode(raw, shape, dt, preset: "classical", slab: 3)
+        func crafted(_ base: [UInt8], _ edit: (inout StreamHeader) -> Void) throws -> [UInt8] {
+            var h = try StreamHeader(parsing: base, fileSize: base.count)
+            let body = Array(base[h.headerLength...])
+            edit(&h)
+            return h.serialized() + body
+        }
+        let cases: [(String, [UInt8])] = [
+            ("state rows 0", try crafted(s) { $0.stateRows = 0 }),
+            ("slice lengths that do not add up", try crafted(s) { $0.slabs[0].slices[0].length += 1 }),
+            ("a slice shorter than a flush", try crafted(s) { $0.slabs[1].slices[2].length = 4; $0.slabs[1].slices[1].length += $0.slabs[1].slices[2].length - 4 }),
+            ("the classical fallback in a classical stream", try crafted(cs) { $0.slabs[0].slices[1].predictor = .classical }),
+            ("a slice checksum", try crafted(s) { $0.slabs[1].slices[1].crc ^= 1 }),
+            ("another slice's predictor", try crafted(s) { $0.slabs[0].slices[2].predictor = $0.slabs[0].slices[2].predictor == .classical ? .stream : .classical }),
+        ]
+        for (what, c) in cases {
+            do {
+                let d = try VXZ.Decoder(stream: c)
+                let out = try d.decodeVolume()
+                XCTAssertNotEqual(out, raw, "\(what): decoded to the original?")
+                XCTFail("\(what): decoded")
+            } catch let e as VoxError {
+                XCTAssertTrue([.corrupt, .badFormat, .truncated].contains(e.kind), "\(what): \(e)")
+            }
+        }
+        // a version this voxfs does not know is named as such
+        var v3 = s
+        v3[8] = 3
+        XCTAssertThrowsError(try StreamHeader(parsing: v3)) { e in XCTAssertTrue("\(e)".contains("version 3"), "\(e)") }
+    }
+
+    /// v1 streams still decode, and the v1 encoder still writes v1.
+    func testVersion1IsStillWrittenAndRead() throws {
+        let (raw, shape, dt) = try TestData.crop("ct_lung1", x0: 200, y0: 200, z0: 20, nx: 40, ny: 30, nz: 6)
+        let s1 = try encode(raw, shape, dt, preset: "default", slab: 3, version: 1)
+        let h = try StreamHeader(parsing: s1, fileSize: s1.count)
+        XCTAssertEqual(h.formatVersion, 1)
+        XCTAssertTrue(h.slabs.allSatisfy { $0.slices.isEmpty })
+        var reported: [Int] = []
+        let d = try VXZ.Decoder(stream: s1)
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: d.slabByteCount(0), alignment: 4)
+        defer { out.deallocate() }
+        try d.decodeSlab(0, into: out, threads: 2) { reported.append($0) }
+        XCTAssertEqual(reported, [d.slabByteCount(0)], "a v1 slab is verified as a whole")
+        XCTAssertTrue(try d.decodeVolume() == raw)
+    }
+}
