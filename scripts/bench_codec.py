@@ -16,6 +16,9 @@ Usage:
   scripts/bench_codec.py [--voxfs PATH] [--cache DIR] [--runs N] [--threads N]
                          [--presets LIST] [--volumes GLOB] [--out FILE]
 
+A preset may carry flags: PRESET@--flag=value+--flag2=value, e.g. default@--format=1 (compress
+flags) or default@--slice-threads=2 (a decompress flag: threads per slab, format v2's wavefront).
+
 Standard library only, except the optional image-codec rows. Progress goes to
 stderr; the markdown report goes to stdout (and to --out if given). Exit codes:
 0 ok, 1 a round trip failed or was not byte-identical, 2 setup problem (no
@@ -294,15 +297,18 @@ def main():
             comp = os.path.join(tmp, "out.vxz")
             dec = os.path.join(tmp, "out.raw")
             for p in a.presets:
-                # PRESET@--flag=value,... adds compress flags (e.g. default@--adapt=0)
+                # PRESET@--flag=value+... adds compress flags (e.g. default@--adapt=0); a
+                # --slice-threads=N flag goes to decompress (threads per slab: the v2 wavefront)
                 name, _, extra = p.partition("@")
-                flags = [f for f in extra.split("+") if f] if extra else []
-                label = f"voxfs {name}" + (" " + " ".join(flags) if flags else "")
+                allflags = [f for f in extra.split("+") if f] if extra else []
+                flags = [f for f in allflags if not f.startswith("--slice-threads")]
+                dflags = [f for f in allflags if f.startswith("--slice-threads")]
+                label = f"voxfs {name}" + (" " + " ".join(allflags) if allflags else "")
                 log(f"   {label} ...")
                 try:
                     r = bench_codec(vol, label,
                                     [vx, "compress", vol["raw"], comp, "--preset", name, "-q"] + vx_threads + flags,
-                                    [vx, "decompress", comp, dec, "-q"] + vx_threads,
+                                    [vx, "decompress", comp, dec, "-q"] + vx_threads + dflags,
                                     comp, dec, a.runs, enc_stdout=False, dec_stdout=False)
                 except BenchError as e:
                     log(f"!! ERROR: {e}")

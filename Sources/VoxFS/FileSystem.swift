@@ -35,6 +35,8 @@ public final class VoxFileSystem: @unchecked Sendable {
         /// Threads one slab decode that a reader waits for runs on (format v2 slabs decode as a
         /// wavefront over their slices); prefetch decodes take one each.
         public var sliceThreads: Int = min(4, max(1, ProcessInfo.processInfo.activeProcessorCount))
+        /// Log each slab decode's timings (VOXFS_TRACE=1 for the mount daemon).
+        public var trace = ProcessInfo.processInfo.environment["VOXFS_TRACE"] == "1"
         /// Report every file as owned by these instead of the owners recorded at pack time.
         public var uid: UInt32?, gid: UInt32?
         public var log: @Sendable (String) -> Void
@@ -489,10 +491,18 @@ public final class VoxFileSystem: @unchecked Sendable {
             // a reader waits for this slab: decode it on every core (a wavefront over its
             // slices); a prefetch takes one thread
             let threads = prefetch ? 1 : options.sliceThreads
-            return try cache.get(SlabCache.Key(volume: id, slab: s), need: need, size: VoxFileSystem.slabSize(header, s), prefetch: prefetch) { buf, publish in
+            return try cache.get(SlabCache.Key(volume: id, slab: s), need: need, size: VoxFileSystem.slabSize(header, s), prefetch: prefetch) { [self] buf, publish in
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                func ms() -> String { String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6) }
                 decodeSlots.wait()
                 defer { decodeSlots.signal() }
-                try decoder(id).decodeSlab(s, into: buf.mutableBytes, threads: threads, verified: publish)
+                let tSlot = ms()
+                let d = try decoder(id)
+                let tDec = ms()
+                if !options.trace { return try d.decodeSlab(s, into: buf.mutableBytes, threads: threads, verified: publish) }
+                var marks: [String] = []
+                try d.decodeSlab(s, into: buf.mutableBytes, threads: threads) { n in marks.append(ms()); publish(n) }
+                options.log("trace: volume \(id) slab \(s)\(prefetch ? " (prefetch)" : ""): slot \(tSlot) ms, decoder \(tDec) ms, verified at \(marks.joined(separator: ", ")) ms, \(threads) threads")
             }
         } catch let e as VoxError {
             throw VoxError(e.kind, "\(path): \(e.message)")

@@ -1,3 +1,4 @@
+import CVoxKernels
 import Foundation
 import VoxCore
 
@@ -39,7 +40,7 @@ public final class SlabCache: @unchecked Sendable {
         public var bytes = 0, entries = 0
     }
 
-    final class Entry {
+    final class Entry: @unchecked Sendable {
         let buffer: SlabBuffer
         var verified = 0            // bytes [0, verified) are final and their checksums matched
         var done = false
@@ -77,57 +78,83 @@ public final class SlabCache: @unchecked Sendable {
 
     /// The slab for `key` with at least its first `need` bytes verified. When it is neither
     /// cached nor being decoded, `decode(buffer, publish)` fills a new buffer of `size` bytes
-    /// and calls `publish(n)` whenever its first n bytes are verified. A decode already running
-    /// for the key is joined, not repeated. A decode that found damage
-    /// (`VoxError.Kind.corrupt`) is remembered with what verified before it: reads beyond that
-    /// throw its error without decoding; other failures (out of memory, an I/O error) are tried
-    /// again next time.
+    /// and calls `publish(n)` whenever its first n bytes are verified. A reader's decode runs
+    /// on a thread of its own, and the reader waits like every other reader of the slab: for
+    /// the bytes it needs, not for the whole slab. A prefetch (`prefetch`) decodes on the
+    /// calling thread and returns when the slab is done. A decode already running for the key
+    /// is joined, not repeated. A decode that found damage (`VoxError.Kind.corrupt`) is
+    /// remembered with what verified before it: reads beyond that throw its error without
+    /// decoding; other failures (out of memory, an I/O error) are tried again next time.
     public func get(_ key: Key, need: Int, size: Int, prefetch: Bool = false,
-                    decode: (SlabBuffer, _ publish: @escaping (Int) -> Void) throws -> Void) throws -> SlabBuffer {
-        let need = min(max(0, need), size)
+                    decode: @escaping @Sendable (SlabBuffer, _ publish: @escaping @Sendable (Int) -> Void) throws -> Void) throws -> SlabBuffer {
+        let need = prefetch ? size : min(max(0, need), size)
         cond.lock()
         if let f = failures[key], need > f.verified {
             cond.unlock()
             throw f.error
         }
-        if let e = entries[key] {
+        let e: Entry
+        if let hit = entries[key] {
+            e = hit
             tick += 1
             e.used = tick
             if !prefetch { stats.hits += 1 }
-            while !e.done && e.verified < need { cond.wait() }
-            let ok = e.verified >= need
-            let err = e.error
-            cond.unlock()
-            if ok { return e.buffer }
-            throw err ?? VoxError(.corrupt, "slab \(key.slab) could not be decoded")
-        }
-        let e = Entry(SlabBuffer(count: size))
-        tick += 1
-        e.used = tick
-        entries[key] = e
-        if prefetch { stats.prefetches += 1 } else { stats.misses += 1 }
-        if size <= capacity {
-            e.counted = true
-            stats.bytes += size
-            evict()
-        }
-        cond.unlock()
-
-        var failure: Error? = nil
-        do {
-            try decode(e.buffer) { [cond] n in
-                cond.lock()
-                if n > e.verified { e.verified = min(n, size) }
-                cond.broadcast()
-                cond.unlock()
+        } else {
+            e = Entry(SlabBuffer(count: size))
+            tick += 1
+            e.used = tick
+            entries[key] = e
+            if prefetch { stats.prefetches += 1 } else { stats.misses += 1 }
+            if size <= capacity {
+                e.counted = true
+                stats.bytes += size
+                evict()
             }
-        } catch { failure = error }
+            cond.unlock()
+            let job = Job(cache: self, key: key, entry: e, decode: decode)
+            if prefetch { job.run() } else {
+                let t = Thread { job.run() }
+                t.name = "voxfs-decode"
+                t.start()
+            }
+            cond.lock()
+        }
+        while !e.done && e.verified < need { cond.wait() }
+        let ok = e.verified >= need
+        let err = e.error
+        cond.unlock()
+        if ok { return e.buffer }
+        throw err ?? VoxError(.corrupt, "slab \(key.slab) could not be decoded")
+    }
 
+    /// One slab decode and its bookkeeping.
+    private struct Job: @unchecked Sendable {
+        let cache: SlabCache
+        let key: Key
+        let entry: Entry
+        let decode: @Sendable (SlabBuffer, @escaping @Sendable (Int) -> Void) throws -> Void
+
+        func run() {
+            let e = entry, size = entry.buffer.count, cond = cache.cond
+            var failure: Error? = nil
+            do {
+                try decode(e.buffer) { n in
+                    cond.lock()
+                    if n > e.verified { e.verified = min(n, size) }
+                    cond.broadcast()
+                    cond.unlock()
+                }
+            } catch { failure = error }
+            cache.finish(key, e, failure)
+        }
+    }
+
+    private func finish(_ key: Key, _ e: Entry, _ failure: Error?) {
         cond.lock()
         e.done = true
         e.error = failure
         stats.decodes += 1
-        if failure == nil { e.verified = size }
+        if failure == nil { e.verified = e.buffer.count }
         if let err = failure {
             if let ve = err as? VoxError, ve.kind == .corrupt {
                 if failures.count >= SlabCache.maxFailures, let any = failures.keys.first { failures[any] = nil }
@@ -138,11 +165,8 @@ public final class SlabCache: @unchecked Sendable {
         }
         if !e.counted { drop(key) }
         evict()
-        let ok = e.verified >= need
         cond.broadcast()
         cond.unlock()
-        if !ok { throw failure! }
-        return e.buffer
     }
 
     /// Removes an entry (the cond lock is held).
@@ -170,7 +194,10 @@ final class WorkerPool: @unchecked Sendable {
 
     init(threads: Int) {
         for i in 0..<threads {
-            let t = Thread { [self] in loop() }
+            let t = Thread { [self] in
+                _ = vox_thread_nice(10)   // prefetch yields the cores to the decode a reader waits for
+                loop()
+            }
             t.name = "voxfs-prefetch-\(i)"
             t.start()
         }

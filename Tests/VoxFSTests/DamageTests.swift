@@ -66,14 +66,14 @@ final class DamageTests: ScratchTestCase {
 
     func testAFailedDecodeIsRememberedNotRepeated() throws {
         let c = SlabCache(capacity: 1 << 20)
-        var calls = 0
-        for _ in 0..<5 { XCTAssertThrowsError(try c.get(.init(volume: 1, slab: 0), need: 3, size: 3) { _, _ in calls += 1; throw VoxError(.corrupt, "slab 0 is damaged") }) }
-        XCTAssertEqual(calls, 1, "damage is remembered")
+        let calls = Locked(0)
+        for _ in 0..<5 { XCTAssertThrowsError(try c.get(.init(volume: 1, slab: 0), need: 3, size: 3) { _, _ in calls.mutate { $0 += 1 }; throw VoxError(.corrupt, "slab 0 is damaged") }) }
+        XCTAssertEqual(calls.value, 1, "damage is remembered")
         XCTAssertTrue(c.contains(.init(volume: 1, slab: 0)))
         // a failure that is not damage (here: I/O) is tried again
-        var io = 0
-        for _ in 0..<3 { XCTAssertThrowsError(try c.get(.init(volume: 2, slab: 0), need: 3, size: 3) { _, _ in io += 1; throw VoxError(.io, "EIO") }) }
-        XCTAssertEqual(io, 3)
+        let io = Locked(0)
+        for _ in 0..<3 { XCTAssertThrowsError(try c.get(.init(volume: 2, slab: 0), need: 3, size: 3) { _, _ in io.mutate { $0 += 1 }; throw VoxError(.io, "EIO") }) }
+        XCTAssertEqual(io.value, 3)
         let b = try c.get(.init(volume: 1, slab: 1), need: 3, size: 3) { buf, publish in
             buf.mutableBytes.copyBytes(from: [1, 2, 3] as [UInt8]); publish(3)
         }

@@ -7,4 +7,8 @@
  * otherwise raises it to the size of the last large block freed, after which slab-sized buffers
  * come from the heap, fragment it and are never returned). Returns 1 on success. */
 int vox_tune_malloc(int arenas, int mmap_bytes);
+/* Lowers the calling thread's scheduling priority by `inc` nice steps (Linux: nice is per
+ * thread, and threads it creates inherit it). Background slab prefetch runs at +10, so that
+ * the decode a reader waits for gets the cores first. Returns 0 on success. */
+int vox_thread_nice(int inc);
 #endif
