@@ -10,13 +10,17 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := pkg-config fuse3 libfuse3-dev libopenblas-dev liblmdb-dev libzstd-dev \
                 xz-utils zstd python3 python3-venv python3-pip ca-certificates
 
-.PHONY: all deps build data test demo install uninstall bench-codec bench-pack bench-mount compare fuzz fuzz-archive fuzz-long soak model experiments clean help
+# golden streams the reference decoder (written from docs/format.md alone) checks in `make test`
+CONFORMANCE_STREAMS = ct.classical ct.fast ct.classical.v2 ct.classical-par.v2 ct.fast.v2 ct.fast-rows5.v2 mr.fast.v2 emri.default.v2
+
+.PHONY: conformance all deps build data test demo install uninstall bench-codec bench-pack bench-mount compare fuzz fuzz-archive fuzz-long soak model experiments clean help
 
 all: build
 
 help:
 	@echo "make demo         install what is missing, build, fetch a real CT scan, compress it and show the result"
 	@echo "make test         install what is missing, build, fetch the real test data, run every test"
+	@echo "make conformance  the reference decoder (docs/format.md alone, Python) on golden v1 and v2 streams"
 	@echo "make bench-codec  bpp and speed of every preset on the real volumes, beside xz -9 and zstd -19"
 	@echo "make bench-pack   pack/unpack throughput and ratio of the real data tree, beside tar | zstd -19 and tar | xz -9"
 	@echo "make bench-mount  reads through voxfs mount (cold, warm, first byte, random 4 KiB, header scan) beside the originals and squashfuse"
@@ -60,9 +64,10 @@ test: deps data
 	  --cache "$(CACHE)" 2>&1 | tee .build/compare-selftest.log
 	set -o pipefail; $(PYTHON) scripts/fuzz_archive.py $(FUZZ_ARCHIVE_SEED) .build/fuzz-archive $(FUZZ_ARCHIVE_CASES) 10 \
 	  --voxfs .build/release/voxfs 2>&1 | tee .build/fuzz-archive.log
+	set -o pipefail; $(PYTHON) scripts/reference_decoder.py --golden Tests/VoxCodecTests/golden $(CONFORMANCE_STREAMS) 2>&1 | tee .build/conformance.log
 	@awk '/Executed [0-9]+ tests?, with [0-9]+ failures?/ { n = $$2; f = $$5 } \
 	  /[0-9]+ checks ok, [0-9]+ failed/ { for (i = 1; i <= NF; i++) { if ($$(i+1) == "checks" && $$(i+2) == "ok,") c += $$i; if ($$(i+1) == "failed" || $$(i+1) == "failed,") cf += $$i } } \
-	  END { if (n == "") exit 1; printf "%d passed, %d failed\n", n - f + c, f + cf }' .build/test.log .build/compare-selftest.log .build/fuzz-archive.log
+	  END { if (n == "") exit 1; printf "%d passed, %d failed\n", n - f + c, f + cf }' .build/test.log .build/compare-selftest.log .build/fuzz-archive.log .build/conformance.log
 
 demo: build data
 	@scripts/demo.sh .build/release/voxfs "$(CACHE)"
@@ -101,6 +106,9 @@ fuzz-long:
 SOAK_SECONDS ?= 600
 soak: build data
 	$(PYTHON) scripts/soak_mount.py --voxfs .build/release/voxfs --cache "$(CACHE)" --seconds $(SOAK_SECONDS) --out .build/soak.md
+
+conformance:
+	$(PYTHON) scripts/reference_decoder.py --golden Tests/VoxCodecTests/golden $(CONFORMANCE_STREAMS)
 
 fuzz-archive: build
 	$(PYTHON) scripts/fuzz_archive.py $(FUZZ_ARCHIVE_SEED) .build/fuzz-archive $(FUZZ_ARCHIVE_CASES) 10 --voxfs .build/release/voxfs
