@@ -689,8 +689,11 @@ public final class Archive: @unchecked Sendable {
         var vol = cache[id]!
         let want = (only ?? Array(0..<vol.header.slabs.count)).filter { $0 >= 0 && $0 < vol.header.slabs.count && vol.slabs[$0] == nil }
         let d = vol.decoder
+        // fewer slabs than cores (a short volume, or one slab asked for): the rest of the
+        // cores decode each slab's slices as a wavefront (format v2)
+        let perSlab = VXZ.Decoder.sliceThreads(cores: threads, slabs: want.count)
         let decoded = parallelMap(want.count, threads: threads) { j -> Result<[UInt8], VoxError> in
-            do { return .success(try d.decodeSlab(want[j])) } catch let e as VoxError { return .failure(e) } catch {
+            do { return .success(try d.decodeSlab(want[j], threads: perSlab)) } catch let e as VoxError { return .failure(e) } catch {
                 return .failure(VoxError(.io, "volume \(id): slab \(want[j]): \(error)"))
             }
         }

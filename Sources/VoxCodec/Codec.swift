@@ -433,6 +433,13 @@ public enum VXZ {
             return out
         }
 
+        /// Threads per slab when `slabs` slabs are decoded on `cores` cores: the cores left over
+        /// by the slabs decode slices as a wavefront (v2; at most 4 per slab: the wavefront's
+        /// gain levels off, and v1 slabs ignore it).
+        public static func sliceThreads(cores: Int, slabs: Int) -> Int {
+            max(1, min(4, cores / max(1, slabs)))
+        }
+
         /// Bytes of slab i's decoded voxels.
         public func slabByteCount(_ i: Int) -> Int {
             header.slices(ofSlab: i).count * header.shape.sliceVoxels * header.dtype.bytesPerVoxel

@@ -128,11 +128,11 @@ struct Decompress: ParsableCommand {
     @Argument(help: "Input .vxz file.") var input: String
     @Argument(help: "Output raw file.") var output: String
     @Option(help: "Model file (.vxm) the stream was coded with, if not installed.") var model: String?
-    @Option(help: "Format 2: threads per slab (slices decoded as a wavefront; default 1, slabs run in parallel on --threads).") var sliceThreads: Int = 1
+    @Option(help: "Format 2: threads per slab (slices decoded as a wavefront; default: the cores the slabs leave over, slabs run in parallel on --threads).") var sliceThreads: Int?
     @OptionGroup var coding: CodingOptions
 
     func run() throws {
-        guard sliceThreads >= 1, sliceThreads <= 16 else { throw VoxError(.invalidArgument, "--slice-threads must be 1 to 16") }
+        if let st = sliceThreads { guard st >= 1, st <= 16 else { throw VoxError(.invalidArgument, "--slice-threads must be 1 to 16") } }
         let stream = try FileIO.read(input)
         var extra: [LSTMModel] = []
         if let m = model { extra.append(try LSTMModel.load(path: m)) }
@@ -149,7 +149,8 @@ struct Decompress: ParsableCommand {
         let slabBytes = h.slabThickness * h.shape.sliceVoxels * h.dtype.bytesPerVoxel
         let bar = ProgressBar(label: "decompress", total: h.slabs.count, voxelsPerUnit: h.shape.sliceVoxels * h.slabThickness, enabled: !coding.quiet)
         let t0 = Date()
-        try dec.decodeAll(threads: try coding.resolvedThreads(), sliceThreads: sliceThreads, progress: bar.update) { i, bytes in
+        let perSlab = sliceThreads ?? VXZ.Decoder.sliceThreads(cores: try coding.resolvedThreads(), slabs: h.slabs.count)
+        try dec.decodeAll(threads: try coding.resolvedThreads(), sliceThreads: perSlab, progress: bar.update) { i, bytes in
             var off = 0
             while off < bytes.count {
                 let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + off, bytes.count - off, off_t(i * slabBytes + off)) }
