@@ -149,7 +149,8 @@ struct Decompress: ParsableCommand {
         let slabBytes = h.slabThickness * h.shape.sliceVoxels * h.dtype.bytesPerVoxel
         let bar = ProgressBar(label: "decompress", total: h.slabs.count, voxelsPerUnit: h.shape.sliceVoxels * h.slabThickness, enabled: !coding.quiet)
         let t0 = Date()
-        let perSlab = sliceThreads ?? VXZ.Decoder.sliceThreads(cores: try coding.resolvedThreads(), slabs: h.slabs.count)
+        let cores = try coding.resolvedThreads()
+        let perSlab = sliceThreads ?? VXZ.Decoder.sliceThreads(cores: cores, slabs: h.slabs.count)
         try dec.decodeAll(threads: try coding.resolvedThreads(), sliceThreads: perSlab, progress: bar.update) { i, bytes in
             var off = 0
             while off < bytes.count {
