@@ -18,13 +18,15 @@ let package = Package(
         .systemLibrary(name: "CLMDB", providers: [.apt(["liblmdb-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        // zlib: gzip-wrapped volumes (.nii.gz, NRRD gzip) are rebuilt by recompressing with it
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         // Integer hot paths: checksums, fixed-point LSTM kernels, slab coder.
         .target(name: "CVoxKernels", cSettings: [.define("_GNU_SOURCE")]),
 
         .target(name: "VoxCore", dependencies: ["CVoxKernels"]),
         .target(name: "VoxCodec", dependencies: ["VoxCore", "CVoxKernels"]),
-        .target(name: "VoxFormats", dependencies: ["VoxCore"]),
+        .target(name: "VoxFormats", dependencies: ["VoxCore", "CZlib"]),
         // LMDB reads under a fault guard (a damaged archive must not crash a reader)
         .target(name: "CVoxLMDB", dependencies: ["CLMDB"]),
         .target(name: "VoxArchive", dependencies: ["VoxCore", "VoxCodec", "VoxFormats", "CLMDB", "CVoxLMDB", "CZstd"]),

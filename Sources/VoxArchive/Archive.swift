@@ -13,7 +13,7 @@ import VoxFormats
 /// added entry. Version 1 archives stay readable (with less protection: see `schema`).
 public final class Archive: @unchecked Sendable {
     /// The schema this voxfs writes.
-    public static let schemaVersion: UInt32 = 2
+    public static let schemaVersion: UInt32 = 3
     /// The schema of this archive: 2, or 1 for an archive written by an older voxfs (read
     /// only; its records carry no seals, so readers check the whole file's SHA-256 instead).
     public let schema: UInt32
@@ -203,7 +203,9 @@ public final class Archive: @unchecked Sendable {
         }
         schema = ver
         try checkSnapshot()
-        if create && ver < Archive.schemaVersion {
+        // schema 2 archives are added to as they are (schema 3 only adds wrapped file parts,
+        // and the first one stored turns the archive's schema record to 3)
+        if create && ver < 2 {
             throw VoxError(.badFormat, "\(path) has archive schema \(ver) (an older voxfs); it can be read, listed, verified, unpacked and mounted, but not added to: unpack it and pack it again into a new archive")
         }
     }
@@ -541,6 +543,8 @@ public final class Archive: @unchecked Sendable {
         public init(entry: Entry, part: VolumeFilePart, original: [UInt8]) {
             self.entry = entry; self.part = part
             sha256 = Checksum.sha256(original)
+            // a wrapped file is served whole (recompressed), never page by page: no prefix
+            if part.wrapper != nil { prefix = []; return }
             let n = Archive.prefixLength(headerBytes: part.header.count, voxelBytes: original.count - part.header.count - part.trailer.count)
             prefix = Array(original[part.header.count..<(part.header.count + n)])
         }
@@ -558,11 +562,17 @@ public final class Archive: @unchecked Sendable {
         let p = f.part
         precondition(f.sha256.count == 32)
         var w = ByteWriter()
-        w.u32(UInt32(p.firstSlice)); w.u32(UInt32(p.slices)); w.u8(p.bigEndian ? 1 : 0)
+        // flags: bit 0 big-endian voxels, bit 1 a wrapped (recompressed) file (schema 3)
+        w.u32(UInt32(p.firstSlice)); w.u32(UInt32(p.slices)); w.u8((p.bigEndian ? 1 : 0) | (p.wrapper != nil ? 2 : 0))
         w.u32(UInt32(p.header.count)); w.u32(UInt32(p.trailer.count)); w.u32(UInt32(f.prefix.count))
         w.raw(f.sha256)
-        let bytes = p.header + p.trailer + f.prefix
+        var bytes = p.header + p.trailer + f.prefix
+        if let z = p.wrapper { bytes += z.outerHeader + z.outerTrailer }
         w.u32(Checksum.crc32c(bytes))
+        if let z = p.wrapper {
+            w.u8(UInt8(z.level)); w.u8(UInt8(z.memLevel)); w.u8(UInt8(z.windowBits)); w.u8(UInt8(z.strategy))
+            w.u32(UInt32(z.outerHeader.count)); w.u32(UInt32(z.outerTrailer.count))
+        }
         w.raw(packBlob(bytes))
         return w.bytes
     }
@@ -587,6 +597,11 @@ public final class Archive: @unchecked Sendable {
             }
             var w = ByteWriter(); w.u64(id + 1)
             try t.put(meta, nextKey, seal("meta", nextKey, w.bytes))
+            if files.contains(where: { $0.part.wrapper != nil }) {
+                // wrapped parts are schema 3: an older voxfs must refuse the archive, not misread it
+                var sv = ByteWriter(); sv.u32(3)
+                try t.put(meta, Array("schema".utf8), sv.bytes)
+            }
             try t.put(volumes, Archive.idKey(id), seal("volumes", Archive.idKey(id), Array(stream[0..<h.headerLength])))
             for (i, s) in h.slabs.enumerated() {
                 try t.put(slabs, Archive.slabKey(id, i), Array(stream[Int(s.offset)..<(Int(s.offset) + Int(s.length))]))
@@ -656,15 +671,28 @@ public final class Archive: @unchecked Sendable {
             guard let rec = try t.get(parts, key) else { throw VoxError(.corrupt, "volume \(id): file part \(k) is missing") }
             guard let b = unseal("parts", key, rec) else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (seal mismatch)") }
             var r = ByteReader(b, what: "volume \(id) file part \(k)")
-            let first = Int(try r.u32()), n = Int(try r.u32()), big = try r.u8() != 0
+            let first = Int(try r.u32()), n = Int(try r.u32()), flags = try r.u8()
+            guard flags & ~3 == 0 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (unknown flags)") }
             let hl = Int(try r.u32()), tl = Int(try r.u32()), pl = Int(try r.u32())
             let sha = try r.raw(32)
             let crc = try r.u32()
-            guard hl + tl + pl <= 1 << 30, pl <= 4096 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged") }
-            let bytes = try Archive.unpackBlob(try r.raw(r.remaining), size: UInt64(hl + tl + pl), path: "volume \(id) file part \(k)")
-            guard bytes.count == hl + tl + pl, Checksum.crc32c(bytes) == crc else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged") }
-            return StoredPart(part: VolumeFilePart(path: "", header: Array(bytes[0..<hl]), trailer: Array(bytes[hl..<(hl + tl)]), firstSlice: first, slices: n, bigEndian: big),
-                              sha256: sha, prefix: Array(bytes[(hl + tl)...]))
+            var wrapper: DeflateWrapper? = nil, ohl = 0, otl = 0
+            if flags & 2 != 0 {
+                let lv = Int(try r.u8()), ml = Int(try r.u8()), wb = Int(try r.u8()), st = Int(try r.u8())
+                ohl = Int(try r.u32()); otl = Int(try r.u32())
+                wrapper = DeflateWrapper(outerHeader: [], outerTrailer: [], level: lv, memLevel: ml, windowBits: wb, strategy: st)
+                guard wrapper!.isValid, ohl <= 1 << 30, otl <= 1 << 30 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (bad recompression parameters)") }
+            }
+            let total = hl + tl + pl + ohl + otl
+            guard hl <= 1 << 30, tl <= 1 << 30, total <= 1 << 30, pl <= 4096 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged") }
+            let bytes = try Archive.unpackBlob(try r.raw(r.remaining), size: UInt64(total), path: "volume \(id) file part \(k)")
+            guard bytes.count == total, Checksum.crc32c(bytes) == crc else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged") }
+            let o = hl + tl + pl
+            wrapper?.outerHeader = Array(bytes[o..<(o + ohl)])
+            wrapper?.outerTrailer = Array(bytes[(o + ohl)...])
+            return StoredPart(part: VolumeFilePart(path: "", header: Array(bytes[0..<hl]), trailer: Array(bytes[hl..<(hl + tl)]), firstSlice: first, slices: n,
+                                                   bigEndian: flags & 1 != 0, wrapper: wrapper),
+                              sha256: sha, prefix: Array(bytes[(hl + tl)..<o]))
         }
         if let entry, schema >= 2, entry.fileSHA256 != sp.sha256 {
             throw VoxError(.corrupt, "\(entry.path): its part record (volume \(id) part \(k)) belongs to another file")
@@ -737,10 +765,14 @@ public final class Archive: @unchecked Sendable {
                     }
                 }
             }
-            let out = p.rebuild(voxels: voxels[...], dtype: h.dtype)
-            guard out.count >= p.header.count + sp.prefix.count, out[p.header.count..<(p.header.count + sp.prefix.count)].elementsEqual(sp.prefix) else {
+            let inner = p.rebuild(voxels: voxels[...], dtype: h.dtype)
+            guard inner.count >= p.header.count + sp.prefix.count, inner[p.header.count..<(p.header.count + sp.prefix.count)].elementsEqual(sp.prefix) else {
                 throw VoxError(.corrupt, "\(e.path): its stored page prefix differs from its decoded voxels")
             }
+            let out: [UInt8]
+            if let z = p.wrapper {
+                do { out = try z.wrap(inner) } catch let err as VoxError { throw VoxError(err.kind, "\(e.path): \(err.message)") }
+            } else { out = inner }
             guard UInt64(out.count) == e.size else { throw VoxError(.corrupt, "\(e.path): rebuilt size differs from the recorded size") }
             if Checksum.sha256(out) != sp.sha256 { throw VoxError(.corrupt, "\(e.path): rebuilt file differs from the original (SHA-256 mismatch)") }
             return out

@@ -272,6 +272,7 @@ public final class VoxFileSystem: @unchecked Sendable {
             }
             let p = try archive.part(volume: id, part: k, for: e)
             out.append(("user.voxfs.slices", "\(p.part.firstSlice)-\(p.part.firstSlice + p.part.slices - 1)"))
+            if let w = p.part.wrapper { out.append(("user.voxfs.compressed", "deflate, rebuilt by \(w.summary)")) }
             out.append(("user.voxfs.sha256", Checksum.hex(p.sha256)))
         }
         return out
@@ -331,6 +332,17 @@ public final class VoxFileSystem: @unchecked Sendable {
         case .volume(let id, let k):
             let p = try archive.part(volume: id, part: k, for: n.entry)
             guard let v = volumeInfos[id] else { throw VoxError(.corrupt, "\(n.entry.path): its volume \(id) is missing or damaged") }
+            if p.part.wrapper != nil {
+                // a compressed file (.nii.gz, NRRD gzip): rebuilt whole at open (decode its
+                // slices, recompress, check its SHA-256), then served from memory like an
+                // opaque file; a deflate stream cannot be cut at an arbitrary byte
+                layout = .bytes(try openBlob(p.sha256, entry: n.entry))
+                lock.lock(); defer { lock.unlock() }
+                let fh = nextHandle
+                nextHandle += 1
+                handles[fh] = Handle(ino: ino, entry: n.entry, layout: layout)
+                return fh
+            }
             let h = v.header
             let sliceBytes = h.shape.sliceVoxels * h.dtype.bytesPerVoxel
             guard p.part.firstSlice >= 0, p.part.slices >= 0, p.part.firstSlice + p.part.slices <= h.shape.z, p.prefix.count <= p.part.slices * sliceBytes,

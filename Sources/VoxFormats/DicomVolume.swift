@@ -13,13 +13,24 @@ public struct VolumeFilePart: Sendable, Equatable {
     public var slices: Int
     /// Voxel bytes in the file are big-endian (the volume is always little-endian).
     public var bigEndian: Bool
+    /// A compressed file (.nii.gz, NRRD gzip): header, voxels and trailer are its decompressed
+    /// content, and the file is that content deflated again as the wrapper says.
+    public var wrapper: DeflateWrapper?
 
-    public init(path: String, header: [UInt8], trailer: [UInt8], firstSlice: Int, slices: Int, bigEndian: Bool) {
+    public init(path: String, header: [UInt8], trailer: [UInt8], firstSlice: Int, slices: Int, bigEndian: Bool, wrapper: DeflateWrapper? = nil) {
         self.path = path; self.header = header; self.trailer = trailer
-        self.firstSlice = firstSlice; self.slices = slices; self.bigEndian = bigEndian
+        self.firstSlice = firstSlice; self.slices = slices; self.bigEndian = bigEndian; self.wrapper = wrapper
     }
 
-    /// The file's bytes from the volume's little-endian voxel bytes of its slices.
+    /// The file's bytes from the volume's little-endian voxel bytes of its slices (recompressed
+    /// when the file is wrapped).
+    public func rebuildFile(voxels: ArraySlice<UInt8>, dtype: DType) throws -> [UInt8] {
+        let inner = rebuild(voxels: voxels, dtype: dtype)
+        guard let w = wrapper else { return inner }
+        return try w.wrap(inner)
+    }
+
+    /// The file's (decompressed) content from the volume's little-endian voxel bytes of its slices.
     public func rebuild(voxels: ArraySlice<UInt8>, dtype: DType) -> [UInt8] {
         var out = header
         out.reserveCapacity(header.count + voxels.count + trailer.count)

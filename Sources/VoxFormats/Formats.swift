@@ -24,7 +24,29 @@ public enum Formats {
     }
 
     /// Recognises one file by content (and extension for the text formats). Never throws.
+    /// A gzip file is decompressed and its content recognised; it is coded as a volume when
+    /// zlib rebuilds its compressed bytes exactly (`DeflateWrapper`), else kept opaque with why.
     public static func recognise(path: String, bytes: [UInt8]) -> Recognised {
+        if bytes.count >= 2, bytes[0] == 0x1F, bytes[1] == 0x8B {
+            switch Deflate.unwrapStream(bytes, at: 0, gzip: true) {
+            case .no(let why): return Recognised(kind: .opaque, source: nil, reason: "gzip: \(why)")
+            case .ok(let content, let w):
+                var inner = path.lowercased().hasSuffix(".gz") ? String(path.dropLast(3)) : path
+                if inner == path { inner += ".content" }
+                let r = recogniseUncompressed(path: inner, bytes: content)
+                guard var src = r.source, r.kind != .dicom, src.parts.count == 1 else {
+                    let why = r.kind == .dicom ? "gzip-wrapped DICOM is kept as it is" : (r.reason ?? "its content is not a volume")
+                    return Recognised(kind: .opaque, source: nil, reason: "gzip (rebuilt by \(w.summary)), but \(why)")
+                }
+                src.parts[0].path = path
+                src.parts[0].wrapper = w
+                return Recognised(kind: r.kind, source: src, reason: nil)
+            }
+        }
+        return recogniseUncompressed(path: path, bytes: bytes)
+    }
+
+    static func recogniseUncompressed(path: String, bytes: [UInt8]) -> Recognised {
         let lower = path.lowercased()
         if bytes.count >= 4, String(decoding: bytes[0..<4], as: UTF8.self) == "NRRD" {
             let (s, why) = TextHeaderFormats.nrrd(path: path, bytes: bytes)
@@ -42,7 +64,7 @@ public enum Formats {
             }
         }
         if bytes.count >= 2, bytes[0] == 0x1F, bytes[1] == 0x8B {
-            return Recognised(kind: .opaque, source: nil, reason: "gzip-compressed (kept as it is)")
+            return Recognised(kind: .opaque, source: nil, reason: "gzip inside gzip (kept as it is)")
         }
         let (s, why) = DicomVolume.source(path: path, bytes: bytes)
         return Recognised(kind: s == nil ? .opaque : .dicom, source: s, reason: why.map { "DICOM: \($0)" })

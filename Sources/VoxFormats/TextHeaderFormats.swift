@@ -53,15 +53,36 @@ public enum TextHeaderFormats {
         }
         guard fields["ObjectType"] == "Image" || fields["NDims"] != nil, let start = dataStart else { return (nil, "not a MetaImage header") }
         guard fields["ElementDataFile"] == "LOCAL" else { return (nil, "detached MetaImage data (ElementDataFile = \(fields["ElementDataFile"] ?? ""))") }
-        if (fields["CompressedData"] ?? "False").lowercased() == "true" { return (nil, "compressed MetaImage data") }
+        let zipped = (fields["CompressedData"] ?? "False").lowercased() == "true"
         if (fields["ElementNumberOfChannels"] ?? "1") != "1" { return (nil, "multi-channel MetaImage") }
         guard let t = fields["ElementType"], let dt = dtype(metaType: t) else { return (nil, "MetaImage element type \(fields["ElementType"] ?? "missing")") }
         let dims = (fields["DimSize"] ?? "").split(separator: " ").compactMap { Int($0) }
         guard let s = shape(dims), dims.count == Int(fields["NDims"] ?? "") else { return (nil, "bad DimSize") }
         let big = ["true", "1"].contains((fields["BinaryDataByteOrderMSB"] ?? fields["ByteOrderMSB"] ?? "False").lowercased())
+        if zipped {
+            guard Int(fields["HeaderSize"] ?? "0") == 0 else { return (nil, "compressed MetaImage data with a HeaderSize") }
+            return compressed(path: path, bytes: bytes, at: start, gzip: false, shape: s, dtype: dt, bigEndian: big, what: "compressed MetaImage data")
+        }
         var offset = start
         if let hs = fields["HeaderSize"], let h = Int(hs), h != 0 { offset = h == -1 ? bytes.count - s.voxels * dt.bytesPerVoxel : start + h }
         return VolumeSource.singleFile(path: path, bytes: bytes, offset: offset, shape: s, dtype: dt, bigEndian: big)
+    }
+
+    /// A volume whose voxels are the whole content of the compressed stream at `offset` (a
+    /// gzip member, or a zlib stream), rebuilt by recompressing (`DeflateWrapper`).
+    static func compressed(path: String, bytes: [UInt8], at offset: Int, gzip: Bool, shape s: Shape, dtype dt: DType, bigEndian big: Bool,
+                           what: String) -> (VolumeSource?, String?) {
+        switch Deflate.unwrapStream(bytes, at: offset, gzip: gzip) {
+        case .no(let why): return (nil, "\(what): \(why)")
+        case .ok(let content, let w):
+            guard content.count == s.voxels * dt.bytesPerVoxel else {
+                return (nil, "\(what) holds \(content.count) bytes, the header's sizes need \(s.voxels * dt.bytesPerVoxel)")
+            }
+            var (part, vox) = VolumeFilePart.split(path: path, bytes: content, offset: 0, count: content.count, dtype: dt, bigEndian: big,
+                                                   firstSlice: 0, slices: s.z)
+            part.wrapper = w
+            return (VolumeSource(shape: s, dtype: dt, parts: [part], voxels: vox), nil)
+        }
     }
 
     public static func nrrd(path: String, bytes: [UInt8]) -> (VolumeSource?, String?) {
@@ -79,12 +100,16 @@ public enum TextHeaderFormats {
         guard let start = dataStart else { return (nil, "NRRD header without data (detached or truncated)") }
         if fields["data file"] != nil || fields["datafile"] != nil { return (nil, "detached NRRD data") }
         let enc = (fields["encoding"] ?? "").lowercased()
-        guard enc == "raw" else { return (nil, "NRRD encoding '\(enc)' (only raw is rebuilt bit for bit)") }
+        guard enc == "raw" || enc == "gzip" || enc == "gz" else { return (nil, "NRRD encoding '\(enc)' (raw and gzip are rebuilt bit for bit)") }
         guard let t = fields["type"], let dt = dtype(nrrdType: t) else { return (nil, "NRRD type \(fields["type"] ?? "missing")") }
         let dims = (fields["sizes"] ?? "").split(separator: " ").compactMap { Int($0) }
         guard let s = shape(dims), dims.count == Int(fields["dimension"] ?? "") else { return (nil, "bad NRRD sizes") }
         let big = (fields["endian"] ?? "little").lowercased() == "big"
         let skip = Int(fields["byte skip"] ?? fields["byteskip"] ?? "0") ?? 0
+        if enc != "raw" {
+            guard skip == 0 else { return (nil, "gzip NRRD with a byte skip") }
+            return compressed(path: path, bytes: bytes, at: start, gzip: true, shape: s, dtype: dt, bigEndian: big, what: "NRRD gzip data")
+        }
         let offset = skip == -1 ? bytes.count - s.voxels * dt.bytesPerVoxel : start + max(0, skip)
         return VolumeSource.singleFile(path: path, bytes: bytes, offset: offset, shape: s, dtype: dt, bigEndian: big)
     }

@@ -234,8 +234,9 @@ struct Probe: ParsableCommand {
             let r = Formats.recognise(path: path, bytes: bytes)
             if let s = r.source {
                 var line = "\(path): \(r.kind.rawValue) volume \(s.shape) \(s.dtype), header \(s.parts[0].header.count) bytes, trailer \(s.parts[0].trailer.count) bytes"
+                if let w = s.parts[0].wrapper { line += ", compressed: rebuilt by \(w.summary)" }
                 if verify {
-                    let ok = s.parts[0].rebuild(voxels: s.voxels[...], dtype: s.dtype) == bytes
+                    let ok = (try? s.parts[0].rebuildFile(voxels: s.voxels[...], dtype: s.dtype)) == bytes
                     line += ok ? ", rebuilds exactly" : ", REBUILD MISMATCH"
                     failed = failed || !ok
                 }

@@ -290,6 +290,51 @@ extension FileSystemTests {
     }
 }
 
+extension FileSystemTests {
+    /// Compressed volumes (issue 15) through pack, verify, unpack and the filesystem: a real
+    /// gzip NRRD (ITK, from pyradiomics), a .nii.gz that CPython's gzip (zlib) wrote from a real
+    /// MR crop, and the same .nii.gz from GNU gzip (kept opaque): every file byte-identical.
+    func testGzipWrappedVolumesReadBackExactly() throws {
+        let src = dir.appendingPathComponent("gz").path
+        try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: try RealData.require("src/pyradiomics-3.0.1/data/breast1_image.nrrd"), toPath: src + "/breast1_image.nrrd")
+        let raw = try FileIO.read(try RealData.require("volumes/mr_brain1.raw"))
+        let vals = (0..<(256 * 256 * 5)).map { Int16(bitPattern: UInt16(raw[2 * $0]) | UInt16(raw[2 * $0 + 1]) << 8) }
+        let nii = dir.appendingPathComponent("brain.nii").path     // outside the tree
+        try FileIO.writeAtomically(nii, TestFiles.nifti1(vals, x: 256, y: 256, z: 5, big: false))
+        let py = try run("/usr/bin/env", ["python3", "-c", "import gzip,sys; d=open(sys.argv[1],'rb').read(); open(sys.argv[2],'wb').write(gzip.compress(d, compresslevel=1, mtime=0))", nii, src + "/zlib.nii.gz"])
+        XCTAssertEqual(py.status, 0, py.err)
+        let gnu = try run("/bin/sh", ["-c", "gzip -9 -n -c \"$0\" > \"$1\"", nii, src + "/gnu.nii.gz"])
+        XCTAssertEqual(gnu.status, 0, gnu.err)
+        let z = try FileIO.read(src + "/zlib.nii.gz")
+        try FileIO.writeAtomically(src + "/cut.nii.gz", Array(z.prefix(z.count / 2)))   // truncated: opaque
+        let path = dir.appendingPathComponent("gz.voxfs").path
+        let a = try Archive(path: path, create: true)
+        let sum = try Packer(preset: try Preset.named("fast")).pack([src], into: a, archivePath: path)
+        // GNU gzip's deflate is not zlib's, but for some inputs they agree: then it is coded too
+        XCTAssertGreaterThanOrEqual(sum.volumes, 2, "the NRRD and the zlib .nii.gz are coded: \(sum)")
+        XCTAssertEqual(sum.opaque, sum.files - sum.volumes)
+        XCTAssertGreaterThanOrEqual(sum.opaque, 1, "the truncated one is opaque: \(sum)")
+        XCTAssertEqual(a.schema, 3)
+        let fs = try VoxFileSystem(archive: try Archive(path: path, create: false), options: .init(cacheBytes: 64 << 20, workers: 0))
+        for n in ["breast1_image.nrrd", "zlib.nii.gz", "gnu.nii.gz", "cut.nii.gz"] {
+            let ino = try fs.resolve("gz/" + n)
+            XCTAssertTrue(try readAll(fs, ino, chunk: 65536) == FileIO.read(src + "/" + n), "\(n) reads back exactly through the filesystem")
+            let storage = String(decoding: try fs.xattr(ino, "user.voxfs.storage"), as: UTF8.self)
+            if n == "cut.nii.gz" { XCTAssertEqual(storage, "blob (zstd)") }
+            if n == "breast1_image.nrrd" || n == "zlib.nii.gz" {
+                XCTAssertEqual(storage, "volume", n)
+                XCTAssertTrue(String(decoding: try fs.xattr(ino, "user.voxfs.compressed"), as: UTF8.self).contains("zlib level"), n)
+            }
+        }
+        let out = dir.appendingPathComponent("out").path
+        _ = try Packer.unpack(try Archive(path: path, create: false), to: out)
+        for n in ["breast1_image.nrrd", "zlib.nii.gz", "gnu.nii.gz", "cut.nii.gz"] {
+            XCTAssertTrue(try FileIO.read(out + "/gz/" + n) == FileIO.read(src + "/" + n), "\(n) unpacks exactly")
+        }
+    }
+}
+
 final class Locked<T>: @unchecked Sendable {
     private var v: T
     private let l = NSLock()

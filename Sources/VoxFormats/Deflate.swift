@@ -1,0 +1,175 @@
+import CZlib
+import Foundation
+import VoxCore
+
+/// How a compressed file is rebuilt from its decompressed content (issue 15): the bytes
+/// before and after its deflate stream kept verbatim (a gzip member's header and trailer, a
+/// NRRD or MetaImage text header, a zlib header and Adler-32), and the zlib parameters under
+/// which deflating the content gives the original stream back byte for byte. Found by trying
+/// them at pack time and comparing the whole stream (never assumed); docs/archive.md.
+public struct DeflateWrapper: Sendable, Equatable {
+    public var outerHeader: [UInt8]
+    public var outerTrailer: [UInt8]
+    /// zlib's deflateInit2 parameters (raw deflate, 2^windowBits window).
+    public var level: Int, memLevel: Int, windowBits: Int, strategy: Int
+
+    public init(outerHeader: [UInt8], outerTrailer: [UInt8], level: Int, memLevel: Int, windowBits: Int = 15, strategy: Int = 0) {
+        self.outerHeader = outerHeader; self.outerTrailer = outerTrailer
+        self.level = level; self.memLevel = memLevel; self.windowBits = windowBits; self.strategy = strategy
+    }
+
+    /// Parameters a reader accepts (from an untrusted archive record).
+    public var isValid: Bool {
+        (0...9).contains(level) && (1...9).contains(memLevel) && (9...15).contains(windowBits) && (0...4).contains(strategy)
+    }
+
+    /// "zlib level 6" (with the non-default parameters).
+    public var summary: String {
+        "zlib level \(level)" + (memLevel != 8 ? ", memLevel \(memLevel)" : "") + (windowBits != 15 ? ", window 2^\(windowBits)" : "")
+            + (strategy != 0 ? ", strategy \(strategy)" : "")
+    }
+
+    /// The original file: outer header, the content deflated with these parameters, outer trailer.
+    public func wrap(_ content: [UInt8]) throws -> [UInt8] {
+        guard isValid else { throw VoxError(.corrupt, "invalid deflate parameters") }
+        guard let z = Deflate.deflateRaw(content[...], level: level, memLevel: memLevel, windowBits: windowBits, strategy: strategy) else {
+            throw VoxError(.outOfMemory, "cannot recompress (zlib failed)")
+        }
+        return outerHeader + z + outerTrailer
+    }
+}
+
+public enum Deflate {
+    /// Decompressed content larger than this stays opaque (a decompression bomb must not take
+    /// the packer's memory).
+    public static let maxInflated = 1 << 30
+
+    /// Inflates the raw deflate stream that starts at `offset`. Returns the content and the
+    /// number of compressed bytes the stream took, or nil when it is damaged or incomplete.
+    public static func inflateRaw(_ bytes: [UInt8], at offset: Int, windowBits: Int = 15, limit: Int = Deflate.maxInflated) -> (content: [UInt8], used: Int)? {
+        guard offset >= 0, offset <= bytes.count else { return nil }
+        var s = z_stream()
+        guard inflateInit2_(&s, -Int32(windowBits), zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
+        defer { inflateEnd(&s) }
+        var out = [UInt8]()
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        let total = bytes.count - offset
+        return bytes.withUnsafeBufferPointer { src -> (content: [UInt8], used: Int)? in
+            s.next_in = UnsafeMutablePointer(mutating: src.baseAddress! + offset)
+            s.avail_in = UInt32(min(total, Int(UInt32.max)))
+            while true {
+                let rc: Int32 = chunk.withUnsafeMutableBufferPointer { c in
+                    s.next_out = c.baseAddress
+                    s.avail_out = UInt32(c.count)
+                    return inflate(&s, Z_NO_FLUSH)
+                }
+                let produced = chunk.count - Int(s.avail_out)
+                if out.count + produced > limit { return nil }
+                out += chunk[0..<produced]
+                if rc == Z_STREAM_END { return (out, Int(s.total_in)) }
+                guard rc == Z_OK || (rc == Z_BUF_ERROR && s.avail_out == 0) else { return nil }
+                if s.avail_in == 0 && s.avail_out != 0 { return nil } // truncated
+            }
+        }
+    }
+
+    /// `content` deflated as a raw stream with these zlib parameters; with `finish` false,
+    /// only the bytes zlib has emitted so far (a prefix of the finished stream).
+    public static func deflateRaw(_ content: ArraySlice<UInt8>, level: Int, memLevel: Int, windowBits: Int = 15, strategy: Int = 0,
+                                  finish: Bool = true) -> [UInt8]? {
+        var s = z_stream()
+        guard deflateInit2_(&s, Int32(level), Z_DEFLATED, -Int32(windowBits), Int32(memLevel), Int32(strategy), zlibVersion(),
+                            Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
+        defer { deflateEnd(&s) }
+        let bound = Int(deflateBound(&s, UInt(content.count))) + 64
+        var out = [UInt8](repeating: 0, count: bound)
+        let ok: Bool = content.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                s.next_in = UnsafeMutablePointer(mutating: src.baseAddress ?? UnsafePointer(bitPattern: 1)!)
+                s.avail_in = UInt32(src.count)
+                s.next_out = dst.baseAddress
+                s.avail_out = UInt32(dst.count)
+                let rc = deflate(&s, finish ? Z_FINISH : Z_NO_FLUSH)
+                return finish ? rc == Z_STREAM_END : rc == Z_OK || rc == Z_BUF_ERROR
+            }
+        }
+        guard ok else { return nil }
+        out.removeSubrange(Int(s.total_out)...)
+        return out
+    }
+
+    /// The parameters writers use, most common first (zlib's default level 6; nibabel's 1;
+    /// gzip -9), then the rest; memLevel 8 (zlib's default) before 9.
+    static let candidates: [(level: Int, memLevel: Int)] =
+        [6, 1, 9, 5, 4, 3, 2, 7, 8, 0].map { ($0, 8) } + [6, 1, 9, 5, 4, 3, 2, 7, 8, 0].map { ($0, 9) }
+
+    /// zlib parameters under which `content` deflates to exactly `stream`, or nil. Each
+    /// candidate is first tried on a prefix of the content (deflate emits its output in order,
+    /// so a wrong candidate usually shows in the first blocks), then on the whole.
+    public static func findParameters(content: [UInt8], stream: ArraySlice<UInt8>) -> (level: Int, memLevel: Int)? {
+        let probe = min(content.count, 1 << 20)
+        for c in candidates {
+            if probe < content.count {
+                guard let head = deflateRaw(content[0..<probe], level: c.level, memLevel: c.memLevel, finish: false) else { continue }
+                guard head.count <= stream.count, stream.prefix(head.count).elementsEqual(head) else { continue }
+            }
+            if let all = deflateRaw(content[...], level: c.level, memLevel: c.memLevel), all.count == stream.count, all.elementsEqual(stream) {
+                return c
+            }
+        }
+        return nil
+    }
+
+    /// Length of the gzip member header (RFC 1952) at `offset`, or nil if there is none.
+    public static func gzipHeaderLength(_ b: [UInt8], at offset: Int = 0) -> Int? {
+        var p = offset
+        guard b.count >= p + 10, b[p] == 0x1F, b[p + 1] == 0x8B, b[p + 2] == 8 else { return nil }
+        let flg = b[p + 3]
+        guard flg & 0xE0 == 0 else { return nil }
+        p += 10
+        if flg & 4 != 0 {
+            guard b.count >= p + 2 else { return nil }
+            p += 2 + (Int(b[p]) | Int(b[p + 1]) << 8)
+        }
+        for bit: UInt8 in [8, 16] where flg & bit != 0 {
+            guard let z = b[min(p, b.count)...].firstIndex(of: 0) else { return nil }
+            p = z + 1
+        }
+        if flg & 2 != 0 { p += 2 }
+        return p <= b.count ? p - offset : nil
+    }
+
+    public enum Unwrapped {
+        case ok(content: [UInt8], wrapper: DeflateWrapper)
+        case no(String)
+    }
+
+    /// Unwraps a compressed stream at `offset` (`gzip`: a gzip member; else a zlib stream,
+    /// RFC 1950): the content and the wrapper that rebuilds `bytes` exactly from it (with
+    /// `bytes[0..<offset]` in its outer header, and everything after the deflate stream in its
+    /// outer trailer), or why it cannot be.
+    public static func unwrapStream(_ bytes: [UInt8], at offset: Int, gzip: Bool) -> Unwrapped {
+        var start = offset
+        if gzip {
+            guard let h = gzipHeaderLength(bytes, at: offset) else { return .no("not a gzip stream") }
+            start += h
+        } else {
+            guard bytes.count >= offset + 2 else { return .no("truncated zlib stream") }
+            let cmf = bytes[offset], flg = bytes[offset + 1]
+            guard cmf & 0x0F == 8, (UInt16(cmf) << 8 | UInt16(flg)) % 31 == 0, flg & 0x20 == 0 else { return .no("not a zlib stream") }
+            guard cmf >> 4 == 7 else { return .no("zlib stream with a window of 2^\(Int(cmf >> 4) + 8)") }
+            start += 2
+        }
+        guard let (content, used) = inflateRaw(bytes, at: start) else {
+            return .no("the compressed data is damaged, truncated or larger than \(maxInflated >> 20) MiB decompressed")
+        }
+        let stream = bytes[start..<(start + used)]
+        guard let p = findParameters(content: content, stream: stream) else {
+            let who = gzip && bytes.count > offset + 9 ? " (gzip header: XFL \(bytes[offset + 8]), OS \(bytes[offset + 9]); GNU gzip's deflate is not zlib's)" : ""
+            return .no("its deflate stream is not what zlib writes at any level 0-9, memLevel 8-9\(who)")
+        }
+        let w = DeflateWrapper(outerHeader: Array(bytes[0..<start]), outerTrailer: Array(bytes[(start + used)...]),
+                               level: p.level, memLevel: p.memLevel)
+        return .ok(content: content, wrapper: w)
+    }
+}
