@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "VoxArchive", dependencies: ["VoxCore", "VoxCodec", "VoxFormats", "CLMDB", "CVoxLMDB", "CZstd"]),
         .target(name: "VoxTrain", dependencies: ["VoxCore", "VoxCodec", "COpenBLAS"]),
         // the filesystem without FUSE (testable in-process), and the only module that imports libfuse3
-        .target(name: "VoxFS", dependencies: ["VoxCore", "VoxCodec", "VoxArchive", "CVoxKernels"]),
+        .target(name: "VoxFS", dependencies: ["VoxCore", "VoxCodec", "VoxArchive", "VoxFormats", "CVoxKernels"]),
         .target(name: "VoxFuse", dependencies: ["VoxFS", "VoxArchive", "VoxCore", "CFuse3"]),
         .executableTarget(name: "voxfs", dependencies: [
             "VoxCore", "VoxCodec", "VoxTrain", "VoxFormats", "VoxArchive", "VoxFS", "VoxFuse",

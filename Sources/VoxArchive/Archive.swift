@@ -249,7 +249,9 @@ public final class Archive: @unchecked Sendable {
         schema >= 2 ? Archive.sealed(db, key, value) : value
     }
 
-    static func sealed(_ db: String, _ key: [UInt8], _ value: [UInt8]) -> [UInt8] {
+    /// Public for the damage tests: a record that is wrong yet sealed, as a different writer
+    /// (or a different zlib) would leave it.
+    public static func sealed(_ db: String, _ key: [UInt8], _ value: [UInt8]) -> [UInt8] {
         var w = ByteWriter()
         w.raw(value)
         w.u32(sealCRC(db, key, value[...]))
@@ -544,7 +546,12 @@ public final class Archive: @unchecked Sendable {
             self.entry = entry; self.part = part
             sha256 = Checksum.sha256(original)
             // a wrapped file is served whole (recompressed), never page by page: no prefix
-            if part.wrapper != nil { prefix = []; return }
+            if part.wrapper != nil {
+                // served whole or chunk by chunk as it is recompressed, never page by page
+                self.part.wrapper!.setChunks(of: original)
+                prefix = []
+                return
+            }
             let n = Archive.prefixLength(headerBytes: part.header.count, voxelBytes: original.count - part.header.count - part.trailer.count)
             prefix = Array(original[part.header.count..<(part.header.count + n)])
         }
@@ -567,11 +574,17 @@ public final class Archive: @unchecked Sendable {
         w.u32(UInt32(p.header.count)); w.u32(UInt32(p.trailer.count)); w.u32(UInt32(f.prefix.count))
         w.raw(f.sha256)
         var bytes = p.header + p.trailer + f.prefix
-        if let z = p.wrapper { bytes += z.outerHeader + z.outerTrailer }
+        if let z = p.wrapper {
+            bytes += z.outerHeader + z.outerTrailer
+            var c = ByteWriter()
+            for v in z.chunkCRCs { c.u32(v) }
+            bytes += c.bytes
+        }
         w.u32(Checksum.crc32c(bytes))
         if let z = p.wrapper {
             w.u8(UInt8(z.level)); w.u8(UInt8(z.memLevel)); w.u8(UInt8(z.windowBits)); w.u8(UInt8(z.strategy))
             w.u32(UInt32(z.outerHeader.count)); w.u32(UInt32(z.outerTrailer.count))
+            w.u8(UInt8(z.chunkShift)); w.u32(UInt32(z.chunkCRCs.count))
         }
         w.raw(packBlob(bytes))
         return w.bytes
@@ -676,20 +689,28 @@ public final class Archive: @unchecked Sendable {
             let hl = Int(try r.u32()), tl = Int(try r.u32()), pl = Int(try r.u32())
             let sha = try r.raw(32)
             let crc = try r.u32()
-            var wrapper: DeflateWrapper? = nil, ohl = 0, otl = 0
+            var wrapper: DeflateWrapper? = nil, ohl = 0, otl = 0, nch = 0
             if flags & 2 != 0 {
                 let lv = Int(try r.u8()), ml = Int(try r.u8()), wb = Int(try r.u8()), st = Int(try r.u8())
                 ohl = Int(try r.u32()); otl = Int(try r.u32())
+                let cs = Int(try r.u8())
+                nch = Int(try r.u32())
                 wrapper = DeflateWrapper(outerHeader: [], outerTrailer: [], level: lv, memLevel: ml, windowBits: wb, strategy: st)
-                guard wrapper!.isValid, ohl <= 1 << 30, otl <= 1 << 30 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (bad recompression parameters)") }
+                wrapper!.chunkShift = cs
+                guard wrapper!.isValid, ohl <= 1 << 30, otl <= 1 << 30, nch <= 1 << 22 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (bad recompression parameters)") }
+                if let entry, ((Int(entry.size) + (1 << cs) - 1) >> cs) != nch { throw VoxError(.corrupt, "\(entry.path): its part record's chunk checksums do not cover its size") }
             }
-            let total = hl + tl + pl + ohl + otl
+            let total = hl + tl + pl + ohl + otl + 4 * nch
             guard hl <= 1 << 30, tl <= 1 << 30, total <= 1 << 30, pl <= 4096 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged") }
             let bytes = try Archive.unpackBlob(try r.raw(r.remaining), size: UInt64(total), path: "volume \(id) file part \(k)")
             guard bytes.count == total, Checksum.crc32c(bytes) == crc else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged") }
             let o = hl + tl + pl
             wrapper?.outerHeader = Array(bytes[o..<(o + ohl)])
-            wrapper?.outerTrailer = Array(bytes[(o + ohl)...])
+            wrapper?.outerTrailer = Array(bytes[(o + ohl)..<(o + ohl + otl)])
+            if nch > 0 {
+                var cr = ByteReader(Array(bytes[(o + ohl + otl)...]))
+                wrapper?.chunkCRCs = try (0..<nch).map { _ in try cr.u32() }
+            }
             return StoredPart(part: VolumeFilePart(path: "", header: Array(bytes[0..<hl]), trailer: Array(bytes[hl..<(hl + tl)]), firstSlice: first, slices: n,
                                                    bigEndian: flags & 1 != 0, wrapper: wrapper),
                               sha256: sha, prefix: Array(bytes[(hl + tl)..<o]))

@@ -2,6 +2,7 @@ import Foundation
 import VoxArchive
 import VoxCodec
 import VoxCore
+import VoxFormats
 
 /// The filesystem's domain errors; the FUSE layer turns them into errnos (and nothing else
 /// does). Damage (a VoxError from the archive or the codec) is not one of these: it becomes
@@ -278,6 +279,126 @@ public final class VoxFileSystem: @unchecked Sendable {
         return out
     }
 
+    // MARK: compressed volume files
+
+    /// A compressed volume file being rebuilt for its readers (format `DeflateWrapper`): a
+    /// background thread writes it front to back; bytes [0, verified) lie in chunks whose
+    /// CRC-32C (recorded at pack time) matched, and only those are ever served.
+    final class StreamedFile: @unchecked Sendable {
+        let size: Int
+        let base: UnsafeMutableRawPointer
+        private let cond = NSCondition()
+        private var verified = 0
+        private var failure: Error?
+        private var done = false
+
+        init(size: Int) {
+            self.size = size
+            base = .allocate(byteCount: max(1, size), alignment: 16)
+        }
+        deinit { base.deallocate() }
+
+        func publish(_ n: Int) { cond.lock(); verified = n; cond.broadcast(); cond.unlock() }
+        func finish(_ e: Error?) { cond.lock(); failure = e; done = true; cond.broadcast(); cond.unlock() }
+
+        /// Waits until bytes [0, n) are verified; throws the rebuild's error if they never will be.
+        func wait(upTo n: Int) throws {
+            cond.lock(); defer { cond.unlock() }
+            while !done && verified < n { cond.wait() }
+            if verified < n { throw failure ?? VoxError(.corrupt, "the file could not be rebuilt") }
+        }
+    }
+    private final class WeakStream { weak var file: StreamedFile?; init(_ f: StreamedFile) { file = f } }
+    private var streams: [[UInt8]: WeakStream] = [:]
+
+    /// The rebuild of a compressed volume file, shared by every open handle of it; started on
+    /// the first open.
+    private func streamedFile(id: UInt64, part p: Archive.StoredPart, header h: StreamHeader, entry: Archive.Entry) -> StreamedFile {
+        lock.lock()
+        if let f = streams[p.sha256]?.file { lock.unlock(); return f }
+        let f = StreamedFile(size: Int(entry.size))
+        streams = streams.filter { $0.value.file != nil }
+        streams[p.sha256] = WeakStream(f)
+        lock.unlock()
+        let t = Thread { [self] in
+            do { try recompress(f, id: id, part: p, header: h, path: entry.path); f.finish(nil) } catch {
+                options.log("read \(entry.path): \(error) -> EIO")
+                f.finish(error)
+            }
+        }
+        t.name = "voxfs-recompress"
+        t.start()
+        return f
+    }
+
+    private func recompress(_ f: StreamedFile, id: UInt64, part sp: Archive.StoredPart, header h: StreamHeader, path: String) throws {
+        let p = sp.part, w = p.wrapper!
+        var pos = 0, chunk = 0
+        let shift = w.chunkShift
+        func append(_ b: UnsafeRawBufferPointer) throws {
+            guard pos + b.count <= f.size else { throw VoxError(.corrupt, "\(path): rebuilt file is longer than its recorded size") }
+            if b.count > 0 { (f.base + pos).copyMemory(from: b.baseAddress!, byteCount: b.count) }
+            pos += b.count
+            let before = chunk
+            while chunk < w.chunkCRCs.count, min(f.size, (chunk + 1) << shift) <= pos {
+                let lo = chunk << shift, hi = min(f.size, (chunk + 1) << shift)
+                guard Checksum.crc32c(UnsafeRawBufferPointer(start: f.base + lo, count: hi - lo)) == w.chunkCRCs[chunk] else {
+                    throw VoxError(.corrupt, "\(path): recompressed bytes \(lo)-\(hi - 1) differ from the original (chunk checksum mismatch; is this zlib the one the file was packed with?)")
+                }
+                chunk += 1
+            }
+            if chunk > before { f.publish(min(f.size, chunk << shift)) }
+        }
+        guard let ds = DeflateStream(level: w.level, memLevel: w.memLevel, windowBits: w.windowBits, strategy: w.strategy) else {
+            throw VoxError(.outOfMemory, "\(path): cannot start recompressing")
+        }
+        try w.outerHeader.withUnsafeBytes { try append($0) }
+        try p.header.withUnsafeBytes { try ds.write($0, sink: append) }
+        let sliceBytes = h.shape.sliceVoxels * h.dtype.bytesPerVoxel, slabBytes = h.slabThickness * sliceBytes
+        let lo = p.firstSlice * sliceBytes, hi = (p.firstSlice + p.slices) * sliceBytes
+        if hi > lo {
+            let first = lo / slabBytes, last = (hi - 1) / slabBytes
+            var swapped = [UInt8]()
+            for s in first...last {
+                // the next slab decodes in the background while this one is deflated
+                if s < last { prefetch(id: id, slab: s + 1, header: h, path: path) }
+                let size = VoxFileSystem.slabSize(h, s)
+                let slab = try slabData(volume: id, slab: s, header: h, need: size, path: path)
+                let s0 = s * slabBytes, from = max(lo, s0) - s0, to = min(hi, s0 + size) - s0
+                guard from < to else { throw VoxError(.corrupt, "\(path): volume \(id) slab \(s) is shorter than its slices") }
+                try slab.withUnsafeBytes(from..<to) { b in
+                    if p.bigEndian && h.dtype.bytesPerVoxel == 2 {
+                        swapped = Array(b)
+                        var i = 0
+                        while i + 1 < swapped.count { swapped.swapAt(i, i + 1); i += 2 }
+                        try swapped.withUnsafeBytes { try ds.write($0, sink: append) }
+                    } else {
+                        try ds.write(b, sink: append)
+                    }
+                }
+            }
+        }
+        try p.trailer.withUnsafeBytes { try ds.write($0, finish: true, sink: append) }
+        try w.outerTrailer.withUnsafeBytes { try append($0) }
+        guard pos == f.size, chunk == w.chunkCRCs.count else { throw VoxError(.corrupt, "\(path): rebuilt file has \(pos) bytes, the entry says \(f.size)") }
+        f.publish(f.size)
+    }
+
+    private func prefetch(id: UInt64, slab s: Int, header: StreamHeader, path: String) {
+        let key = SlabCache.Key(volume: id, slab: s)
+        if cache.contains(key) || options.workers == 0 { return }
+        lock.lock()
+        let fresh = queued.insert(key).inserted
+        lock.unlock()
+        guard fresh else { return }
+        prefetchPool.submit { [self] in
+            do { _ = try self.slabData(volume: id, slab: s, header: header, need: 0, path: path, prefetch: true) } catch {
+                self.options.log("prefetch: \(error)")
+            }
+            self.lock.lock(); self.queued.remove(key); self.lock.unlock()
+        }
+    }
+
     // MARK: open files and reads
 
     /// Where a volume-backed file's bytes come from, worked out once at open: file bytes
@@ -309,6 +430,7 @@ public final class VoxFileSystem: @unchecked Sendable {
         enum Layout {
             case bytes(BlobBox)
             case volume(VoxelMap)
+            case stream(StreamedFile)
         }
         let ino: UInt64
         let entry: Archive.Entry
@@ -332,11 +454,16 @@ public final class VoxFileSystem: @unchecked Sendable {
         case .volume(let id, let k):
             let p = try archive.part(volume: id, part: k, for: n.entry)
             guard let v = volumeInfos[id] else { throw VoxError(.corrupt, "\(n.entry.path): its volume \(id) is missing or damaged") }
-            if p.part.wrapper != nil {
-                // a compressed file (.nii.gz, NRRD gzip): rebuilt whole at open (decode its
-                // slices, recompress, check its SHA-256), then served from memory like an
-                // opaque file; a deflate stream cannot be cut at an arbitrary byte
-                layout = .bytes(try openBlob(p.sha256, entry: n.entry))
+            if let w = p.part.wrapper {
+                // a compressed file (.nii.gz, NRRD gzip): recompressed front to back by a
+                // background thread as its slabs decode (a deflate stream cannot be cut at an
+                // arbitrary byte), each chunk served once its CRC-32C from pack time matches
+                let h = v.header
+                guard p.part.firstSlice >= 0, p.part.slices >= 0, p.part.firstSlice + p.part.slices <= h.shape.z,
+                      w.chunkCRCs.count == (Int(n.entry.size) + (1 << w.chunkShift) - 1) >> w.chunkShift else {
+                    throw VoxError(.corrupt, "\(n.entry.path): its file part does not match its volume or its size")
+                }
+                layout = .stream(streamedFile(id: id, part: p, header: h, entry: n.entry))
                 lock.lock(); defer { lock.unlock() }
                 let fh = nextHandle
                 nextHandle += 1
@@ -428,6 +555,9 @@ public final class VoxFileSystem: @unchecked Sendable {
         switch h.layout {
         case .bytes(let b):
             return b.bytes.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[lo..<hi])) }
+        case .stream(let f):
+            try f.wait(upTo: hi)
+            return body(UnsafeRawBufferPointer(start: f.base + lo, count: hi - lo))
         case .volume(let m):
             let s = (m.base + lo) / m.slabBytes
             if !m.swap, lo >= m.preEnd, hi <= m.pixEnd, s == (m.base + hi - 1) / m.slabBytes {

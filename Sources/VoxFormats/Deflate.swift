@@ -12,6 +12,16 @@ public struct DeflateWrapper: Sendable, Equatable {
     public var outerTrailer: [UInt8]
     /// zlib's deflateInit2 parameters (raw deflate, 2^windowBits window).
     public var level: Int, memLevel: Int, windowBits: Int, strategy: Int
+    /// CRC-32C of each 2^chunkShift-byte chunk of the original (compressed) file, set when it
+    /// is packed: a reader may serve a chunk of a file being recompressed once it matches.
+    public var chunkShift: Int = 20
+    public var chunkCRCs: [UInt32] = []
+
+    /// Sets `chunkCRCs` from the original file.
+    public mutating func setChunks(of original: [UInt8]) {
+        let n = 1 << chunkShift
+        chunkCRCs = stride(from: 0, to: original.count, by: n).map { Checksum.crc32c(original[$0..<min(original.count, $0 + n)]) }
+    }
 
     public init(outerHeader: [UInt8], outerTrailer: [UInt8], level: Int, memLevel: Int, windowBits: Int = 15, strategy: Int = 0) {
         self.outerHeader = outerHeader; self.outerTrailer = outerTrailer
@@ -21,6 +31,7 @@ public struct DeflateWrapper: Sendable, Equatable {
     /// Parameters a reader accepts (from an untrusted archive record).
     public var isValid: Bool {
         (0...9).contains(level) && (1...9).contains(memLevel) && (9...15).contains(windowBits) && (0...4).contains(strategy)
+            && (12...30).contains(chunkShift)
     }
 
     /// "zlib level 6" (with the non-default parameters).
@@ -36,6 +47,43 @@ public struct DeflateWrapper: Sendable, Equatable {
             throw VoxError(.outOfMemory, "cannot recompress (zlib failed)")
         }
         return outerHeader + z + outerTrailer
+    }
+}
+
+/// zlib deflate fed piece by piece (the mount recompresses a file while its slabs decode).
+public final class DeflateStream {
+    private var s = z_stream()
+    private var ok = false
+    private var out = [UInt8](repeating: 0, count: 1 << 18)
+
+    public init?(level: Int, memLevel: Int, windowBits: Int = 15, strategy: Int = 0) {
+        guard deflateInit2_(&s, Int32(level), Z_DEFLATED, -Int32(windowBits), Int32(memLevel), Int32(strategy), zlibVersion(),
+                            Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
+        ok = true
+    }
+    deinit { if ok { deflateEnd(&s) } }
+
+    /// Compresses `data` (finish: and ends the stream), handing each piece of output to `sink`.
+    public func write(_ data: UnsafeRawBufferPointer, finish: Bool = false, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        guard ok else { throw VoxError(.invalidArgument, "deflate stream is not usable") }
+        s.next_in = UnsafeMutablePointer(mutating: data.bindMemory(to: UInt8.self).baseAddress ?? UnsafePointer(bitPattern: 1)!)
+        s.avail_in = UInt32(data.count)
+        while true {
+            let rc: Int32 = out.withUnsafeMutableBufferPointer { o in
+                s.next_out = o.baseAddress
+                s.avail_out = UInt32(o.count)
+                return deflate(&s, finish ? Z_FINISH : Z_NO_FLUSH)
+            }
+            let n = out.count - Int(s.avail_out)
+            if n > 0 { try out.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[0..<n])) } }
+            if finish {
+                if rc == Z_STREAM_END { return }
+                guard rc == Z_OK || rc == Z_BUF_ERROR else { throw VoxError(.io, "deflate failed (\(rc))") }
+            } else {
+                guard rc == Z_OK || rc == Z_BUF_ERROR else { throw VoxError(.io, "deflate failed (\(rc))") }
+                if s.avail_in == 0 && s.avail_out != 0 { return }
+            }
+        }
     }
 }
 

@@ -327,11 +327,42 @@ extension FileSystemTests {
                 XCTAssertTrue(String(decoding: try fs.xattr(ino, "user.voxfs.compressed"), as: UTF8.self).contains("zlib level"), n)
             }
         }
+        // reads as the file is recompressed: a first read far into the file, then the start
+        do {
+            let fs2 = try VoxFileSystem(archive: try Archive(path: path, create: false), options: .init(cacheBytes: 64 << 20, workers: 2))
+            let ino = try fs2.resolve("gz/zlib.nii.gz")
+            let fh = try fs2.open(ino)
+            let orig = try FileIO.read(src + "/zlib.nii.gz")
+            XCTAssertEqual(try fs2.read(fh, offset: UInt64(orig.count - 100), length: 4096), Array(orig.suffix(100)))
+            XCTAssertEqual(try fs2.read(fh, offset: 0, length: 1000), Array(orig.prefix(1000)))
+            fs2.release(fh)
+            fs2.drain()
+        }
         let out = dir.appendingPathComponent("out").path
         _ = try Packer.unpack(try Archive(path: path, create: false), to: out)
         for n in ["breast1_image.nrrd", "zlib.nii.gz", "gnu.nii.gz", "cut.nii.gz"] {
             XCTAssertTrue(try FileIO.read(out + "/gz/" + n) == FileIO.read(src + "/" + n), "\(n) unpacks exactly")
         }
+        // a part record whose recompression no longer reproduces the file (here its zlib level,
+        // as a different zlib would): the chunk checksums catch it, the read is an error
+        do {
+            let e = try XCTUnwrap(try Archive(path: path, create: false).entries().first { $0.path == "gz/zlib.nii.gz" })
+            guard case .volume(let id, let k) = e.content else { return XCTFail("zlib.nii.gz is not a volume") }
+            let a = try Archive(path: path, create: true)
+            let key = Archive.recordKey(volume: id, index: Int(k))
+            var v = Array(try XCTUnwrap(try a.rawRecord(.parts, key)).dropLast(4))
+            XCTAssertEqual(v[57], 1, "the level byte (CPython's gzip at level 1)")
+            v[57] = 2
+            try a.setRawRecord(.parts, key, Archive.sealed("parts", key, v))
+        }
+        let fs3 = try VoxFileSystem(archive: try Archive(path: path, create: false), options: .init(cacheBytes: 64 << 20, workers: 0))
+        XCTAssertThrowsError(try readAll(fs3, try fs3.resolve("gz/zlib.nii.gz"), chunk: 65536)) { e in
+            // a longer stream fails when it outgrows the file, a shorter one at its end, a same-size
+            // one at its first chunk's checksum: each an error naming the file, never bytes
+            XCTAssertEqual((e as? VoxError)?.kind, .corrupt)
+            XCTAssertTrue("\(e)".contains("zlib.nii.gz") && ("\(e)".contains("chunk checksum mismatch") || "\(e)".contains("rebuilt file")), "\(e)")
+        }
+        XCTAssertTrue(try readAll(fs3, try fs3.resolve("gz/breast1_image.nrrd"), chunk: 65536) == FileIO.read(src + "/breast1_image.nrrd"))
     }
 }
 
