@@ -8,18 +8,26 @@ the real data in the cache. Deterministic: the same cache gives the same bytes.
   seed/mr/brain.nii    a 40x40x4 int16 crop of pyradiomics' brain1 MR as a NIfTI-1 file
   seed/notes/README.txt, seed/notes/empty, seed/latest -> ct/IM0000.dcm (a symlink)
 
-usage: make_seed_tree.py CACHE OUTDIR [MANIFEST]   (OUTDIR/seed is replaced; MANIFEST: write
-the tree's manifest, which scripts/fuzz_archive.py checks every read path against)"""
+usage: make_seed_tree.py CACHE OUTDIR [MANIFEST] [--compressed]   (OUTDIR/seed is replaced;
+MANIFEST: write the tree's manifest, which scripts/fuzz_archive.py checks every read path against)
+
+--compressed writes the tree of the schema 3 seed archive instead (compressed volumes, issue 15):
+  seed/gz/brain.nii.gz        the brain.nii crop above, gzip-compressed by CPython's gzip module
+                              (zlib) at level 1, nibabel's default, with mtime 0
+  seed/gz/breast1_image.nrrd  pyradiomics' real breast MR, a gzip-encoded NRRD written by ITK
+  seed/notes/README.txt"""
 import hashlib, json, os, shutil, stat, struct, sys
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+compressed = "--compressed" in sys.argv
+sys.argv = [a for a in sys.argv if a != "--compressed"]
 cache, outdir = sys.argv[1], sys.argv[2]
 root = os.path.join(outdir, "seed")
 shutil.rmtree(root, ignore_errors=True)
-for d in ("ct", "mr", "notes"):
+for d in (("gz", "notes") if compressed else ("ct", "mr", "notes")):
     os.makedirs(os.path.join(root, d))
 
 def volume(name):
@@ -27,32 +35,33 @@ def volume(name):
     nx, ny, nz = meta["shape"]
     return np.fromfile(os.path.join(cache, "volumes", name + ".raw"), dtype="<i2").reshape(nz, ny, nx), meta
 
-ct, meta = volume("ct_lung1")
-sx, sy, sz = meta["spacing"]
-for k, z in enumerate(range(20, 26)):
-    fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    fm.MediaStorageSOPInstanceUID = f"1.2.826.0.1.3680043.10.1001.{z}"
-    fm.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = fm
-    ds.SOPClassUID, ds.SOPInstanceUID = fm.MediaStorageSOPClassUID, fm.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientName, ds.PatientID = "CT", "VoxFS^Seed", "VOXFS-SEED"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1001.1", "1.2.826.0.1.3680043.10.1001.2"
-    ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
-    ds.ImagePositionPatient = [0.0, 0.0, float(z) * sz]
-    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    ds.PixelSpacing, ds.SliceThickness = [sy, sx], sz
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.Rows, ds.Columns = 64, 64
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleIntercept, ds.RescaleSlope = 0, 1
-    ds.PixelData = ct[z, 200:264, 220:284].astype("<i2").tobytes()
-    ds.save_as(os.path.join(root, "ct", f"IM{k:04d}.dcm"), enforce_file_format=True)
+if not compressed:
+    ct, meta = volume("ct_lung1")
+    sx, sy, sz = meta["spacing"]
+    for k, z in enumerate(range(20, 26)):
+        fm = FileMetaDataset()
+        fm.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        fm.MediaStorageSOPInstanceUID = f"1.2.826.0.1.3680043.10.1001.{z}"
+        fm.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = fm
+        ds.SOPClassUID, ds.SOPInstanceUID = fm.MediaStorageSOPClassUID, fm.MediaStorageSOPInstanceUID
+        ds.Modality, ds.PatientName, ds.PatientID = "CT", "VoxFS^Seed", "VOXFS-SEED"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1001.1", "1.2.826.0.1.3680043.10.1001.2"
+        ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
+        ds.ImagePositionPatient = [0.0, 0.0, float(z) * sz]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.PixelSpacing, ds.SliceThickness = [sy, sx], sz
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = 64, 64
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+        ds.PixelData = ct[z, 200:264, 220:284].astype("<i2").tobytes()
+        ds.save_as(os.path.join(root, "ct", f"IM{k:04d}.dcm"), enforce_file_format=True)
 
-import pydicom.data
-for n in ("MR_small.dcm", "MR_small_bigendian.dcm"):
-    shutil.copyfile(pydicom.data.get_testdata_file(n), os.path.join(root, "mr", n))
+    import pydicom.data
+    for n in ("MR_small.dcm", "MR_small_bigendian.dcm"):
+        shutil.copyfile(pydicom.data.get_testdata_file(n), os.path.join(root, "mr", n))
 
 mr, _ = volume("mr_brain1")
 crop = mr[10:14, 100:140, 100:140].astype("<i2")
@@ -63,13 +72,21 @@ struct.pack_into("<hh", hdr, 70, 4, 16)                            # datatype in
 struct.pack_into("<8f", hdr, 76, 1, 0.78125, 0.78125, 6.5, 0, 0, 0, 0)
 struct.pack_into("<f", hdr, 108, 352.0)                            # vox_offset
 hdr[344:348] = b"n+1\0"
-with open(os.path.join(root, "mr", "brain.nii"), "wb") as f:
-    f.write(bytes(hdr) + bytes(4) + crop.tobytes())
+nii = bytes(hdr) + bytes(4) + crop.tobytes()
+if compressed:
+    import gzip
+    with open(os.path.join(root, "gz", "brain.nii.gz"), "wb") as f:
+        f.write(gzip.compress(nii, compresslevel=1, mtime=0))
+    shutil.copyfile(os.path.join(cache, "src", "pyradiomics-3.0.1", "data", "breast1_image.nrrd"), os.path.join(root, "gz", "breast1_image.nrrd"))
+else:
+    with open(os.path.join(root, "mr", "brain.nii"), "wb") as f:
+        f.write(nii)
 
 open(os.path.join(root, "notes", "README.txt"), "w").write(
     "Seed tree for VoxFS's archive fuzzing: real pixels (pyradiomics lung1 CT, brain1 MR; pydicom MR_small), written headers.\n")
-open(os.path.join(root, "notes", "empty"), "w").close()
-os.symlink("ct/IM0000.dcm", os.path.join(root, "latest"))
+if not compressed:
+    open(os.path.join(root, "notes", "empty"), "w").close()
+    os.symlink("ct/IM0000.dcm", os.path.join(root, "latest"))
 os.chmod(os.path.join(root, "notes", "README.txt"), 0o640)
 # fixed times, so the archive bytes do not depend on when the tree was written
 for dirpath, dirs, files in os.walk(root, topdown=False):

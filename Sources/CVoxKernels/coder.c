@@ -503,7 +503,11 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int *rows;
-    int abort, reported;
+    /* slices after `stop` are abandoned: `stop` is the earliest slice that failed (nz: none).
+     * Slices before it go on, so the failure reported is the earliest one, whatever the
+     * thread timing: a slice that reads a damaged earlier slice may trip first, but the
+     * earlier slice's own failure (its checksum) is what names the damage. */
+    int stop, reported;
 } slab_t;
 
 /* Per-thread scratch: the row's anchors and predictions, LSTM inputs and workspace. */
@@ -548,6 +552,7 @@ static int slab_init(slab_t *B, const vox_slab_params *p, int32_t *vox, int np, 
     memset(B, 0, sizeof *B);
     if (!check_params(p)) return VOX_ERR_PARAM;
     B->p = p; B->vox = vox;
+    B->stop = p->nz;
     if (p->model) {
         vox_model_shape(p->model, &B->H, &B->I, &B->T);
         if (!nb_causal(p, B->T, B->I)) return VOX_ERR_PARAM;
@@ -587,7 +592,7 @@ static int wait_rows(slab_t *B, int z, int y) {
     const int ny = B->p->ny;
     pthread_mutex_lock(&B->mu);
     for (;;) {
-        if (B->abort) break;
+        if (z > B->stop) break;
         int ready = 1;
         for (int k = 1; k <= B->depth && k <= z && ready; k++) {
             int need = y + B->reach[k - 1] + 1;
@@ -597,7 +602,7 @@ static int wait_rows(slab_t *B, int z, int y) {
         if (ready) break;
         pthread_cond_wait(&B->cv, &B->mu);
     }
-    int ok = !B->abort;
+    int ok = z <= B->stop;
     pthread_mutex_unlock(&B->mu);
     return ok;
 }
@@ -903,8 +908,8 @@ typedef struct { v2job_t *J; int tid; } v2arg_t;
 static void v2_fail(v2job_t *J, int z, int rc) {
     slab_t *B = J->B;
     if (B->threaded) pthread_mutex_lock(&B->mu);
-    if (J->rc == VOX_OK) { J->rc = rc; J->failed = z; }
-    B->abort = 1;
+    if (J->failed < 0 || z < J->failed) { J->rc = rc; J->failed = z; }
+    if (z < B->stop) B->stop = z;
     if (B->threaded) { pthread_cond_broadcast(&B->cv); pthread_mutex_unlock(&B->mu); }
 }
 
@@ -927,11 +932,11 @@ static void *v2_worker(void *arg) {
             /* the previous slice's state after its first W rows */
             if (B->threaded) {
                 pthread_mutex_lock(&B->mu);
-                while (!B->abort && B->rows[z - 1] < J->W) pthread_cond_wait(&B->cv, &B->mu);
-                int ab = B->abort;
+                while (z <= B->stop && B->rows[z - 1] < J->W) pthread_cond_wait(&B->cv, &B->mu);
+                int ab = z > B->stop;
                 pthread_mutex_unlock(&B->mu);
                 if (ab) break;
-            } else if (B->abort) break;
+            } else if (z > B->stop) break;
             C->st = J->snaps[(z - 1) % B->np];
         }
         dec_start(C, J->data[z], J->len[z]);
@@ -944,8 +949,8 @@ static void *v2_worker(void *arg) {
         /* report slices in order */
         if (B->threaded) {
             pthread_mutex_lock(&B->mu);
-            while (!B->abort && B->reported != z) pthread_cond_wait(&B->cv, &B->mu);
-            int ab = B->abort;
+            while (z <= B->stop && B->reported != z) pthread_cond_wait(&B->cv, &B->mu);
+            int ab = z > B->stop;
             pthread_mutex_unlock(&B->mu);
             if (ab) break;
         }

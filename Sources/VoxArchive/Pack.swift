@@ -10,6 +10,8 @@ import VoxFormats
 public struct Packer {
     public struct Summary: Sendable {
         public var files = 0, volumes = 0, opaque = 0, skipped = 0, directories = 0, symlinks = 0
+        /// Compressed files (.nii.gz, gzip NRRD) coded as volumes, rebuilt by recompressing.
+        public var recompressed = 0
         /// Files that could not be packed (unreadable, vanished, kept changing): each has a warning.
         public var failed = 0
         /// Bytes of the files packed in this run, and what the archive spent on them.
@@ -227,6 +229,7 @@ public struct Packer {
             let stored = UInt64(try run.archive.putVolume(stream: stream, model: model, files: files).storedBytes)
             let original = files.reduce(UInt64(0)) { $0 + $1.entry.size }
             run.sum.volumes += 1; run.sum.files += s.parts.count
+            run.sum.recompressed += s.parts.filter { $0.wrapper != nil }.count
             run.sum.originalBytes += original; run.sum.storedBytes += stored
             advance(run, files: s.parts.count, bytes: original, stored: stored)
         } catch let e as VoxError where e.kind != .io && e.kind != .busy {

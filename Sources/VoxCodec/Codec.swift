@@ -120,7 +120,7 @@ public final class SlabCoder: @unchecked Sendable {
     /// soon as slice z's voxels are final, in slice order; an error it throws stops the
     /// decode and is rethrown.
     public func decodeV2(_ data: UnsafeRawBufferPointer, slices: Int, stateRows: Int, lengths: [UInt32], predictors: [UInt8],
-                         into vox: UnsafeMutableBufferPointer<Int32>, threads: Int = 1,
+                         into vox: UnsafeMutableBufferPointer<Int32>, threads: Int = 1, firstSlice: Int = 0,
                          slice: @escaping (Int) throws -> Void) throws {
         precondition(vox.count == shape.sliceVoxels * slices && lengths.count == slices && predictors.count == slices)
         var p = params(slices: slices)
@@ -151,7 +151,7 @@ public final class SlabCoder: @unchecked Sendable {
         }
         if let e = sink.error { throw e }
         guard rc == Int32(VOX_OK) else {
-            let what = failed >= 0 ? "slice \(failed): " : ""
+            let what = failed >= 0 ? "slice \(firstSlice + Int(failed)): " : ""
             throw VoxError(rc == Int32(VOX_ERR_NOMEM) ? .outOfMemory : .corrupt, what + SlabCoder.describe(rc))
         }
     }
@@ -485,7 +485,8 @@ public enum VXZ {
                                 let vbase = v.baseAddress!
                                 try withoutActuallyEscaping(verified) { verified in
                                 try coder.decodeV2(d, slices: sl.count, stateRows: header.stateRows, lengths: e.slices.map(\.length),
-                                                   predictors: e.slices.map(\.predictor.rawValue), into: v, threads: threads) { k in
+                                                   predictors: e.slices.map(\.predictor.rawValue), into: v, threads: threads,
+                                                   firstSlice: sl.lowerBound) { k in
                                     let src = UnsafeBufferPointer(start: vbase + k * sliceVox, count: sliceVox)
                                     dtype.encode(src, into: UnsafeMutableRawBufferPointer(rebasing: out[(k * sliceBytes)..<((k + 1) * sliceBytes)]))
                                     Decoder.sliceHook?(self.name, i, k)   // tests: the window before the checksum

@@ -310,6 +310,8 @@ public final class VoxFileSystem: @unchecked Sendable {
     }
     private final class WeakStream { weak var file: StreamedFile?; init(_ f: StreamedFile) { file = f } }
     private var streams: [[UInt8]: WeakStream] = [:]
+    private let rebuilds = NSCondition()
+    private var rebuilding = 0
 
     /// The rebuild of a compressed volume file, shared by every open handle of it; started on
     /// the first open.
@@ -320,11 +322,13 @@ public final class VoxFileSystem: @unchecked Sendable {
         streams = streams.filter { $0.value.file != nil }
         streams[p.sha256] = WeakStream(f)
         lock.unlock()
+        rebuilds.lock(); rebuilding += 1; rebuilds.unlock()
         let t = Thread { [self] in
             do { try recompress(f, id: id, part: p, header: h, path: entry.path); f.finish(nil) } catch {
                 options.log("read \(entry.path): \(error) -> EIO")
                 f.finish(error)
             }
+            rebuilds.lock(); rebuilding -= 1; rebuilds.broadcast(); rebuilds.unlock()
         }
         t.name = "voxfs-recompress"
         t.start()
@@ -685,7 +689,14 @@ public final class VoxFileSystem: @unchecked Sendable {
     }
 
     /// Waits for background decodes (tests, unmount).
-    public func drain() { prefetchPool.drain() }
+    public func drain() {
+        rebuilds.lock()
+        while rebuilding > 0 { rebuilds.wait() }
+        rebuilds.unlock()
+        prefetchPool.drain()
+        cache.waitIdle()
+        prefetchPool.drain()
+    }
 
     deinit { prefetchPool.stop() }
 

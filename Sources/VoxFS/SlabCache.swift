@@ -127,6 +127,14 @@ public final class SlabCache: @unchecked Sendable {
         throw err ?? VoxError(.corrupt, "slab \(key.slab) could not be decoded")
     }
 
+    /// Waits until no decode is running (a reader returns as soon as its bytes are verified,
+    /// while the rest of its slab may still be decoding on a thread of its own).
+    public func waitIdle() {
+        cond.lock()
+        while entries.values.contains(where: { !$0.done }) { cond.wait() }
+        cond.unlock()
+    }
+
     /// One slab decode and its bookkeeping.
     private struct Job: @unchecked Sendable {
         let cache: SlabCache

@@ -74,7 +74,7 @@ struct Pack: ParsableCommand {
         stat(archivePath, &st)
         if !quiet {
             let ratio = s.storedBytes == 0 ? "-" : String(format: "%.2f", Double(s.originalBytes) / Double(s.storedBytes))
-            print("\(archivePath): packed \(s.files) files (\(s.files - s.opaque) in \(s.volumes) volume\(s.volumes == 1 ? "" : "s"), \(s.opaque) opaque), \(s.directories) folders, \(s.symlinks) symlinks; \(s.skipped) already in")
+            print("\(archivePath): packed \(s.files) files (\(s.files - s.opaque) in \(s.volumes) volume\(s.volumes == 1 ? "" : "s")\(s.recompressed > 0 ? ", \(s.recompressed) of them compressed files rebuilt by recompressing" : ""), \(s.opaque) opaque), \(s.directories) folders, \(s.symlinks) symlinks; \(s.skipped) already in")
             print("  original \(humanBytes(s.originalBytes)) (\(s.originalBytes) bytes), stored \(humanBytes(s.storedBytes)) (\(s.storedBytes) bytes), ratio \(ratio); archive file \(humanBytes(UInt64(max(0, st.st_size)))); \(duration(Date().timeIntervalSince(t0)))")
         }
         if s.failed > 0 {
