@@ -94,6 +94,7 @@ public final class VoxFileSystem: @unchecked Sendable {
     private var nextHandle: UInt64 = 1
     private var lastSlab: [UInt64: Int] = [:]  // per volume: the last slab a read touched
     private var queued = Set<SlabCache.Key>()   // prefetches submitted and not finished
+    private var decodesPending = 0              // slab decodes running or waiting for a slot
     private let prefetchPool: WorkerPool
     /// Decodes running at once, readers and prefetch together: a decode holds a slab's voxels
     /// and the coder's buffers (several times the slab's bytes), so with 32 readers on cold slabs
@@ -634,14 +635,18 @@ public final class VoxFileSystem: @unchecked Sendable {
         guard s >= 0, s < header.slabs.count else { throw VoxError(.corrupt, "\(path): volume \(id) has no slab \(s)") }
         // the decode's error is shared by every reader waiting for the slab: each names its own file
         do {
-            // a reader waits for this slab: decode it on every core (a wavefront over its
-            // slices); a prefetch takes one thread
-            let threads = prefetch ? 1 : options.sliceThreads
             return try cache.get(SlabCache.Key(volume: id, slab: s), need: need, size: VoxFileSystem.slabSize(header, s), prefetch: prefetch) { [self] buf, publish in
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 func ms() -> String { String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6) }
+                lock.lock(); decodesPending += 1; lock.unlock()
+                defer { lock.lock(); decodesPending -= 1; lock.unlock() }
                 decodeSlots.wait()
                 defer { decodeSlots.signal() }
+                // a reader waits for this slab: when it is the only decode, it runs on every
+                // core (a wavefront over its slices); under load each decode takes one core
+                // (the wavefront's second thread is 80% efficient), as a prefetch always does
+                lock.lock(); let alone = decodesPending == 1; lock.unlock()
+                let threads = prefetch || !alone ? 1 : options.sliceThreads
                 let tSlot = ms()
                 let d = try decoder(id)
                 let tDec = ms()
