@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Long fuzz run of the format parsers (the test suite runs a short one): mutates real DICOM
-test files and hand-made NIfTI/NRRD/MetaImage files around real voxels, and runs
+test files, hand-made NIfTI/NRRD/MetaImage files around real voxels, and compressed volumes (a
+.nii.gz from CPython's gzip, pyradiomics' real gzip NRRD written by ITK, a zlib MetaImage), runs
 `voxfs probe --verify` on each batch. Pass: no crash (signal), no hang, and every file that is
 recognised as a volume rebuilds to exactly its (mutated) bytes.
 
@@ -17,6 +18,19 @@ made = {
     "a.nrrd": b"NRRD0004\ntype: short\ndimension: 3\nsizes: 64 64 2\nendian: little\nencoding: raw\n\n" + raw,
     "b.mha": b"ObjectType = Image\nNDims = 3\nDimSize = 64 64 2\nElementType = MET_SHORT\nElementDataFile = LOCAL\n" + raw,
 }
+import gzip, struct, zlib
+hdr = bytearray(348)
+struct.pack_into("<i", hdr, 0, 348)
+struct.pack_into("<8h", hdr, 40, 3, 64, 64, 2, 1, 1, 1, 1)
+struct.pack_into("<hh", hdr, 70, 4, 16)
+struct.pack_into("<f", hdr, 108, 352.0)
+hdr[344:348] = b"n+1\0"
+made["c.nii.gz"] = gzip.compress(bytes(hdr) + bytes(4) + raw, compresslevel=6, mtime=0)
+made["d.mha"] = (b"ObjectType = Image\nNDims = 3\nDimSize = 64 64 2\nElementType = MET_SHORT\nCompressedData = True\n"
+                 b"ElementDataFile = LOCAL\n" + zlib.compress(raw, 6))
+breast = os.path.join(cache, "src", "pyradiomics-3.0.1", "data", "breast1_image.nrrd")
+if os.path.exists(breast):
+    made["e.nrrd"] = open(breast, "rb").read()
 if not seeds:
     sys.exit("fuzz_formats: no DICOM files in the cache (run scripts/fetch_data.sh)")
 rng = random.Random(1)
@@ -26,7 +40,7 @@ with tempfile.TemporaryDirectory() as tmp:
     while done < n:
         paths = []
         for k in range(50):
-            if rng.random() < 0.2:
+            if rng.random() < 0.35:
                 name = rng.choice(list(made)); data = bytearray(made[name])
             else:
                 src = rng.choice(seeds); name = os.path.basename(src); data = bytearray(open(src, "rb").read())
