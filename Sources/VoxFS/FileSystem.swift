@@ -354,9 +354,8 @@ public final class VoxFileSystem: @unchecked Sendable {
             }
             if chunk > before { f.publish(min(f.size, chunk << shift)) }
         }
-        guard let ds = DeflateStream(level: w.level, memLevel: w.memLevel, windowBits: w.windowBits, strategy: w.strategy) else {
-            throw VoxError(.outOfMemory, "\(path): cannot start recompressing")
-        }
+        let ds: Recompressor
+        do { ds = try w.makeRecompressor() } catch let e as VoxError { throw VoxError(e.kind, "\(path): \(e.message)") }
         try w.outerHeader.withUnsafeBytes { try append($0) }
         try p.header.withUnsafeBytes { try ds.write($0, sink: append) }
         let sliceBytes = h.shape.sliceVoxels * h.dtype.bytesPerVoxel, slabBytes = h.slabThickness * sliceBytes
@@ -383,7 +382,8 @@ public final class VoxFileSystem: @unchecked Sendable {
                 }
             }
         }
-        try p.trailer.withUnsafeBytes { try ds.write($0, finish: true, sink: append) }
+        try p.trailer.withUnsafeBytes { try ds.write($0, sink: append) }
+        try ds.finish(sink: append)
         try w.outerTrailer.withUnsafeBytes { try append($0) }
         guard pos == f.size, chunk == w.chunkCRCs.count else { throw VoxError(.corrupt, "\(path): rebuilt file has \(pos) bytes, the entry says \(f.size)") }
         f.publish(f.size)

@@ -16,6 +16,10 @@ public struct DeflateWrapper: Sendable, Equatable {
     /// is packed: a reader may serve a chunk of a file being recompressed once it matches.
     public var chunkShift: Int = 20
     public var chunkCRCs: [UInt32] = []
+    /// 0: one zlib deflate stream. Otherwise pigz's layout: the content in blocks of this many
+    /// bytes, each deflated after a reset with the previous block's last 32 KiB as dictionary
+    /// and ended on a byte boundary (pigz's compress_thread, what dcm2niix writes through pigz).
+    public var blockSize: Int = 0
 
     /// Sets `chunkCRCs` from the original file.
     public mutating func setChunks(of original: [UInt8]) {
@@ -31,27 +35,55 @@ public struct DeflateWrapper: Sendable, Equatable {
     /// Parameters a reader accepts (from an untrusted archive record).
     public var isValid: Bool {
         (0...9).contains(level) && (1...9).contains(memLevel) && (9...15).contains(windowBits) && (0...4).contains(strategy)
-            && (12...30).contains(chunkShift)
+            && (12...30).contains(chunkShift) && (blockSize == 0 || (32768...(1 << 28)).contains(blockSize))
     }
 
     /// "zlib level 6" (with the non-default parameters).
     public var summary: String {
-        "zlib level \(level)" + (memLevel != 8 ? ", memLevel \(memLevel)" : "") + (windowBits != 15 ? ", window 2^\(windowBits)" : "")
+        (blockSize > 0 ? "pigz blocks of \(blockSize >> 10) KiB, " : "") + "zlib level \(level)" + (memLevel != 8 ? ", memLevel \(memLevel)" : "") + (windowBits != 15 ? ", window 2^\(windowBits)" : "")
             + (strategy != 0 ? ", strategy \(strategy)" : "")
     }
 
     /// The original file: outer header, the content deflated with these parameters, outer trailer.
     public func wrap(_ content: [UInt8]) throws -> [UInt8] {
         guard isValid else { throw VoxError(.corrupt, "invalid deflate parameters") }
-        guard let z = Deflate.deflateRaw(content[...], level: level, memLevel: memLevel, windowBits: windowBits, strategy: strategy) else {
-            throw VoxError(.outOfMemory, "cannot recompress (zlib failed)")
+        if blockSize == 0 {
+            guard let z = Deflate.deflateRaw(content[...], level: level, memLevel: memLevel, windowBits: windowBits, strategy: strategy) else {
+                throw VoxError(.outOfMemory, "cannot recompress (zlib failed)")
+            }
+            return outerHeader + z + outerTrailer
         }
-        return outerHeader + z + outerTrailer
+        var out = outerHeader
+        let r = try makeRecompressor()
+        try content.withUnsafeBytes { try r.write($0) { out.append(contentsOf: $0) } }
+        try r.finish { out.append(contentsOf: $0) }
+        return out + outerTrailer
+    }
+
+    /// A deflater fed piece by piece that produces this wrapper's stream.
+    public func makeRecompressor() throws -> Recompressor {
+        guard isValid else { throw VoxError(.corrupt, "invalid deflate parameters") }
+        if blockSize > 0 {
+            guard let b = BlockDeflater(level: level, memLevel: memLevel, strategy: strategy, blockSize: blockSize) else {
+                throw VoxError(.outOfMemory, "cannot start recompressing")
+            }
+            return b
+        }
+        guard let d = DeflateStream(level: level, memLevel: memLevel, windowBits: windowBits, strategy: strategy) else {
+            throw VoxError(.outOfMemory, "cannot start recompressing")
+        }
+        return d
     }
 }
 
-/// zlib deflate fed piece by piece (the mount recompresses a file while its slabs decode).
-public final class DeflateStream {
+/// A deflater fed piece by piece (the mount recompresses a file while its slabs decode).
+public protocol Recompressor: AnyObject {
+    func write(_ data: UnsafeRawBufferPointer, sink: (UnsafeRawBufferPointer) throws -> Void) throws
+    func finish(sink: (UnsafeRawBufferPointer) throws -> Void) throws
+}
+
+/// zlib deflate fed piece by piece.
+public final class DeflateStream: Recompressor {
     private var s = z_stream()
     private var ok = false
     private var out = [UInt8](repeating: 0, count: 1 << 18)
@@ -63,8 +95,15 @@ public final class DeflateStream {
     }
     deinit { if ok { deflateEnd(&s) } }
 
+    public func write(_ data: UnsafeRawBufferPointer, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try write(data, finish: false, sink: sink)
+    }
+    public func finish(sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try [UInt8]().withUnsafeBytes { try write($0, finish: true, sink: sink) }
+    }
+
     /// Compresses `data` (finish: and ends the stream), handing each piece of output to `sink`.
-    public func write(_ data: UnsafeRawBufferPointer, finish: Bool = false, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+    public func write(_ data: UnsafeRawBufferPointer, finish: Bool, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         guard ok else { throw VoxError(.invalidArgument, "deflate stream is not usable") }
         s.next_in = UnsafeMutablePointer(mutating: data.bindMemory(to: UInt8.self).baseAddress ?? UnsafePointer(bitPattern: 1)!)
         s.avail_in = UInt32(data.count)
@@ -84,6 +123,78 @@ public final class DeflateStream {
                 if s.avail_in == 0 && s.avail_out != 0 { return }
             }
         }
+    }
+}
+
+/// pigz's deflate layout (pigz.c, compress_thread; the same output for any thread count): the
+/// content cut into blocks; each block deflated after deflateReset and deflateParams, with the
+/// last 32 KiB of the previous block's input as dictionary; a block that is not the last ends
+/// with Z_BLOCK, then a sync flush when one bit is pending, or empty static blocks up to the next
+/// byte boundary (deflatePrime(10, 2)); the last block with Z_FINISH.
+public final class BlockDeflater: Recompressor {
+    private var s = z_stream()
+    private var ok = false
+    private let level: Int32, strategy: Int32, blockSize: Int
+    private var block = [UInt8]()
+    private var dict = [UInt8]()
+    private var out = [UInt8](repeating: 0, count: 1 << 18)
+
+    public init?(level: Int, memLevel: Int, strategy: Int, blockSize: Int) {
+        self.level = Int32(level); self.strategy = Int32(strategy); self.blockSize = blockSize
+        guard deflateInit2_(&s, 6, Z_DEFLATED, -15, Int32(memLevel), Int32(strategy), zlibVersion(),
+                            Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
+        ok = true
+        block.reserveCapacity(blockSize)
+    }
+    deinit { if ok { deflateEnd(&s) } }
+
+    public func write(_ data: UnsafeRawBufferPointer, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        var p = 0
+        while p < data.count {
+            if block.count == blockSize { try compress(last: false, sink: sink) }   // more follows: not the last
+            let n = min(blockSize - block.count, data.count - p)
+            block.append(contentsOf: UnsafeRawBufferPointer(rebasing: data[p..<(p + n)]))
+            p += n
+        }
+    }
+
+    public func finish(sink: (UnsafeRawBufferPointer) throws -> Void) throws { try compress(last: true, sink: sink) }
+
+    private func engine(_ flush: Int32, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        repeat {
+            let rc: Int32 = out.withUnsafeMutableBufferPointer { o in
+                s.next_out = o.baseAddress
+                s.avail_out = UInt32(o.count)
+                return deflate(&s, flush)
+            }
+            guard rc == Z_OK || rc == Z_BUF_ERROR || rc == Z_STREAM_END else { throw VoxError(.io, "deflate failed (\(rc))") }
+            let n = out.count - Int(s.avail_out)
+            if n > 0 { try out.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[0..<n])) } }
+        } while s.avail_out == 0
+    }
+
+    private func compress(last: Bool, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        guard ok else { throw VoxError(.invalidArgument, "deflate stream is not usable") }
+        _ = deflateReset(&s)
+        _ = deflateParams(&s, level, strategy)
+        if !dict.isEmpty { _ = dict.withUnsafeBufferPointer { deflateSetDictionary(&s, $0.baseAddress, UInt32($0.count)) } }
+        try block.withUnsafeBufferPointer { b in
+            s.next_in = UnsafeMutablePointer(mutating: b.baseAddress ?? UnsafePointer(bitPattern: 1)!)
+            s.avail_in = UInt32(b.count)
+            if last { try engine(Z_FINISH, sink: sink); return }
+            try engine(Z_BLOCK, sink: sink)
+            var bits: Int32 = 0
+            _ = deflatePending(&s, nil, &bits)
+            if bits & 1 != 0 { try engine(Z_SYNC_FLUSH, sink: sink) } else if bits & 7 != 0 {
+                repeat {
+                    _ = deflatePrime(&s, 10, 2)
+                    _ = deflatePending(&s, nil, &bits)
+                } while bits & 7 != 0
+                try engine(Z_BLOCK, sink: sink)
+            }
+        }
+        dict = Array(block.suffix(32768))
+        block.removeAll(keepingCapacity: true)
     }
 }
 
@@ -154,7 +265,29 @@ public enum Deflate {
     /// zlib parameters under which `content` deflates to exactly `stream`, or nil. Each
     /// candidate is first tried on a prefix of the content (deflate emits its output in order,
     /// so a wrong candidate usually shows in the first blocks), then on the whole.
-    public static func findParameters(content: [UInt8], stream: ArraySlice<UInt8>) -> (level: Int, memLevel: Int)? {
+    public static func findParameters(content: [UInt8], stream: ArraySlice<UInt8>) -> (level: Int, memLevel: Int, blockSize: Int)? {
+        if let c = findZlib(content: content, stream: stream) { return (c.level, c.memLevel, 0) }
+        // pigz (as dcm2niix runs it): its default 128 KiB blocks, levels most common first
+        let bs = 128 << 10
+        for level in [6, 9, 1, 2, 3, 4, 5, 7, 8] {
+            let w = DeflateWrapper(outerHeader: [], outerTrailer: [], level: level, memLevel: 8)
+            var wb = w
+            wb.blockSize = bs
+            guard let r = try? wb.makeRecompressor() else { continue }
+            // three blocks and one byte more: the third block is then known not to be the last,
+            // and everything emitted so far must be the stream's first bytes
+            var head = [UInt8]()
+            let n = min(content.count, 3 * bs + 1)
+            do {
+                try content.withUnsafeBytes { try r.write(UnsafeRawBufferPointer(rebasing: $0[0..<n])) { head.append(contentsOf: $0) } }
+            } catch { continue }
+            guard head.count <= stream.count, stream.prefix(head.count).elementsEqual(head) else { continue }
+            if let all = try? wb.wrap(content), all.count == stream.count, all.elementsEqual(stream) { return (level, 8, bs) }
+        }
+        return nil
+    }
+
+    static func findZlib(content: [UInt8], stream: ArraySlice<UInt8>) -> (level: Int, memLevel: Int)? {
         let probe = min(content.count, 1 << 20)
         for c in candidates {
             if probe < content.count {
@@ -214,10 +347,11 @@ public enum Deflate {
         let stream = bytes[start..<(start + used)]
         guard let p = findParameters(content: content, stream: stream) else {
             let who = gzip && bytes.count > offset + 9 ? " (gzip header: XFL \(bytes[offset + 8]), OS \(bytes[offset + 9]); GNU gzip's deflate is not zlib's)" : ""
-            return .no("its deflate stream is not what zlib writes at any level 0-9, memLevel 8-9\(who)")
+            return .no("its deflate stream is not what zlib writes at any level 0-9, memLevel 8-9, nor pigz's 128 KiB blocks\(who)")
         }
-        let w = DeflateWrapper(outerHeader: Array(bytes[0..<start]), outerTrailer: Array(bytes[(start + used)...]),
+        var w = DeflateWrapper(outerHeader: Array(bytes[0..<start]), outerTrailer: Array(bytes[(start + used)...]),
                                level: p.level, memLevel: p.memLevel)
+        w.blockSize = p.blockSize
         return .ok(content: content, wrapper: w)
     }
 }

@@ -97,6 +97,21 @@ final class DeflateTests: ScratchTestCase {
         XCTAssertTrue(nv.reason?.contains("rebuilt by zlib level 6") == true, nv.reason ?? "")
     }
 
+    /// pigz (what dcm2niix uses when it finds it): 128 KiB blocks, each with the previous
+    /// block's last 32 KiB as dictionary; the same bytes for any thread count.
+    func testPigzIsRebuiltExactly() throws {
+        let src = path("brain.nii")
+        try FileIO.writeAtomically(src, try niftiFromRealMR())
+        for (flags, level) in [(["-p", "2"], 6), (["-p", "1"], 6), (["-p", "2", "-9"], 9), (["-p", "2", "-1", "-n"], 1)] {
+            let r = try run("/bin/sh", ["-c", "pigz \"$@\" -c \"$0\" > \"$0.gz\"", src] + flags)
+            XCTAssertEqual(r.status, 0, r.err)
+            let got = check(try FileIO.read(src + ".gz"), name: "brain.nii.gz")
+            XCTAssertEqual(got.kind, .nifti, "pigz \(flags): \(got.reason ?? "")")
+            XCTAssertEqual(got.source?.parts[0].wrapper?.blockSize, 128 << 10, "pigz \(flags)")
+            XCTAssertEqual(got.source?.parts[0].wrapper?.level, level, "pigz \(flags)")
+        }
+    }
+
     func testGNUGzipStaysOpaqueWithTheReason() throws {
         let src = path("brain.nii")
         try FileIO.writeAtomically(src, try niftiFromRealMR())
