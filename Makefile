@@ -7,7 +7,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages the build, the tests, the data fetch and the benchmarks need.
-DEB_PACKAGES := pkg-config fuse3 libfuse3-dev libopenblas-dev liblmdb-dev libzstd-dev zlib1g-dev pigz \
+DEB_PACKAGES := pkg-config fuse3 libfuse3-dev libopenblas-dev liblmdb-dev libzstd-dev zlib1g-dev pigz pristine-tar \
                 xz-utils zstd python3 python3-venv python3-pip ca-certificates
 
 # golden streams the reference decoder (written from docs/format.md alone) checks in `make test`

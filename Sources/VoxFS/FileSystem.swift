@@ -324,12 +324,15 @@ public final class VoxFileSystem: @unchecked Sendable {
         streams[p.sha256] = WeakStream(f)
         lock.unlock()
         rebuilds.lock(); rebuilding += 1; rebuilds.unlock()
-        let t = Thread { [self] in
-            do { try recompress(f, id: id, part: p, header: h, path: entry.path); f.finish(nil) } catch {
-                options.log("read \(entry.path): \(error) -> EIO")
-                f.finish(error)
-            }
-            rebuilds.lock(); rebuilding -= 1; rebuilds.broadcast(); rebuilds.unlock()
+        let rebuilds = self.rebuilds
+        let t = Thread { [weak self] in
+            if let self {
+                do { try self.recompress(f, id: id, part: p, header: h, path: entry.path); f.finish(nil) } catch {
+                    self.options.log("read \(entry.path): \(error) -> EIO")
+                    f.finish(error)
+                }
+                rebuilds.lock(); self.rebuilding -= 1; rebuilds.broadcast(); rebuilds.unlock()
+            } else { f.finish(VoxError(.io, "the filesystem was closed")) }
         }
         t.name = "voxfs-recompress"
         t.start()
@@ -635,13 +638,16 @@ public final class VoxFileSystem: @unchecked Sendable {
         guard s >= 0, s < header.slabs.count else { throw VoxError(.corrupt, "\(path): volume \(id) has no slab \(s)") }
         // the decode's error is shared by every reader waiting for the slab: each names its own file
         do {
-            return try cache.get(SlabCache.Key(volume: id, slab: s), need: need, size: VoxFileSystem.slabSize(header, s), prefetch: prefetch) { [self] buf, publish in
+            // weak: a decode thread may outlive the reader that started it by a moment, and must
+            // not keep the filesystem (and its archive) open after drain()
+            return try cache.get(SlabCache.Key(volume: id, slab: s), need: need, size: VoxFileSystem.slabSize(header, s), prefetch: prefetch) { [weak self] buf, publish in
+                guard let self else { throw VoxError(.io, "the filesystem was closed") }
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 func ms() -> String { String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6) }
                 lock.lock(); decodesPending += 1; lock.unlock()
-                defer { lock.lock(); decodesPending -= 1; lock.unlock() }
+                defer { self.lock.lock(); self.decodesPending -= 1; self.lock.unlock() }
                 decodeSlots.wait()
-                defer { decodeSlots.signal() }
+                defer { self.decodeSlots.signal() }
                 // a reader waits for this slab: when it is the only decode, it runs on every
                 // core (a wavefront over its slices); under load each decode takes one core
                 // (the wavefront's second thread is 80% efficient), as a prefetch always does
