@@ -584,7 +584,7 @@ public final class Archive: @unchecked Sendable {
         if let z = p.wrapper {
             w.u8(UInt8(z.level)); w.u8(UInt8(z.memLevel)); w.u8(UInt8(z.windowBits)); w.u8(UInt8(z.strategy))
             w.u32(UInt32(z.outerHeader.count)); w.u32(UInt32(z.outerTrailer.count))
-            w.u8(UInt8(z.chunkShift)); w.u32(UInt32(z.chunkCRCs.count)); w.u32(UInt32(z.blockSize)); w.u8(UInt8(z.engine))
+            w.u8(UInt8(z.chunkShift)); w.u32(UInt32(z.chunkCRCs.count)); w.u32(UInt32(z.blockSize)); w.u8(UInt8(z.engine)); w.u32(UInt32(z.streamPrefix))
         }
         w.raw(packBlob(bytes))
         return w.bytes
@@ -695,11 +695,12 @@ public final class Archive: @unchecked Sendable {
                 ohl = Int(try r.u32()); otl = Int(try r.u32())
                 let cs = Int(try r.u8())
                 nch = Int(try r.u32())
-                let bsz = Int(try r.u32()), eng = Int(try r.u8())
+                let bsz = Int(try r.u32()), eng = Int(try r.u8()), spx = Int(try r.u32())
                 wrapper = DeflateWrapper(outerHeader: [], outerTrailer: [], level: lv, memLevel: ml, windowBits: wb, strategy: st)
                 wrapper!.chunkShift = cs
                 wrapper!.blockSize = bsz
                 wrapper!.engine = eng
+                wrapper!.streamPrefix = spx
                 guard wrapper!.isValid, ohl <= 1 << 30, otl <= 1 << 30, nch <= 1 << 22 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (bad recompression parameters)") }
                 if let entry, ((Int(entry.size) + (1 << cs) - 1) >> cs) != nch { throw VoxError(.corrupt, "\(entry.path): its part record's chunk checksums do not cover its size") }
             }

@@ -359,8 +359,9 @@ public final class VoxFileSystem: @unchecked Sendable {
         }
         let ds: Recompressor
         do { ds = try w.makeRecompressor() } catch let e as VoxError { throw VoxError(e.kind, "\(path): \(e.message)") }
+        let out = w.limit { try append($0) }   // a corrected stream keeps only its matching prefix
         try w.outerHeader.withUnsafeBytes { try append($0) }
-        try p.header.withUnsafeBytes { try ds.write($0, sink: append) }
+        try p.header.withUnsafeBytes { try ds.write($0, sink: out) }
         let sliceBytes = h.shape.sliceVoxels * h.dtype.bytesPerVoxel, slabBytes = h.slabThickness * sliceBytes
         let lo = p.firstSlice * sliceBytes, hi = (p.firstSlice + p.slices) * sliceBytes
         if hi > lo {
@@ -378,15 +379,15 @@ public final class VoxFileSystem: @unchecked Sendable {
                         swapped = Array(b)
                         var i = 0
                         while i + 1 < swapped.count { swapped.swapAt(i, i + 1); i += 2 }
-                        try swapped.withUnsafeBytes { try ds.write($0, sink: append) }
+                        try swapped.withUnsafeBytes { try ds.write($0, sink: out) }
                     } else {
-                        try ds.write(b, sink: append)
+                        try ds.write(b, sink: out)
                     }
                 }
             }
         }
-        try p.trailer.withUnsafeBytes { try ds.write($0, sink: append) }
-        try ds.finish(sink: append)
+        try p.trailer.withUnsafeBytes { try ds.write($0, sink: out) }
+        try ds.finish(sink: out)
         try w.outerTrailer.withUnsafeBytes { try append($0) }
         guard pos == f.size, chunk == w.chunkCRCs.count else { throw VoxError(.corrupt, "\(path): rebuilt file has \(pos) bytes, the entry says \(f.size)") }
         f.publish(f.size)
