@@ -64,10 +64,12 @@ test: deps data
 	  --cache "$(CACHE)" 2>&1 | tee .build/compare-selftest.log
 	set -o pipefail; $(PYTHON) scripts/fuzz_archive.py $(FUZZ_ARCHIVE_SEED) .build/fuzz-archive $(FUZZ_ARCHIVE_CASES) 10 \
 	  --voxfs .build/release/voxfs 2>&1 | tee .build/fuzz-archive.log
+	set -o pipefail; $(PYTHON) scripts/fuzz_archive.py Tests/Fixtures/archives/seed-v3.voxfs .build/fuzz-archive-v3 200 10 \
+	  --voxfs .build/release/voxfs 2>&1 | tee .build/fuzz-archive-v3.log
 	set -o pipefail; $(PYTHON) scripts/reference_decoder.py --golden Tests/VoxCodecTests/golden $(CONFORMANCE_STREAMS) 2>&1 | tee .build/conformance.log
 	@awk '/Executed [0-9]+ tests?, with [0-9]+ failures?/ { n = $$2; f = $$5 } \
 	  /[0-9]+ checks ok, [0-9]+ failed/ { for (i = 1; i <= NF; i++) { if ($$(i+1) == "checks" && $$(i+2) == "ok,") c += $$i; if ($$(i+1) == "failed" || $$(i+1) == "failed,") cf += $$i } } \
-	  END { if (n == "") exit 1; printf "%d passed, %d failed\n", n - f + c, f + cf }' .build/test.log .build/compare-selftest.log .build/fuzz-archive.log .build/conformance.log
+	  END { if (n == "") exit 1; printf "%d passed, %d failed\n", n - f + c, f + cf }' .build/test.log .build/compare-selftest.log .build/fuzz-archive.log .build/fuzz-archive-v3.log .build/conformance.log
 
 demo: build data
 	@scripts/demo.sh .build/release/voxfs "$(CACHE)"
