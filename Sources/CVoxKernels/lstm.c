@@ -498,6 +498,8 @@ int vox_lstm_run_ws(const vox_model *m, int n, const int16_t *x, int32_t *y, int
     return 0;
 }
 
+const int32_t *vox_activation_table(int which) { return which == 0 ? vox_sigmoid_q14 : vox_tanh_q14; }
+
 int vox_lstm_run(const vox_model *m, int n, const int16_t *x, int32_t *y, int kernel) {
     kernel = resolve_kernel(kernel);
     if (kernel == VOX_KERNEL_SCALAR) return lstm_run_scalar(m, n, x, y);

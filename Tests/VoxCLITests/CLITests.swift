@@ -144,7 +144,8 @@ final class CLITests: ScratchTestCase {
         for n in ["signed", "unsigned", "implicit", "gap"] { try FileManager.default.copyItem(atPath: cache + "/series/" + n, toPath: src + "/" + n) }
         for i in 0..<20 { try FileIO.writeAtomically(src + "/note\(i).txt", Array("note \(i)\n".utf8)) }
         let archive = path("k.voxfs")
-        for delay in [0.4, 1.2, 2.4] {
+        var killedWithArchive = 0
+        for delay in [0.4, 1.2, 2.4, 4.0] {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: CLITests.binary)
             p.arguments = ["pack", src, archive, "-q", "--preset", "parallel", "--adapt", "0"]
@@ -156,8 +157,11 @@ final class CLITests: ScratchTestCase {
             if FileManager.default.fileExists(atPath: archive) {
                 let v = try voxfs(["verify", archive])
                 XCTAssertEqual(v.status, 0, "after SIGKILL at \(delay) s: \(v.out) \(v.err)")
+                killedWithArchive += 1
             }
         }
+        // not vacuous: at least one kill landed after the archive existed (mid-pack)
+        XCTAssertGreaterThan(killedWithArchive, 0, "no SIGKILL landed while an archive existed")
         var r = try voxfs(["pack", src, archive, "--preset", "parallel", "--adapt", "0"])
         XCTAssertEqual(r.status, 0, r.err)
         r = try voxfs(["verify", archive])

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import CVoxKernels
 import VoxCore
 import VoxCodec
 
@@ -49,12 +50,20 @@ enum ReferenceLSTM {
 }
 
 final class KernelTests: XCTestCase {
-    func testActivationTablesMatchMath() {
-        // the shipped constants are sigmoid/tanh rounded to Q14 (regenerable by scripts/gen_act_tables.py)
-        XCTAssertEqual(ReferenceLSTM.sig[512], 8192)
-        XCTAssertEqual(ReferenceLSTM.tanhT[512], 0)
-        XCTAssertEqual(ReferenceLSTM.sig[0], 5)
-        XCTAssertEqual(ReferenceLSTM.tanhT[1024], 16384)
+    /// The tables the kernels use (act_tables.h, read back from CVoxKernels) are the normative
+    /// ones of docs/format.md (their SHA-256), and the reference transcription here uses the same
+    /// values (it computes them from the formula).
+    func testShippedActivationTablesAreTheNormativeOnes() {
+        for (which, hash, ref) in [(Int32(0), "0e1d3fbdefa67a9f4a8ffaa2abf5d82115c9fe46d1b2f69c972515e531d9c828", ReferenceLSTM.sig),
+                                   (Int32(1), "51081aaf26643d0f21719aa86a08d790b95cfe81546881ba1bcdb5f48502d453", ReferenceLSTM.tanhT)] {
+            let t = Array(UnsafeBufferPointer(start: vox_activation_table(which), count: 1025))
+            var bytes = [UInt8]()
+            for v in t { for k in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: UInt32(bitPattern: v) >> (8 * UInt32(k)))) } }
+            XCTAssertEqual(Checksum.hex(Checksum.sha256(bytes)), hash, "table \(which) is the one docs/format.md names")
+            XCTAssertEqual(t, ref, "table \(which): the reference transcription uses the shipped values")
+        }
+        XCTAssertEqual(vox_activation_table(0)[512], 8192)
+        XCTAssertEqual(vox_activation_table(1)[0], -16384)
     }
 
     func testScalarKernelMatchesReferenceTranscription() throws {
@@ -75,6 +84,11 @@ final class KernelTests: XCTestCase {
     func testSIMDKernelsEqualScalar() throws {
         var rng = SplitMix64(seed: 5)
         XCTAssertTrue(Kernel.available.contains(.scalar))
+        // not vacuous: every SIMD kernel the CPU can run is offered and compared (skip, said
+        // so, only on a CPU without AVX2)
+        let simd = try SplitKernelTests.simdKernels()
+        XCTAssertEqual(Set(simd), Set(Kernel.available.filter { $0 != .scalar }))
+        var compared = 0
         for (i, H) in [4, 8, 16, 20, 32, 64, 128].enumerated() {
             for big in [false, true] {
                 let m = try TestData.randomModel(H: H, spec: ["pyramid:7,5,3", "pyramid:13,9,5,1/row", "cube:5/slice/left"][i % 3], seed: UInt64(1000 + i), big: big)
@@ -82,12 +96,14 @@ final class KernelTests: XCTestCase {
                 for n in [1, 3, 64, 130] {
                     let x = (0..<(n * m.steps * m.stepInputs)).map { _ in Int16(rng.nextInt(in: big ? -32767...32767 : -4096...4096)) }
                     let ref = km.run(inputs: x, count: n, kernel: .scalar)
-                    for k in Kernel.available where k != .scalar {
+                    for k in simd {
                         XCTAssertEqual(km.run(inputs: x, count: n, kernel: k), ref, "kernel \(k) H=\(H) n=\(n) big=\(big)")
+                        compared += 1
                     }
                 }
             }
         }
+        XCTAssertEqual(compared, 7 * 2 * 4 * simd.count)
     }
 
     func testPredictionsIdenticalAcrossKernelsOnRealCT() throws {

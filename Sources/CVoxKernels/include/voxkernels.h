@@ -46,6 +46,9 @@ enum {
 
 /** Which kernels this CPU can run: bit k set means kernel k is available. */
 int vox_kernels_available(void);
+/** The shipped activation tables (normative, docs/format.md): 0 = SIG, 1 = TANH, 1025 entries each. */
+const int32_t *vox_activation_table(int which);
+
 /** The fastest available kernel. */
 int vox_kernel_best(void);
 
