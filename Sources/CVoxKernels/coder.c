@@ -571,7 +571,7 @@ static int slab_init(slab_t *B, const vox_slab_params *p, int32_t *vox, int np, 
         for (int i = 0; i < p->n_nb; i++) {
             int k = -p->nb_dz[i];
             if (k < 1) continue;
-            if (k > MAXDEPTH) return VOX_ERR_PARAM;
+            if (k > MAXDEPTH) { free(B->eI); free(B->eX); free(B->res); free(B->geo.off); return VOX_ERR_PARAM; }
             if (k > B->depth) B->depth = k;
             if (p->nb_dy[i] > B->reach[k - 1]) B->reach[k - 1] = p->nb_dy[i];
         }
@@ -1000,7 +1000,10 @@ int vox_decode_slab_v2(const vox_slab_params *p, int32_t state_rows, const uint8
         }
         started++;
     }
-    if (J.rc == VOX_OK) v2_worker(&args[0]);
+    /* always: slice 0 is this thread's, and the threads that did start wait for it (a thread
+     * that could not be created has set `stop`, so the slices from its first one on are
+     * abandoned and the result is its error) */
+    v2_worker(&args[0]);
     for (int t = 1; t < started; t++) pthread_join(th[t], NULL);
     rc = J.rc;
     if (rc == VOX_OK && B.reported != p->nz) rc = VOX_ERR_ABORT;

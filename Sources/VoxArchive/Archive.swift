@@ -702,7 +702,12 @@ public final class Archive: @unchecked Sendable {
                 wrapper!.engine = eng
                 wrapper!.streamPrefix = spx
                 guard wrapper!.isValid, ohl <= 1 << 30, otl <= 1 << 30, nch <= 1 << 22 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (bad recompression parameters)") }
-                if let entry, ((Int(entry.size) + (1 << cs) - 1) >> cs) != nch { throw VoxError(.corrupt, "\(entry.path): its part record's chunk checksums do not cover its size") }
+                guard schema >= 2 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (a wrapped part in a schema 1 archive)") }
+                if let entry {
+                    // a wrapped file is rebuilt in memory: its size is bounded (content at most 1 GiB)
+                    guard entry.size <= UInt64(1) << 31 else { throw VoxError(.corrupt, "\(entry.path): a compressed file of \(entry.size) bytes is larger than any voxfs packs") }
+                    if (Int(entry.size) + (1 << cs) - 1) >> cs != nch { throw VoxError(.corrupt, "\(entry.path): its part record's chunk checksums do not cover its size") }
+                }
             }
             let total = hl + tl + pl + ohl + otl + 4 * nch
             guard hl <= 1 << 30, tl <= 1 << 30, total <= 1 << 30, pl <= 4096 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged") }

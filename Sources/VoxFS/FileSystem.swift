@@ -299,6 +299,17 @@ public final class VoxFileSystem: @unchecked Sendable {
         }
         deinit { base.deallocate() }
 
+        private var holders = 0
+        private var cancelled = false
+        /// An open handle reads it; when the last one closes, an unfinished rebuild stops.
+        func retain() { cond.lock(); holders += 1; cond.unlock() }
+        func releaseHandle() {
+            cond.lock(); holders -= 1
+            if holders <= 0 && !done { cancelled = true }
+            cond.unlock()
+        }
+        var isCancelled: Bool { cond.lock(); defer { cond.unlock() }; return cancelled }
+
         func publish(_ n: Int) { cond.lock(); verified = n; cond.broadcast(); cond.unlock() }
         func finish(_ e: Error?) { cond.lock(); failure = e; done = true; cond.broadcast(); cond.unlock() }
 
@@ -318,8 +329,9 @@ public final class VoxFileSystem: @unchecked Sendable {
     /// the first open.
     private func streamedFile(id: UInt64, part p: Archive.StoredPart, header h: StreamHeader, entry: Archive.Entry) -> StreamedFile {
         lock.lock()
-        if let f = streams[p.sha256]?.file { lock.unlock(); return f }
+        if let f = streams[p.sha256]?.file, !f.isCancelled { f.retain(); lock.unlock(); return f }
         let f = StreamedFile(size: Int(entry.size))
+        f.retain()
         streams = streams.filter { $0.value.file != nil }
         streams[p.sha256] = WeakStream(f)
         lock.unlock()
@@ -328,7 +340,7 @@ public final class VoxFileSystem: @unchecked Sendable {
         let t = Thread { [weak self] in
             if let self {
                 do { try self.recompress(f, id: id, part: p, header: h, path: entry.path); f.finish(nil) } catch {
-                    self.options.log("read \(entry.path): \(error) -> EIO")
+                    if !f.isCancelled { self.options.log("read \(entry.path): \(error) -> EIO") }
                     f.finish(error)
                 }
                 rebuilds.lock(); self.rebuilding -= 1; rebuilds.broadcast(); rebuilds.unlock()
@@ -344,6 +356,7 @@ public final class VoxFileSystem: @unchecked Sendable {
         var pos = 0, chunk = 0
         let shift = w.chunkShift
         func append(_ b: UnsafeRawBufferPointer) throws {
+            if f.isCancelled { throw VoxError(.io, "\(path): closed before it was rebuilt") }
             guard pos + b.count <= f.size else { throw VoxError(.corrupt, "\(path): rebuilt file is longer than its recorded size") }
             if b.count > 0 { (f.base + pos).copyMemory(from: b.baseAddress!, byteCount: b.count) }
             pos += b.count
@@ -468,7 +481,7 @@ public final class VoxFileSystem: @unchecked Sendable {
                 // background thread as its slabs decode (a deflate stream cannot be cut at an
                 // arbitrary byte), each chunk served once its CRC-32C from pack time matches
                 let h = v.header
-                guard p.part.firstSlice >= 0, p.part.slices >= 0, p.part.firstSlice + p.part.slices <= h.shape.z,
+                guard n.entry.size <= UInt64(1) << 31, p.part.firstSlice >= 0, p.part.slices >= 0, p.part.firstSlice + p.part.slices <= h.shape.z,
                       w.chunkCRCs.count == (Int(n.entry.size) + (1 << w.chunkShift) - 1) >> w.chunkShift else {
                     throw VoxError(.corrupt, "\(n.entry.path): its file part does not match its volume or its size")
                 }
@@ -522,7 +535,10 @@ public final class VoxFileSystem: @unchecked Sendable {
     }
 
     public func release(_ fh: UInt64) {
-        lock.lock(); handles[fh] = nil; lock.unlock()
+        lock.lock()
+        let h = handles.removeValue(forKey: fh)
+        lock.unlock()
+        if let h, case .stream(let f) = h.layout { f.releaseHandle() }
     }
 
     public var openHandles: Int { lock.lock(); defer { lock.unlock() }; return handles.count }

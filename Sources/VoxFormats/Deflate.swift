@@ -232,11 +232,15 @@ public final class GNUGzipRecompressor: Recompressor, @unchecked Sendable {
     }
     private let proc = Process()
     private let input = Pipe(), output = Pipe()
-    private let lock = NSCondition()
-    private var pending = [UInt8]()    // output read and not yet handed on
+    /// What the reader thread fills: apart from the recompressor, so that the thread does not
+    /// keep the recompressor (and with it zgz's stdin) alive.
+    private final class Box: @unchecked Sendable {
+        let lock = NSCondition()
+        var pending = [UInt8]()
+        var eof = false
+    }
+    private let box = Box()
     private var skipped = 0            // header bytes dropped so far
-    private var eof = false
-    private var reader: Thread?
 
     public init(level: Int) throws {
         guard let z = GNUGzipRecompressor.zgz else {
@@ -249,22 +253,23 @@ public final class GNUGzipRecompressor: Recompressor, @unchecked Sendable {
         proc.standardError = FileHandle.nullDevice
         do { try proc.run() } catch { throw VoxError(.io, "cannot run \(z): \(error)") }
         let fd = output.fileHandleForReading.fileDescriptor
-        let t = Thread { [self] in
+        let box = self.box
+        let t = Thread {
             var buf = [UInt8](repeating: 0, count: 1 << 16)
             while true {
                 let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
                 if n < 0 && errno == EINTR { continue }
-                lock.lock()
-                if n <= 0 { eof = true; lock.broadcast(); lock.unlock(); return }
-                pending += buf[0..<n]
-                lock.broadcast()
-                lock.unlock()
+                box.lock.lock()
+                if n <= 0 { box.eof = true; box.lock.broadcast(); box.lock.unlock(); return }
+                box.pending += buf[0..<n]
+                box.lock.broadcast()
+                box.lock.unlock()
             }
         }
-        reader = t
         t.start()
     }
 
+    /// A recompressor dropped before `finish` (an error on the way) ends zgz at once.
     deinit {
         try? input.fileHandleForWriting.close()
         if proc.isRunning { proc.terminate() }
@@ -272,11 +277,11 @@ public final class GNUGzipRecompressor: Recompressor, @unchecked Sendable {
 
     /// Hands on what zgz wrote, keeping back the last 8 bytes (the trailer is dropped at the end).
     private func drain(final: Bool, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
-        lock.lock()
-        if final { while !eof { lock.wait() } }
-        var take = pending
-        pending.removeAll(keepingCapacity: true)
-        lock.unlock()
+        box.lock.lock()
+        if final { while !box.eof { box.lock.wait() } }
+        var take = box.pending
+        box.pending.removeAll(keepingCapacity: true)
+        box.lock.unlock()
         if skipped < 10 {
             let k = min(10 - skipped, take.count)
             take.removeFirst(k)
@@ -285,7 +290,7 @@ public final class GNUGzipRecompressor: Recompressor, @unchecked Sendable {
         let keep = final ? 8 : min(8, take.count)
         if take.count > keep { try take.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[0..<(take.count - keep)])) } }
         if !final {
-            lock.lock(); pending.insert(contentsOf: take.suffix(keep), at: 0); lock.unlock()
+            box.lock.lock(); box.pending.insert(contentsOf: take.suffix(keep), at: 0); box.lock.unlock()
         } else if take.count < 8 {
             throw VoxError(.io, "zgz ended early")
         }
@@ -495,14 +500,20 @@ public enum Deflate {
         var w = DeflateWrapper(outerHeader: Array(bytes[0..<start]), outerTrailer: Array(bytes[(start + used)...]), level: 6, memLevel: 8)
         if let p = findParameters(content: content, stream: stream) {
             w.level = p.level; w.memLevel = p.memLevel; w.blockSize = p.blockSize
-        } else if let g = findGNU(content: content, stream: stream),
-                  g.matching == stream.count || stream.count - g.matching <= max(64, content.count / 200) {
-            // exact, or a correction of at most 0.5% of the content: the stream's unmatched tail
-            w.level = g.level; w.engine = 1
-            if g.matching < stream.count {
-                w.streamPrefix = g.matching
-                w.outerTrailer = Array(bytes[(start + g.matching)...])
-            }
+        } else if let g = findGNU(content: content, stream: stream), g.matching > 0,
+                  g.matching == stream.count || stream.count - g.matching <= max(64, content.count / 200),
+                  let gw = Optional({ () -> DeflateWrapper in
+                      var v = w
+                      v.level = g.level; v.engine = 1
+                      if g.matching < stream.count {
+                          v.streamPrefix = g.matching
+                          v.outerTrailer = Array(bytes[(start + g.matching)...])
+                      }
+                      return v
+                  }()), g.matching == stream.count || (try? gw.wrap(content)) == bytes {
+            // exact, or a correction of at most 0.5% of the content (the stream's unmatched
+            // tail), checked by rebuilding the whole file
+            w = gw
         } else {
             let who = gzip && bytes.count > offset + 9 ? " (gzip header: XFL \(bytes[offset + 8]), OS \(bytes[offset + 9]))" : ""
             let gnu = GNUGzipRecompressor.zgz == nil ? ", nor GNU gzip's (zgz, Debian's pristine-tar, is not installed to try)" : ", nor GNU gzip's at any level"

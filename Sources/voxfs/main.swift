@@ -4,6 +4,10 @@ import VoxCore
 
 import VoxTrain
 
+// A helper process that ends early (zgz, which rebuilds GNU gzip files) must give a write
+// error (EPIPE), not kill voxfs with SIGPIPE.
+signal(SIGPIPE, SIG_IGN)
+
 // Training runs OpenBLAS, whose Debian build (0.3.21) falls back to its slowest kernel on
 // CPUs it does not know (recent Xeons) unless OPENBLAS_CORETYPE is set before the process
 // starts: when it picked a generic kernel on a CPU with AVX2/AVX-512, set it and re-execute once.

@@ -339,6 +339,12 @@ extension FileSystemTests {
             XCTAssertEqual(try fs2.read(fh, offset: 0, length: 1000), Array(orig.prefix(1000)))
             fs2.release(fh)
             fs2.drain()
+            // closed early (its rebuild may stop) and opened again: rebuilt again, exactly
+            let fh2 = try fs2.open(ino)
+            XCTAssertEqual(try fs2.read(fh2, offset: 0, length: 100), Array(orig.prefix(100)))
+            fs2.release(fh2)
+            XCTAssertTrue(try readAll(fs2, ino, chunk: 1 << 20) == orig, "reopened after an early close")
+            fs2.drain()
         }
         let out = dir.appendingPathComponent("out").path
         _ = try Packer.unpack(try Archive(path: path, create: false), to: out)
