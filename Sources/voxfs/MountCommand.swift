@@ -13,12 +13,13 @@ struct MountOptions {
     var fuse: [String] = ["ro", "default_permissions", "nosuid", "nodev"]
     var cacheBytes = VoxFileSystem.Options.defaultCacheBytes
     var workers = ProcessInfo.processInfo.activeProcessorCount
+    var sliceThreads = min(4, max(1, ProcessInfo.processInfo.activeProcessorCount))
     var uid: UInt32?
     var gid: UInt32?
     var threads = 8
     var readahead = 0
 
-    static let known = "allow_other, allow_root, default_permissions, ro, nosuid (default), suid, nodev (default), dev, noexec, exec, uid=N, gid=N, cache_size=SIZE (K/M/G), workers=N, threads=N, readahead=SIZE, fsname=NAME"
+    static let known = "allow_other, allow_root, default_permissions, ro, nosuid (default), suid, nodev (default), dev, noexec, exec, uid=N, gid=N, cache_size=SIZE (K/M/G), workers=N, slice_threads=N, threads=N, readahead=SIZE, fsname=NAME"
 
     static func size(_ s: String) -> Int? {
         let u = s.uppercased()
@@ -55,6 +56,7 @@ struct MountOptions {
                 case ("workers", let v?): guard let n = Int(v), (0...256).contains(n) else { throw bad() }; workers = n
                 case ("readahead", let v?): guard let n = MountOptions.size(v), n <= 1 << 24 else { throw bad() }; readahead = n
                 case ("threads", let v?): guard let n = Int(v), (2...256).contains(n) else { throw bad() }; threads = n
+                case ("slice_threads", let v?): guard let n = Int(v), (1...16).contains(n) else { throw bad() }; sliceThreads = n
                 default: throw VoxError(.invalidArgument, "unknown mount option '\(o)' (known: \(MountOptions.known))")
                 }
             }
@@ -133,7 +135,9 @@ struct Mount: ParsableCommand {
         // with a 64 MiB cache (make soak); see vox_tune_malloc
         _ = vox_tune_malloc(2, 256 << 10)
         let log = try MountLog(path: logPath, foreground: !daemonChild)
-        let fs = try VoxFileSystem(archive: a, options: .init(cacheBytes: opts.cacheBytes, workers: opts.workers, uid: opts.uid, gid: opts.gid, log: { log($0) }))
+        var fsOptions = VoxFileSystem.Options(cacheBytes: opts.cacheBytes, workers: opts.workers, uid: opts.uid, gid: opts.gid, log: { log($0) })
+        fsOptions.sliceThreads = opts.sliceThreads
+        let fs = try VoxFileSystem(archive: a, options: fsOptions)
         let m = FuseMount(fs: fs, mountpoint: mp, readahead: opts.readahead, log: { log($0) })
         try m.mount(options: opts.fuse, debug: debug)
         log("mounted \(archivePath) on \(mp): \(fs.inodeCount) entries, cache \(opts.cacheBytes) bytes, \(opts.workers) prefetch workers")
