@@ -406,6 +406,8 @@ public final class VoxFileSystem: @unchecked Sendable {
         f.publish(f.size)
     }
 
+    /// Queues slab s for a background decode, once (a slab already cached, being decoded or
+    /// waiting for a worker is not queued again).
     private func prefetch(id: UInt64, slab s: Int, header: StreamHeader, path: String) {
         let key = SlabCache.Key(volume: id, slab: s)
         if cache.contains(key) || options.workers == 0 { return }
@@ -476,33 +478,28 @@ public final class VoxFileSystem: @unchecked Sendable {
         case .volume(let id, let k):
             let p = try archive.part(volume: id, part: k, for: n.entry)
             guard let v = volumeInfos[id] else { throw VoxError(.corrupt, "\(n.entry.path): its volume \(id) is missing or damaged") }
+            let h = v.header
             if let w = p.part.wrapper {
                 // a compressed file (.nii.gz, NRRD gzip): recompressed front to back by a
                 // background thread as its slabs decode (a deflate stream cannot be cut at an
                 // arbitrary byte), each chunk served once its CRC-32C from pack time matches
-                let h = v.header
                 guard n.entry.size <= UInt64(1) << 31, p.part.firstSlice >= 0, p.part.slices >= 0, p.part.firstSlice + p.part.slices <= h.shape.z,
                       w.chunkCRCs.count == (Int(n.entry.size) + (1 << w.chunkShift) - 1) >> w.chunkShift else {
                     throw VoxError(.corrupt, "\(n.entry.path): its file part does not match its volume or its size")
                 }
                 layout = .stream(streamedFile(id: id, part: p, header: h, entry: n.entry))
-                lock.lock(); defer { lock.unlock() }
-                let fh = nextHandle
-                nextHandle += 1
-                handles[fh] = Handle(ino: ino, entry: n.entry, layout: layout)
-                return fh
+            } else {
+                let sliceBytes = h.shape.sliceVoxels * h.dtype.bytesPerVoxel
+                guard p.part.firstSlice >= 0, p.part.slices >= 0, p.part.firstSlice + p.part.slices <= h.shape.z, p.prefix.count <= p.part.slices * sliceBytes,
+                      UInt64(p.part.header.count + p.part.slices * sliceBytes + p.part.trailer.count) == n.entry.size else {
+                    throw VoxError(.corrupt, "\(n.entry.path): its file part does not match its volume or its size")
+                }
+                let m = VoxelMap(id: id, part: p, header: h)
+                // schema 1: the part record's fields carry no seal, so no byte is served before the
+                // whole file's SHA-256 has matched (once per file and part record)
+                if archive.schema < 2 { try verifyWholeFile(m, entry: n.entry, ino: ino) }
+                layout = .volume(m)
             }
-            let h = v.header
-            let sliceBytes = h.shape.sliceVoxels * h.dtype.bytesPerVoxel
-            guard p.part.firstSlice >= 0, p.part.slices >= 0, p.part.firstSlice + p.part.slices <= h.shape.z, p.prefix.count <= p.part.slices * sliceBytes,
-                  UInt64(p.part.header.count + p.part.slices * sliceBytes + p.part.trailer.count) == n.entry.size else {
-                throw VoxError(.corrupt, "\(n.entry.path): its file part does not match its volume or its size")
-            }
-            let m = VoxelMap(id: id, part: p, header: h)
-            // schema 1: the part record's fields carry no seal, so no byte is served before the
-            // whole file's SHA-256 has matched (once per file and part record)
-            if archive.schema < 2 { try verifyWholeFile(m, entry: n.entry, ino: ino) }
-            layout = .volume(m)
         }
         lock.lock(); defer { lock.unlock() }
         let fh = nextHandle
@@ -700,20 +697,7 @@ public final class VoxFileSystem: @unchecked Sendable {
         let room = cache.capacity / max(1, m.slabBytes) - 1
         let depth = min(ahead, options.workers, room)
         guard depth > 0 else { return }
-        for s in (last + 1)..<min(header.slabs.count, last + 1 + depth) {
-            let key = SlabCache.Key(volume: id, slab: s)
-            if cache.contains(key) { continue }
-            lock.lock()
-            let fresh = queued.insert(key).inserted
-            lock.unlock()
-            guard fresh else { continue }            // already waiting for a worker
-            prefetchPool.submit { [self] in
-                do { _ = try self.slabData(volume: id, slab: s, header: header, need: 0, path: path, prefetch: true) } catch {
-                    self.options.log("prefetch: \(error)")
-                }
-                self.lock.lock(); self.queued.remove(key); self.lock.unlock()
-            }
-        }
+        for s in (last + 1)..<min(header.slabs.count, last + 1 + depth) { prefetch(id: id, slab: s, header: header, path: path) }
     }
 
     /// Waits for background decodes (tests, unmount).

@@ -387,54 +387,47 @@ public enum Deflate {
         // pigz (as dcm2niix runs it): its default 128 KiB blocks, levels most common first
         let bs = 128 << 10
         for level in [6, 9, 1, 2, 3, 4, 5, 7, 8] {
-            let w = DeflateWrapper(outerHeader: [], outerTrailer: [], level: level, memLevel: 8)
-            var wb = w
+            var wb = DeflateWrapper(outerHeader: [], outerTrailer: [], level: level, memLevel: 8)
             wb.blockSize = bs
-            guard let r = try? wb.makeRecompressor() else { continue }
             // three blocks and one byte more: the third block is then known not to be the last,
             // and everything emitted so far must be the stream's first bytes
-            var head = [UInt8]()
-            let n = min(content.count, 3 * bs + 1)
-            do {
-                try content.withUnsafeBytes { try r.write(UnsafeRawBufferPointer(rebasing: $0[0..<n])) { head.append(contentsOf: $0) } }
-            } catch { continue }
-            guard head.count <= stream.count, stream.prefix(head.count).elementsEqual(head) else { continue }
+            guard let head = emitted(wb, content[0..<min(content.count, 3 * bs + 1)], finish: false),
+                  head.count <= stream.count, stream.prefix(head.count).elementsEqual(head) else { continue }
             if let all = try? wb.wrap(content), all.count == stream.count, all.elementsEqual(stream) { return (level, 8, bs) }
         }
         return nil
     }
 
-    /// GNU gzip levels (through zgz) under which `content` deflates to exactly `stream`.
-    /// GNU gzip (through zgz): the level whose stream matches `stream` longest, and how many of
-    /// its bytes match (all of them: exact). zgz follows gzip 1.3.12; gzip 1.12 can differ in the
-    /// last blocks of a file (seen on a real CT: 19 KB at the end of 12.6 MB).
-    static func findGNU(content: [UInt8], stream: ArraySlice<UInt8>) -> (level: Int, matching: Int)? {
+    /// What `w`'s recompressor emits for `content` (finish: ended as the last piece), or nil.
+    static func emitted(_ w: DeflateWrapper, _ content: ArraySlice<UInt8>, finish: Bool) -> [UInt8]? {
+        guard let r = try? w.makeRecompressor() else { return nil }
+        var out = [UInt8]()
+        do {
+            try content.withUnsafeBytes { try r.write($0) { out.append(contentsOf: $0) } }
+            if finish { try r.finish { out.append(contentsOf: $0) } }
+        } catch { return nil }
+        return out
+    }
+
+    /// GNU gzip (through zgz): the level whose stream matches `stream` longest, how many of its
+    /// bytes match (all of them: exact), and that stream. zgz follows gzip 1.3.12; gzip 1.12 can
+    /// differ in the last blocks of a file (seen on a real CT: 19 KB at the end of 12.6 MB).
+    static func findGNU(content: [UInt8], stream: ArraySlice<UInt8>) -> (level: Int, matching: Int, output: [UInt8])? {
         guard GNUGzipRecompressor.zgz != nil else { return nil }
-        var best: (level: Int, matching: Int)? = nil
+        var best: (level: Int, matching: Int, output: [UInt8])? = nil
         for level in [6, 9, 1, 2, 3, 4, 5, 7, 8] {
             var w = DeflateWrapper(outerHeader: [], outerTrailer: [], level: level, memLevel: 8)
             w.engine = 1
             // the first MiB: what zgz emits for it is final except its last blocks
-            let n = min(content.count, 1 << 20)
-            if n < content.count {
-                guard let r = try? w.makeRecompressor() else { return nil }
-                var head = [UInt8]()
-                do {
-                    try content.withUnsafeBytes { try r.write(UnsafeRawBufferPointer(rebasing: $0[0..<n])) { head.append(contentsOf: $0) } }
-                    try r.finish { head.append(contentsOf: $0) }
-                } catch { return nil }
+            if content.count > 1 << 20 {
+                guard let head = emitted(w, content[0..<(1 << 20)], finish: true) else { return nil }
                 let k = head.count / 2
                 guard k <= stream.count, stream.prefix(k).elementsEqual(head.prefix(k)) else { continue }
             }
-            guard let all = try? w.wrap(content) else { continue }
-            var m = 0
-            let limit = min(all.count, stream.count)
-            all.withUnsafeBufferPointer { a in
-                var i = stream.startIndex
-                while m < limit && a[m] == stream[i] { m += 1; i += 1 }
-            }
-            if m == all.count && m == stream.count { return (level, m) }
-            if best == nil || m > best!.matching { best = (level, m) }
+            guard let all = emitted(w, content[...], finish: true) else { continue }
+            let m = zip(all, stream).prefix { $0 == $1 }.count
+            if m == all.count && m == stream.count { return (level, m, all) }
+            if best == nil || m > best!.matching { best = (level, m, all) }
         }
         return best
     }
@@ -477,6 +470,23 @@ public enum Deflate {
         case no(String)
     }
 
+    /// The GNU gzip wrapper for `found`: exact, or with a correction of at most 0.5% of the
+    /// content (the stream's unmatched tail, stored), checked against the file itself: outer
+    /// header + zgz's matching bytes + the stored rest must be `bytes`. nil otherwise.
+    static func gnuWrapper(_ base: DeflateWrapper, _ found: (level: Int, matching: Int, output: [UInt8]), bytes: [UInt8], start: Int,
+                           contentCount: Int) -> DeflateWrapper? {
+        let streamEnd = bytes.count - base.outerTrailer.count, streamLength = streamEnd - start
+        guard found.matching > 0, found.matching <= streamLength, found.matching == streamLength || streamLength - found.matching <= max(64, contentCount / 200) else { return nil }
+        var w = base
+        w.level = found.level; w.engine = 1
+        if found.matching < streamLength {
+            w.streamPrefix = found.matching
+            w.outerTrailer = Array(bytes[(start + found.matching)...])
+            guard w.outerHeader + found.output.prefix(found.matching) + w.outerTrailer == bytes else { return nil }
+        }
+        return w
+    }
+
     /// Unwraps a compressed stream at `offset` (`gzip`: a gzip member; else a zlib stream,
     /// RFC 1950): the content and the wrapper that rebuilds `bytes` exactly from it (with
     /// `bytes[0..<offset]` in its outer header, and everything after the deflate stream in its
@@ -500,19 +510,7 @@ public enum Deflate {
         var w = DeflateWrapper(outerHeader: Array(bytes[0..<start]), outerTrailer: Array(bytes[(start + used)...]), level: 6, memLevel: 8)
         if let p = findParameters(content: content, stream: stream) {
             w.level = p.level; w.memLevel = p.memLevel; w.blockSize = p.blockSize
-        } else if let g = findGNU(content: content, stream: stream), g.matching > 0,
-                  g.matching == stream.count || stream.count - g.matching <= max(64, content.count / 200),
-                  let gw = Optional({ () -> DeflateWrapper in
-                      var v = w
-                      v.level = g.level; v.engine = 1
-                      if g.matching < stream.count {
-                          v.streamPrefix = g.matching
-                          v.outerTrailer = Array(bytes[(start + g.matching)...])
-                      }
-                      return v
-                  }()), g.matching == stream.count || (try? gw.wrap(content)) == bytes {
-            // exact, or a correction of at most 0.5% of the content (the stream's unmatched
-            // tail), checked by rebuilding the whole file
+        } else if let g = findGNU(content: content, stream: stream), let gw = gnuWrapper(w, g, bytes: bytes, start: start, contentCount: content.count) {
             w = gw
         } else {
             let who = gzip && bytes.count > offset + 9 ? " (gzip header: XFL \(bytes[offset + 8]), OS \(bytes[offset + 9]))" : ""

@@ -17,6 +17,14 @@ final class DeflateTests: ScratchTestCase {
         return TestFiles.nifti1(vals, x: 256, y: 256, z: 6, big: false)
     }
 
+    /// `niftiFromRealMR()` written to brain.nii in the scratch folder: its bytes and path.
+    func writeRealMRNifti() throws -> (bytes: [UInt8], path: String) {
+        let nii = try niftiFromRealMR()
+        let p = path("brain.nii")
+        try FileIO.writeAtomically(p, nii)
+        return (nii, p)
+    }
+
     func python(_ script: String, _ args: [String]) throws {
         let r = try run("/usr/bin/env", ["python3", "-c", script] + args)
         XCTAssertEqual(r.status, 0, r.err)
@@ -34,9 +42,7 @@ final class DeflateTests: ScratchTestCase {
     }
 
     func testNiftiGzipFromZlibWritersIsCodedAndRebuildsExactly() throws {
-        let nii = try niftiFromRealMR()
-        let src = path("brain.nii")
-        try FileIO.writeAtomically(src, nii)
+        let (nii, src) = try writeRealMRNifti()
         // CPython's gzip (zlib) at nibabel's default level 1, zlib's default 6, and 9; with a
         // file name in the header (FNAME) and a fixed mtime
         try python("""
@@ -57,9 +63,7 @@ final class DeflateTests: ScratchTestCase {
     }
 
     func testGzipOddities() throws {
-        let nii = try niftiFromRealMR()
-        let src = path("brain.nii")
-        try FileIO.writeAtomically(src, nii)
+        let (nii, src) = try writeRealMRNifti()
         try python("""
             import gzip, sys
             d = open(sys.argv[1], 'rb').read()
@@ -100,8 +104,7 @@ final class DeflateTests: ScratchTestCase {
     /// pigz (what dcm2niix uses when it finds it): 128 KiB blocks, each with the previous
     /// block's last 32 KiB as dictionary; the same bytes for any thread count.
     func testPigzIsRebuiltExactly() throws {
-        let src = path("brain.nii")
-        try FileIO.writeAtomically(src, try niftiFromRealMR())
+        let src = try writeRealMRNifti().path
         for (flags, level) in [(["-p", "2"], 6), (["-p", "1"], 6), (["-p", "2", "-9"], 9), (["-p", "2", "-1", "-n"], 1)] {
             let r = try run("/bin/sh", ["-c", "pigz \"$@\" -c \"$0\" > \"$0.gz\"", src] + flags)
             XCTAssertEqual(r.status, 0, r.err)
@@ -116,8 +119,7 @@ final class DeflateTests: ScratchTestCase {
     /// Makefile) regenerates it byte for byte.
     func testGNUGzipIsRebuiltWithZgz() throws {
         XCTAssertNotNil(GNUGzipRecompressor.zgz, "zgz (Debian package pristine-tar) is installed by make deps")
-        let src = path("brain.nii")
-        try FileIO.writeAtomically(src, try niftiFromRealMR())
+        let src = try writeRealMRNifti().path
         for level in [1, 6, 9] {
             let r = try run("/bin/sh", ["-c", "gzip -\(level) -c \"$0\" > \"$0.gz\"", src])   // with the name and time in the header
             XCTAssertEqual(r.status, 0, r.err)
