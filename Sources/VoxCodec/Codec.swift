@@ -427,8 +427,7 @@ public enum VXZ {
 
         /// Decodes slab i to little-endian dtype bytes, checking its CRC.
         public func decodeSlab(_ i: Int, threads: Int = 1) throws -> [UInt8] {
-            let nbytes = header.slices(ofSlab: i).count * header.shape.sliceVoxels * header.dtype.bytesPerVoxel
-            var out = [UInt8](repeating: 0, count: nbytes)
+            var out = [UInt8](repeating: 0, count: header.byteCount(ofSlab: i))
             try out.withUnsafeMutableBytes { o in try decodeSlab(i, into: o, threads: threads) { _ in } }
             return out
         }
@@ -441,9 +440,7 @@ public enum VXZ {
         }
 
         /// Bytes of slab i's decoded voxels.
-        public func slabByteCount(_ i: Int) -> Int {
-            header.slices(ofSlab: i).count * header.shape.sliceVoxels * header.dtype.bytesPerVoxel
-        }
+        public func slabByteCount(_ i: Int) -> Int { header.byteCount(ofSlab: i) }
 
         /// Decodes slab i into `out` (slabByteCount(i) bytes of little-endian dtype voxels).
         /// `verified(n)` is called each time the first n bytes are final and covered by a

@@ -63,6 +63,9 @@ public struct StreamHeader: Equatable, Sendable {
 
     public var slabCount: Int { (shape.z + slabThickness - 1) / slabThickness }
 
+    /// Bytes of slab i's decoded voxels.
+    public func byteCount(ofSlab i: Int) -> Int { slices(ofSlab: i).count * shape.sliceVoxels * dtype.bytesPerVoxel }
+
     /// Slices [start, end) of slab i.
     public func slices(ofSlab i: Int) -> Range<Int> {
         let s = i * slabThickness

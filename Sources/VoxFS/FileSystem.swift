@@ -383,7 +383,7 @@ public final class VoxFileSystem: @unchecked Sendable {
             for s in first...last {
                 // the next slab decodes in the background while this one is deflated
                 if s < last { prefetch(id: id, slab: s + 1, header: h, path: path) }
-                let size = VoxFileSystem.slabSize(h, s)
+                let size = h.byteCount(ofSlab: s)
                 let slab = try slabData(volume: id, slab: s, header: h, need: size, path: path)
                 let s0 = s * slabBytes, from = max(lo, s0) - s0, to = min(hi, s0 + size) - s0
                 guard from < to else { throw VoxError(.corrupt, "\(path): volume \(id) slab \(s) is shorter than its slices") }
@@ -614,7 +614,7 @@ public final class VoxFileSystem: @unchecked Sendable {
             notePosition(m, first: first, last: last, path: path)
             for s in first...last {
                 let s0 = s * m.slabBytes
-                let size = VoxFileSystem.slabSize(m.header, s)
+                let size = m.header.byteCount(ofSlab: s)
                 let from = max(va, s0), to = min(vb, s0 + size)
                 guard from < to else { throw VoxError(.corrupt, "\(path): volume \(m.id) slab \(s) is shorter than its slices") }
                 // a swapped read touches byte o ^ 1: round the need up to whole voxels
@@ -642,10 +642,6 @@ public final class VoxFileSystem: @unchecked Sendable {
         return d
     }
 
-    static func slabSize(_ h: StreamHeader, _ s: Int) -> Int {
-        h.slices(ofSlab: s).count * h.shape.sliceVoxels * h.dtype.bytesPerVoxel
-    }
-
     /// Slab s of a volume with at least its first `need` bytes verified (v2 slabs are
     /// verified slice by slice, so a reader of an early slice does not wait for the rest).
     private func slabData(volume id: UInt64, slab s: Int, header: StreamHeader, need: Int, path: String, prefetch: Bool = false) throws -> SlabBuffer {
@@ -654,7 +650,7 @@ public final class VoxFileSystem: @unchecked Sendable {
         do {
             // weak: a decode thread may outlive the reader that started it by a moment, and must
             // not keep the filesystem (and its archive) open after drain()
-            return try cache.get(SlabCache.Key(volume: id, slab: s), need: need, size: VoxFileSystem.slabSize(header, s), prefetch: prefetch) { [weak self] buf, publish in
+            return try cache.get(SlabCache.Key(volume: id, slab: s), need: need, size: header.byteCount(ofSlab: s), prefetch: prefetch) { [weak self] buf, publish in
                 guard let self else { throw VoxError(.io, "the filesystem was closed") }
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 func ms() -> String { String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6) }
