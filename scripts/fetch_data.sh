@@ -116,6 +116,22 @@ else
     log "volumes already complete (stamp $VOLUMES/.complete); use --force to redo"
 fi
 
+# --- 6. an 8-bit MR volume (issue 12): the MNI ICBM 2009a nonlinear symmetric T1 template as
+# nilearn's wheel on PyPI ships it (uint8, 1 mm isotropic, skull-stripped). Not Colin27, not one
+# of the packages reserved for independent evaluation.
+NILEARN_VERSION="0.14.1"
+ICBM_MEMBER="nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+if ! "$PY" "$SCRIPT_DIR/convert_volumes.py" --cache "$CACHE" --check mr_icbm152_t1 2>/dev/null; then
+    WHEEL="$DOWNLOADS/nilearn-$NILEARN_VERSION-py3-none-any.whl"
+    if [[ ! -s "$WHEEL" ]]; then
+        log "downloading nilearn==$NILEARN_VERSION wheel (for its ICBM 2009a T1 template)"
+        "$PY" -m pip download --quiet --no-deps "nilearn==$NILEARN_VERSION" -d "$DOWNLOADS"
+    fi
+    [[ -s "$WHEEL" ]] || { log "ERROR: $WHEEL missing after download"; exit 1; }
+    "$PY" "$SCRIPT_DIR/convert_volumes.py" --cache "$CACHE" --nifti-from-wheel "$WHEEL" "$ICBM_MEMBER" mr_icbm152_t1 \
+        "nilearn $NILEARN_VERSION wheel (PyPI) $ICBM_MEMBER: MNI ICBM 2009a nonlinear symmetric T1 template, uint8, 1 mm"
+fi
+
 "$PY" "$SCRIPT_DIR/convert_volumes.py" --cache "$CACHE" --summary-only
 # DICOM series from the real CT (real pixels, headers written by the script) for format tests
 "$PY" "$SCRIPT_DIR/make_test_series.py" "$CACHE"

@@ -327,13 +327,14 @@ NCTX = 24
 KMAX = 17
 OFF_ZERO = 0
 OFF_SIGN = OFF_ZERO + NCTX
-OFF_EXPO = OFF_SIGN + NCTX * 3
+OFF_EXPO = OFF_SIGN + NCTX * 9          # v3: 9 sign contexts (v1/v2 use 3 of them)
 OFF_MANT = OFF_EXPO + NCTX * 18
 NPROB = OFF_MANT + NCTX * 18 * 3
 ALPHA = (0, 2, 4, 6)
 
 def new_state():
-    return [32768] * (2 * NPROB), [0] * (NCTX * 4)
+    # probabilities, alpha costs, v3 residual-filter weights
+    return [32768] * (2 * NPROB), [0] * (NCTX * 4), [0] * 10
 
 def mbit(rd, P, idx):
     A = P[2 * idx]; B = P[2 * idx + 1]
@@ -349,7 +350,7 @@ def mbit(rd, P, idx):
 def decode_residual(rd, P, c, sc):
     if mbit(rd, P, OFF_ZERO + c):
         return 0
-    neg = mbit(rd, P, OFF_SIGN + c * 3 + sc)
+    neg = mbit(rd, P, OFF_SIGN + c * 9 + sc)
     k = 0
     while k < KMAX and mbit(rd, P, OFF_EXPO + c * 18 + k):
         k += 1
@@ -396,7 +397,8 @@ def decode_slab(hd, data, entry, lstm, sig_tanh):
     EX = [0] * N
     R = [0] * N
     RB = [0] * N
-    P, cost = new_state()
+    P, cost, lw = new_state()
+    stage = version >= 3
     if version == 1:
         slices = [(entry["offset"], entry["length"], 0, None)]
     else:
@@ -417,13 +419,14 @@ def decode_slab(hd, data, entry, lstm, sig_tanh):
     snapshot = None
     Wz = min(hd.get("state_rows", 0), Y)
     for z in range(nz):
-        if version == 2:
+        if version >= 2:
             start, length, predictor, scrc = slices[z]
             rd = RangeDecoder(data, start, length)
             if z == 0:
-                P, cost = new_state()
+                P, cost, lw = new_state()
             else:
-                P, cost = snapshot
+                P, cost, lw = snapshot
+                P, cost, lw = P[:], cost[:], lw[:]
             use_model = bool(model) and predictor == 0
             left = stream_left if predictor == 0 else True
         else:
@@ -518,8 +521,25 @@ def decode_slab(hd, data, entry, lstm, sig_tanh):
                 if z > 0:
                     act += abs(R[idx - XY]) + (abs(q1 - q2) >> 1)
                 c = Q(act)
+                lms = stage and left
+                if stage:
+                    sc = 3 * sc + ((1 if R[rn + x] > 0 else (2 if R[rn + x] < 0 else 0)) if y > 0 else 0)
+                if lms:
+                    # W, N, NW, NE, P, WW, PW, PE, PN, NN
+                    taps = [R[idx - 1] if x > 0 else 0,
+                            R[rn + x] if y > 0 else 0,
+                            R[rn + x - 1] if y > 0 and x > 0 else 0,
+                            R[rn + xr] if y > 0 else 0,
+                            R[idx - XY] if z > 0 else 0,
+                            R[idx - 2] if x > 1 else 0,
+                            R[idx - XY - 1] if z > 0 and x > 0 else 0,
+                            R[idx - XY + 1] if z > 0 and x + 1 < X else 0,
+                            R[rn + x - XY] if z > 0 and y > 0 else 0,
+                            R[rn - X + x] if y > 1 else 0]
+                    acc = sum(wj * tj for wj, tj in zip(lw, taps))
+                    pr = min(max(pr + ((acc + (1 << 19)) >> 20), vmin), vmax)
                 base = pr
-                corr = (not left) and x > 0 and not (version == 2 and predictor == 1)
+                corr = (not left) and x > 0 and not (version >= 2 and predictor == 1)
                 if corr:
                     cb = c * 4
                     best = 0
@@ -538,13 +558,19 @@ def decode_slab(hd, data, entry, lstm, sig_tanh):
                     for k in range(4):
                         ek = v - base - ((rbl * ALPHA[k] + 4) >> 3)
                         cost[cb + k] = cost[cb + k] - (cost[cb + k] >> 5) + min(abs(ek), 65535)
+                if lms and v != pr:
+                    mu = 512 if use_model else 8
+                    step = mu if v > pr else -mu
+                    for j in range(10):
+                        if taps[j]:
+                            lw[j] = min(max(lw[j] + (step if taps[j] > 0 else -step), -(1 << 20)), 1 << 20)
                 EI[idx] = abs(v - q1)
                 EX[idx] = abs(v - q2)
                 R[idx] = v - pr
                 RB[idx] = v - base
-            if version == 2 and y == Wz - 1 and z + 1 < nz:
-                snapshot = (P[:], cost[:])
-        if version == 2:
+            if version >= 2 and y == Wz - 1 and z + 1 < nz:
+                snapshot = (P[:], cost[:], lw[:])
+        if version >= 2:
             sb = voxels_bytes(V[zb:zb + XY], hd["dtype"])
             got = crc32c(sb)
             if got != scrc:
@@ -571,7 +597,7 @@ def parse_header(data):
     if fs < 16:
         raise Corrupt("truncated")
     version, flags, hl = struct.unpack_from("<HHI", data, 8)
-    if version not in (1, 2):
+    if version not in (1, 2, 3):
         raise Corrupt("version")
     if flags & ~1:
         raise Corrupt("uses stream features this voxfs does not know")
@@ -587,7 +613,7 @@ def parse_header(data):
         raise Corrupt("dtype")
     hd.update(X=X, Y=Y, Z=Z, dtype=dtype, uses_lstm=uses_lstm, left=1 if left else 0,
               norm_shift=ns, out_shift=os_)
-    if version == 2:
+    if version >= 2:
         hd["state_rows"] = struct.unpack_from("<H", data, 33)[0]
     pad, t = struct.unpack_from("<iI", data, 36)
     hd["model_hash"] = data[44:76]
@@ -626,7 +652,7 @@ def parse_header(data):
         if off < hl or off + length > fs:
             raise Corrupt("slab outside file")
         e = dict(index=i, offset=off, length=length, crc=crc, method=method, nz=nz)
-        if version == 2:
+        if version >= 2:
             sl = []
             for k in range(nz):
                 slen, scrc, pred = struct.unpack_from("<IIB", data, p); p += 12
@@ -643,7 +669,7 @@ def parse_header(data):
         hd["embedded"] = data[p:p + M]; p += M
     if p != hl - 4:
         raise Corrupt("parsed fields do not end 4 bytes before header_length (p=%d hl=%d)" % (p, hl))
-    if version == 2:
+    if version >= 2:
         if hd["state_rows"] < 1:
             raise Corrupt("state_rows")
         for e in entries:
@@ -696,8 +722,8 @@ def main(args=None):
         os.path.basename(stream), hd["version"], hd["X"], hd["Y"], hd["Z"], hd["dtype"],
         hd["uses_lstm"], hd["left"], hd["norm_shift"], hd["out_shift"], hd["pad"],
         hd["slab_thickness"], hd["preset"], hd["neighbourhood"],
-        (" state_rows %d" % hd["state_rows"]) if hd["version"] == 2 else ""))
-    if hd["version"] == 2:
+        (" state_rows %d" % hd["state_rows"]) if hd["version"] >= 2 else ""))
+    if hd["version"] >= 2:
         for e in hd["entries"]:
             print("  slab %d %s len %d preds %s" % (e["index"], "coded" if e["method"] == 0 else "stored",
                   e["length"], [s["predictor"] for s in e["slices"]]))
@@ -735,7 +761,7 @@ def main(args=None):
             if e["length"] != e["nz"] * XYb:
                 raise Corrupt("stored slab length")
             b = data[e["offset"]:e["offset"] + e["length"]]
-            if hd["version"] == 2:
+            if hd["version"] >= 2:
                 for k in range(e["nz"]):
                     if crc32c(b[k * XYb:(k + 1) * XYb]) != e["slices"][k]["crc"]:
                         raise Corrupt("stored slice crc")

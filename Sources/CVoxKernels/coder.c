@@ -12,10 +12,13 @@
  *      batch, computed before any residual of that row is coded; with them, the inputs'
  *      share that does not depend on the row is projected for the whole row first and
  *      only the rest is computed per voxel (split_t below);
- *   3. the residual e = v - pred is binarised (zero flag, sign, Elias-gamma exponent in
+ *   3. format v3 (stage 1), slices with left voxels: a sign-sign LMS filter over ten
+ *      neighbouring residuals adds the bias the predictor leaves in the neighbourhood;
+ *   4. the residual e = v - pred is binarised (zero flag, sign, Elias-gamma exponent in
  *      unary, mantissa) and coded with an adaptive binary range coder; the context is the
  *      quantised magnitude of neighbouring residuals (including the left one, which the
- *      entropy decoder always has).
+ *      entropy decoder always has), the sign context the signs of the left (and, in v3,
+ *      upper) residual.
  */
 #include "voxkernels.h"
 #include <stdlib.h>
@@ -103,7 +106,7 @@ static inline int dec_bit(rc_dec *d, prob_t *p) { int b = dec_bit_p(d, prob_get(
 
 typedef struct {
     prob_t zero[NCTX];
-    prob_t sign[NCTX][3];
+    prob_t sign[NCTX][9];  /* v1/v2 use sign contexts 0..2, v3 0..8 */
     prob_t expo[NCTX][KMAX + 1];
     prob_t mant[NCTX][KMAX + 1][3];
 } model_t;
@@ -119,15 +122,25 @@ static void model_init(model_t *m) {
 /* What a slice's coding leaves to the next: the adaptive probabilities and the alpha costs
  * (format v1: one state runs through the whole slab; v2: each slice starts from a copy of
  * the previous slice's state after its first state_rows rows). */
+#define NLMS 10          /* v3: taps of the residual filter */
+#define LMS_Q 20         /* v3: weights are Q20, |w| <= 1 */
+#define LMS_MAX (1 << LMS_Q)
+#define LMS_MU_LSTM 512  /* v3: weight step on slices the LSTM predicts (1/2048) */
+#define LMS_MU_CLASS 8   /* v3: weight step on slices the classical predictor predicts (1/131072) */
+
 typedef struct {
     model_t model;
     uint32_t alpha_cost[NCTX][NALPHA];
+    int32_t lms[NLMS];   /* v3: residual filter weights, Q20, |w| <= 1 */
 } cstate_t;
 
 static void cstate_init(cstate_t *s) {
     model_init(&s->model);
     memset(s->alpha_cost, 0, sizeof s->alpha_cost);
+    memset(s->lms, 0, sizeof s->lms);
 }
+
+static inline int sgn3(int32_t v) { return v > 0 ? 1 : (v < 0 ? 2 : 0); }
 
 typedef struct {
     int mode; /* 0 encode, 1 decode, 2 predict only */
@@ -261,6 +274,24 @@ static inline int32_t classical(walk_t *w, int x, int y, int z) {
     return clampv(floordiv(2 * num + den, 2 * den), p->vmin, p->vmax);
 }
 
+/* Format v3: the residual filter's inputs, the final residuals R around (x, y, z) in tap order
+ * W, N, NW, NE, P, WW, PW, PE, PN, NN (0 where the neighbour is outside the slab or slice). */
+static inline void lms_taps(const walk_t *w, int32_t *r, int x, int y, int z) {
+    const int nx = w->p->nx;
+    const int32_t *cur = w->res + w->ci + (size_t)y * nx, *prv = w->res + w->pi + (size_t)y * nx;
+    const int xr = x < nx - 1 ? x + 1 : nx - 1;
+    r[0] = x > 0 ? cur[x - 1] : 0;
+    r[1] = y > 0 ? cur[x - nx] : 0;
+    r[2] = y > 0 && x > 0 ? cur[x - 1 - nx] : 0;
+    r[3] = y > 0 ? cur[xr - nx] : 0;
+    r[4] = z > 0 ? prv[x] : 0;
+    r[5] = x > 1 ? cur[x - 2] : 0;
+    r[6] = z > 0 && x > 0 ? prv[x - 1] : 0;
+    r[7] = z > 0 && x < nx - 1 ? prv[x + 1] : 0;
+    r[8] = z > 0 && y > 0 ? prv[x - nx] : 0;
+    r[9] = y > 1 ? cur[x - 2 * nx] : 0;
+}
+
 static inline void gather(const vox_slab_params *p, const int32_t *vox, int T, int I, int x, int y, int z,
                           int32_t anchor, int16_t *X) {
     const int nx = p->nx, ny = p->ny, r = p->norm_shift;
@@ -341,6 +372,7 @@ static int check_params(const vox_slab_params *p) {
     if (p->nx < 1 || p->ny < 1 || p->nz < 1 || p->vmin > p->vmax) return 0;
     if ((int64_t)p->vmax - p->vmin > 65535 || p->vmin < -65536 || p->vmax > 65535) return 0;
     if (p->pad < p->vmin || p->pad > p->vmax) return 0;
+    if (p->stage < 0 || p->stage > 1) return 0;
     if (p->model) {
         if (p->norm_shift < 0 || p->norm_shift > 20 || p->out_shift < 1 || p->out_shift > 40) return 0;
         if (p->n_nb < 1 || !p->nb_dx || !p->nb_dy || !p->nb_dz || !p->nb_slot) return 0;
@@ -638,6 +670,7 @@ static int code_slice(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model,
     const int split_on = model && left && S->on;
     const int batch = model && !left;
     const int kern = p->reference ? VOX_KERNEL_SCALAR : p->kernel;
+    const int stage = p->stage;
     uint32_t (*alpha_cost)[NALPHA] = C->st.alpha_cost;
     int32_t lastbase_res = 0;
     int rc = VOX_OK;
@@ -692,6 +725,17 @@ static int code_slice(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model,
             if (z > 0) act += (uint32_t)iabs(w.res[pi + o + x]);
             if (z > 0) act += (uint32_t)iabs(q1 - q2) >> 1;
             int c = activity_ctx(act);
+            /* format v3: the sign context is the sign pattern of the left and upper residuals,
+             * and with left voxels the residual filter corrects the prediction */
+            int32_t lr[NLMS];
+            const int lms_on = stage && left;
+            if (stage) sc = 3 * sc + (y > 0 ? sgn3(w.res[ci + o - nx + x]) : 0);
+            if (lms_on) {
+                lms_taps(&w, lr, x, y, z);
+                int64_t acc = 0;
+                for (int j = 0; j < NLMS; j++) acc += (int64_t)C->st.lms[j] * lr[j];
+                pr = clampv((int64_t)pr + ((acc + (1 << (LMS_Q - 1))) >> LMS_Q), p->vmin, p->vmax);
+            }
             /* left-residual correction: without left voxels the predictor never saw the
              * voxel to its left, but the coder has it; add alpha * (its residual), alpha
              * the candidate with the smallest recent error (identical in the decoder). */
@@ -722,6 +766,13 @@ static int code_slice(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model,
                     int64_t ek = (int64_t)v - base - (((int64_t)rl * ALPHA[k] + 4) >> 3);
                     alpha_cost[c][k] += (uint32_t)(ek < 0 ? (-ek > 65535 ? 65535 : -ek) : ek > 65535 ? 65535 : ek) - (alpha_cost[c][k] >> 5);
                 }
+            if (lms_on && v != pr) {
+                const int32_t mu = model ? LMS_MU_LSTM : LMS_MU_CLASS, step = v > pr ? mu : -mu;
+                for (int j = 0; j < NLMS; j++) {
+                    int32_t nw = C->st.lms[j] + (lr[j] > 0 ? step : (lr[j] < 0 ? -step : 0));
+                    C->st.lms[j] = nw > LMS_MAX ? LMS_MAX : (nw < -LMS_MAX ? -LMS_MAX : nw);
+                }
+            }
             w.eI[ci + o + x] = iabs(v - q1);
             w.eX[ci + o + x] = iabs(v - q2);
             w.res[ci + o + x] = v - pr;
@@ -818,13 +869,13 @@ int vox_predict_slab(const vox_slab_params *p, const int32_t *vox, int32_t *anch
  * slices before it, so slice z can run W rows behind slice z-1 on another thread.
  */
 
-int64_t vox_encode_slab_v2(const vox_slab_params *p, int32_t state_rows, int32_t choose, const int32_t *vox,
+/* One encoding pass over a v2/v3 slab: each slice with the stream's predictor (and, with
+ * `choose`, also the classical one, keeping the shorter), or, with `forced`, every slice with
+ * the classical predictor (predictor 1). */
+static int64_t enc_v2_pass(const vox_slab_params *p, int32_t state_rows, int32_t choose, int forced, const int32_t *vox,
                            uint8_t **out, uint32_t *slice_len, uint8_t *slice_pred) {
     *out = NULL;
-    if (!check_params(p) || state_rows < 1) return VOX_ERR_PARAM;
-    const size_t plane = (size_t)p->nx * p->ny, n = plane * p->nz;
-    for (size_t i = 0; i < n; i++)
-        if (vox[i] < p->vmin || vox[i] > p->vmax) return VOX_ERR_RANGE;
+    const size_t plane = (size_t)p->nx * p->ny;
     const int W = state_rows < p->ny ? state_rows : p->ny;
     slab_t B;
     int rc = slab_init(&B, p, (int32_t *)vox, 2, 0);
@@ -846,7 +897,7 @@ int64_t vox_encode_slab_v2(const vox_slab_params *p, int32_t state_rows, int32_t
             coder_t *K = &C[k];
             enc_start(K);
             K->st = st[0];
-            int use_model = k == 0 && p->model != NULL, left = k == 0 ? p->left : 1;
+            int use_model = k == 0 && p->model != NULL && !forced, left = k == 0 && !forced ? p->left : 1;
             rc = code_slice(&B, &s, K, z, use_model, left, &st[1 + k], W);
             if (rc == VOX_OK) for (int i = 0; i < 5; i++) enc_shift_low(&K->enc);
             if (rc == VOX_OK && K->enc.oom) rc = VOX_ERR_NOMEM;
@@ -873,7 +924,7 @@ int64_t vox_encode_slab_v2(const vox_slab_params *p, int32_t state_rows, int32_t
         memcpy(buf + blen, E->buf, E->len);
         blen += E->len;
         slice_len[z] = (uint32_t)E->len;
-        slice_pred[z] = (uint8_t)best;
+        slice_pred[z] = (uint8_t)(forced ? 1 : best);
         st[0] = st[1 + best];
         for (int k = 0; k < ncand; k++) { free(C[k].enc.buf); C[k].enc.buf = NULL; }
     }
@@ -888,6 +939,33 @@ out:
     if (!buf) buf = malloc(1);
     *out = buf;
     return (int64_t)blen;
+}
+
+int64_t vox_encode_slab_v2(const vox_slab_params *p, int32_t state_rows, int32_t choose, const int32_t *vox,
+                           uint8_t **out, uint32_t *slice_len, uint8_t *slice_pred) {
+    *out = NULL;
+    if (!check_params(p) || state_rows < 1) return VOX_ERR_PARAM;
+    const size_t n = (size_t)p->nx * p->ny * p->nz;
+    for (size_t i = 0; i < n; i++)
+        if (vox[i] < p->vmin || vox[i] > p->vmax) return VOX_ERR_RANGE;
+    int64_t len = enc_v2_pass(p, state_rows, choose, 0, vox, out, slice_len, slice_pred);
+    if (len < 0 || !choose || !p->model) return len;
+    /* Slice by slice the choice is greedy (each slice's state depends on the choices before
+     * it), so the slab coded classically throughout can still be shorter: keep it then, and no
+     * slab of an LSTM stream is longer than the classical predictor makes it. */
+    uint32_t *clen = malloc(sizeof(uint32_t) * (size_t)p->nz);
+    uint8_t *cpred = malloc((size_t)p->nz), *cout = NULL;
+    if (!clen || !cpred) { free(clen); free(cpred); free(*out); *out = NULL; return VOX_ERR_NOMEM; }
+    int64_t clen_all = enc_v2_pass(p, state_rows, 0, 1, vox, &cout, clen, cpred);
+    if (clen_all < 0) { free(clen); free(cpred); free(*out); *out = NULL; return clen_all; }
+    if (clen_all < len) {
+        free(*out);
+        *out = cout; len = clen_all;
+        memcpy(slice_len, clen, sizeof(uint32_t) * (size_t)p->nz);
+        memcpy(slice_pred, cpred, (size_t)p->nz);
+    } else free(cout);
+    free(clen); free(cpred);
+    return len;
 }
 
 typedef struct {

@@ -11,12 +11,16 @@ public final class SlabCoder: @unchecked Sendable {
     public let pad: Int32
     public let model: LSTMModel?
     public let kernel: Kernel
+    /// Residual stage of the stream format: 0 for versions 1 and 2, 1 for version 3
+    /// (sign-pattern contexts, the residual filter on slices with left voxels).
+    public let stage: Int
     let kmodel: KernelModel?
     let nb: Neighbourhood?
     let dx, dy, dz, slot: UnsafeMutableBufferPointer<Int32>
 
-    public init(shape: Shape, dtype: DType, left: Bool, pad: Int32, model: LSTMModel?, kernel: Kernel = .best) throws {
-        self.shape = shape; self.dtype = dtype; self.pad = pad; self.model = model; self.kernel = kernel
+    public init(shape: Shape, dtype: DType, left: Bool, pad: Int32, model: LSTMModel?, kernel: Kernel = .best, stage: Int = 0) throws {
+        precondition(stage == 0 || stage == 1)
+        self.shape = shape; self.dtype = dtype; self.pad = pad; self.model = model; self.kernel = kernel; self.stage = stage
         if let m = model {
             self.left = m.neighbourhood.left
             nb = m.neighbourhood
@@ -42,6 +46,7 @@ public final class SlabCoder: @unchecked Sendable {
         p.pad = pad
         p.left = left ? 1 : 0
         p.kernel = Int32(kernel.rawValue)
+        p.stage = Int32(stage)
         if let m = model, let km = kmodel, let nb {
             p.norm_shift = Int32(m.normShift)
             p.out_shift = Int32(m.outFracBits - m.normShift)
@@ -281,12 +286,15 @@ public enum VXZ {
                 i += m
             }
         }
-        let coder = try SlabCoder(shape: shape, dtype: dtype, left: left, pad: vmin, model: model, kernel: options.kernel)
+        guard StreamHeader.readableVersions.contains(options.formatVersion) else {
+            throw VoxError(.invalidArgument, "stream format version must be \(StreamHeader.readableVersions.lowerBound) to \(StreamHeader.readableVersions.upperBound)")
+        }
+        let coder = try SlabCoder(shape: shape, dtype: dtype, left: left, pad: vmin, model: model, kernel: options.kernel,
+                                  stage: StreamHeader.residualStage(version: options.formatVersion))
         let thickness = options.slabThickness
         let nslabs = (shape.z + thickness - 1) / thickness
         let v2 = options.formatVersion >= 2
         let choose = options.classicalFallback && model != nil
-        guard options.formatVersion == 1 || options.formatVersion == 2 else { throw VoxError(.invalidArgument, "stream format version must be 1 or 2") }
         let stateRows = options.stateRows ?? EncodeOptions.defaultStateRows(rows: shape.y)
         guard !v2 || (stateRows >= 1 && stateRows <= 65535) else { throw VoxError(.invalidArgument, "state rows must be 1 to 65535") }
         final class Results: @unchecked Sendable {
@@ -415,7 +423,8 @@ public enum VXZ {
                     throw VoxError(.corrupt, "\(name): classical stream with neighbourhood '\(header.neighbourhood)'")
                 }
             }
-            coder = try SlabCoder(shape: header.shape, dtype: header.dtype, left: header.left, pad: header.pad, model: model, kernel: kernel)
+            coder = try SlabCoder(shape: header.shape, dtype: header.dtype, left: header.left, pad: header.pad, model: model, kernel: kernel,
+                                  stage: StreamHeader.residualStage(version: header.formatVersion))
         }
 
         public var slabCount: Int { header.slabs.count }

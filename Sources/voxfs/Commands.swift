@@ -48,7 +48,7 @@ struct Compress: ParsableCommand {
     @Option(help: "Preset: \(Preset.all.map(\.name).joined(separator: ", ")).") var preset: String = Preset.defaultName
     @Option(help: "Model file (.vxm) to use instead of the preset's.") var model: String?
     @Option(help: "Slices per slab (random-access unit).") var slab: Int = 8
-    @Option(help: "Stream format version to write: 2 (a stream and a checksum per slice) or 1.") var format: Int = Int(StreamHeader.version)
+    @Option(help: "Stream format version to write: 3 (v2 plus the residual filter and sign-pattern contexts), 2 (a stream and a checksum per slice) or 1.") var format: Int = Int(StreamHeader.version)
     @Option(help: "Format 2: rows of a slice after which the next slice's coder state is taken (the lag of parallel slice decoding; default: half the rows).") var stateRows: Int?
     @Flag(help: "Format 2, LSTM presets: do not also try the classical predictor on each slice.") var noFallback = false
     @Option(help: "Fine-tune the preset's model on this volume for N epochs and store it in the stream (0: off; default: 2 for LSTM presets on volumes of 1M voxels or more). Slower to compress, same decode speed.") var adapt: Int?
@@ -77,7 +77,7 @@ struct Compress: ParsableCommand {
             m = try LSTMModel.load(path: path)
         }
         guard slab >= 1, slab <= 65536 else { throw VoxError(.invalidArgument, "--slab must be 1 to 65536") }
-        guard format == 1 || format == 2 else { throw VoxError(.invalidArgument, "--format must be 1 or 2") }
+        guard (1...Int(StreamHeader.version)).contains(format) else { throw VoxError(.invalidArgument, "--format must be 1 to \(StreamHeader.version)") }
         guard (stateRows ?? 1) >= 1, (stateRows ?? 1) <= 65535 else { throw VoxError(.invalidArgument, "--state-rows must be 1 to 65535") }
         let raw = try FileIO.read(input)
         guard raw.count == shp.voxels * dt.bytesPerVoxel else {
@@ -188,7 +188,7 @@ struct Info: ParsableCommand {
         let h = try StreamHeader(parsing: stream, fileSize: stream.count, name: input)
         let raw = h.shape.voxels * h.dtype.bytesPerVoxel
         print("file:          \(input)")
-        print("format:        vxz version \(h.formatVersion)\(h.formatVersion >= 2 ? " (a stream and a checksum per slice; next slice's state after \(h.stateRows) rows)" : "")")
+        print("format:        vxz version \(h.formatVersion)\(h.formatVersion >= 2 ? " (a stream and a checksum per slice; next slice's state after \(h.stateRows) rows\(h.formatVersion >= 3 ? "; residual filter and sign-pattern contexts" : ""))" : "")")
         print("shape:         \(h.shape) (\(h.shape.voxels) voxels)")
         print("dtype:         \(h.dtype)")
         print("preset:        \(h.preset)")

@@ -18,6 +18,13 @@ final class GoldenStreamTests: XCTestCase {
     static let streamsV2: [(crop: String, tag: String)] =
         ["classical", "classical-par", "fast", "parallel", "default", "large", "default-adapted", "fast-rows5"].map { ("ct", $0 + ".v2") }
         + [("mr", "fast.v2"), ("mr", "default.v2"), ("emri", "default.v2"), ("tiny", "paper.v2")]
+    /// Format v3 (issue 12): v2 plus the residual filter and sign-pattern contexts; mr.fast and
+    /// tiny.paper have slices coded with the classical fallback (mr.fast: where the filter runs
+    /// inside a row-parallel stream).
+    static let streamsV3: [(crop: String, tag: String)] =
+        [("ct", "classical.v3"), ("ct", "default.v3"), ("ct", "fast.v3"), ("mr", "default.v3"), ("mr", "fast.v3"),
+         ("emri", "default.v3"), ("tiny", "paper.v3")]
+    static var all: [(crop: String, tag: String)] { streams + streamsV2 + streamsV3 }
 
     func load(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> [UInt8] {
         let p = GoldenStreamTests.dir.appendingPathComponent(name).path
@@ -31,9 +38,10 @@ final class GoldenStreamTests: XCTestCase {
     func testGoldenStreamsDecodeAndReencodeIdentically() throws {
         XCTAssertEqual(GoldenStreamTests.streams.count, 20)
         XCTAssertEqual(GoldenStreamTests.streamsV2.count, 12)
+        XCTAssertEqual(GoldenStreamTests.streamsV3.count, 7)
         var crops: [String: [UInt8]] = [:]
-        var fallbacks = 0
-        for (crop, tag) in GoldenStreamTests.streams + GoldenStreamTests.streamsV2 {
+        var fallbacks = 0, fallbacksV3 = 0
+        for (crop, tag) in GoldenStreamTests.all {
             let name = "\(crop).\(tag).vxz"
             let stream = try load(name)
             if crops[crop] == nil { crops[crop] = try load("\(crop).raw") }
@@ -43,8 +51,9 @@ final class GoldenStreamTests: XCTestCase {
             XCTAssertGreaterThan(h.slabs.count, 1, "\(name): several slabs")
             XCTAssertTrue(h.slabs.allSatisfy { $0.method == .coded }, "\(name): every slab coded, none stored")
             XCTAssertEqual(h.embeddedModel != nil, tag.hasPrefix("default-adapted"), name)
-            XCTAssertEqual(h.formatVersion, tag.hasSuffix(".v2") ? 2 : 1, name)
-            fallbacks += h.slabs.flatMap(\.slices).filter { $0.predictor == .classical }.count
+            XCTAssertEqual(h.formatVersion, tag.hasSuffix(".v3") ? 3 : tag.hasSuffix(".v2") ? 2 : 1, name)
+            let fb = h.slabs.flatMap(\.slices).filter { $0.predictor == .classical }.count
+            if h.formatVersion == 3 { fallbacksV3 += fb } else { fallbacks += fb }
             for k in Kernel.available {
                 let dec = try VXZ.Decoder(stream: stream, name: name, kernel: k)
                 XCTAssertEqual(try dec.decodeVolume(threads: 2), raw, "\(name): decode with kernel \(k)")
@@ -66,6 +75,7 @@ final class GoldenStreamTests: XCTestCase {
             }
         }
         XCTAssertGreaterThanOrEqual(fallbacks, 3, "the v2 goldens include slices coded with the classical fallback")
+        XCTAssertGreaterThanOrEqual(fallbacksV3, 5, "the v3 goldens include slices coded with the classical fallback")
     }
 
     func testGoldenChecksumsListEveryFile() throws {
@@ -75,7 +85,7 @@ final class GoldenStreamTests: XCTestCase {
             let f = line.split(separator: " ", omittingEmptySubsequences: true)
             if f.count == 2 { listed[String(f[1])] = String(f[0]) }
         }
-        let names = (GoldenStreamTests.streams + GoldenStreamTests.streamsV2).map { "\($0.crop).\($0.tag).vxz" } + ["ct.raw", "mr.raw", "emri.raw", "tiny.raw"]
+        let names = GoldenStreamTests.all.map { "\($0.crop).\($0.tag).vxz" } + ["ct.raw", "mr.raw", "emri.raw", "tiny.raw"]
         for n in names {
             XCTAssertEqual(listed[n], Checksum.hex(Checksum.sha256(try load(n))), "\(n) changed since it was committed")
         }

@@ -145,6 +145,8 @@ typedef struct {
     const int32_t *nb_slot; /* position t * I + i of each neighbour in the input sequence */
     int32_t reference;      /* 1: the monolithic path with the scalar kernel (what the split path must equal; tests) */
     int64_t *stats;         /* NULL, or receives [0] voxels predicted by the split path, [1] by the monolithic one */
+    int32_t stage;          /* residual stage: 0 = format v1/v2 rules; 1 = format v3 (sign-pattern contexts and,
+                               on slices with left voxels, a sign-sign LMS filter over neighbouring residuals) */
 } vox_slab_params;
 
 enum {

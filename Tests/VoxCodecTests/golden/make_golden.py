@@ -6,6 +6,7 @@ v1 streams were written by the encoder of commit 5715dbb and must keep decoding 
 
   python3 make_golden.py --voxfs .build/release/voxfs [--cache ~/.cache/voxfs] [--out DIR]   # v1 (done)
   python3 make_golden.py --voxfs .build/release/voxfs --v2 [--out DIR]   # adds CROP.TAG.v2.vxz only
+  python3 make_golden.py --voxfs .build/release/voxfs --v3 [--out DIR]   # adds CROP.TAG.v3.vxz only
 
 Standard library only: crops are cut from the raw volumes of the data cache (x fastest,
 little-endian), written as CROP.raw with a CROP.json sidecar, then coded with
@@ -35,6 +36,12 @@ V2 = [("ct", p, [], p) for p in PRESETS] + [
     ("tiny", "paper", [], "paper"),
 ]
 
+# format v3 (issue 12): v2 plus the residual filter and sign-pattern contexts; fewer files, to
+# keep the committed fixtures under 1 MB
+V3 = [("ct", "classical", [], "classical"), ("ct", "default", [], "default"), ("ct", "fast", [], "fast"),
+      ("mr", "default", [], "default"), ("mr", "fast", [], "fast"), ("emri", "default", [], "default"),
+      ("tiny", "paper", [], "paper")]
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -42,16 +49,20 @@ def main():
     ap.add_argument("--cache", default=os.environ.get("VOXFS_CACHE") or os.path.expanduser("~/.cache/voxfs"))
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
     ap.add_argument("--v2", action="store_true", help="add the format v2 streams (the crops must exist)")
+    ap.add_argument("--v3", action="store_true", help="add the format v3 streams (the crops must exist)")
     a = ap.parse_args()
-    if a.v2:
-        for name, preset, flags, tag in V2:
+    for version, wanted, todo in ((2, a.v2, V2), (3, a.v3, V3)):
+        if not wanted:
+            continue
+        for name, preset, flags, tag in todo:
             rp = os.path.join(a.out, name + ".raw")
-            vp = os.path.join(a.out, f"{name}.{tag}.v2.vxz")
+            vp = os.path.join(a.out, f"{name}.{tag}.v{version}.vxz")
             if os.path.exists(vp):
                 sys.exit(f"{vp} exists: golden files are never regenerated")
             subprocess.run([a.voxfs, "compress", rp, vp, "--preset", preset, "--slab", str(SLAB_OF.get(name, SLAB)),
-                            "--format", "2", "-q"] + flags, check=True)
-            print(f"{name}.{tag}.v2.vxz {os.path.getsize(vp)} bytes", file=sys.stderr)
+                            "--format", str(version), "-q"] + flags, check=True)
+            print(f"{name}.{tag}.v{version}.vxz {os.path.getsize(vp)} bytes", file=sys.stderr)
+    if a.v2 or a.v3:
         return
     for name, vol, x0, y0, z0, nx, ny, nz in CROPS:
         meta = json.load(open(os.path.join(a.cache, "volumes", vol + ".json")))
