@@ -35,11 +35,14 @@ public final class Trainer {
     let work: LSTMWorkspace
 
     /// A trainer starting from a quantised model's weights (fine-tuning).
-    public convenience init(config: TrainConfig, startingFrom m: LSTMModel) throws {
+    /// `normShift`: the normalisation of the fine-tuned model (default: the base model's). A
+    /// different one keeps the weights and reinterprets the scale: inputs and output are
+    /// measured in units of 2^normShift voxel units (`Adapter.fittedNormShift`).
+    public convenience init(config: TrainConfig, startingFrom m: LSTMModel, normShift: Int? = nil) throws {
         var c = config
         c.hidden = m.hidden
         c.neighbourhood = m.neighbourhood.spec
-        c.normShift = m.normShift
+        c.normShift = normShift ?? m.normShift
         try self.init(config: c)
         params = FloatParams(dequantising: m)
     }
@@ -287,14 +290,50 @@ public enum Adapter {
     public static let autoMinVoxels = 1 << 20
     public static let autoEpochs = 2
 
+    /// The intensity range the shipped models were trained on: their volumes (CT and MR, 11-12
+    /// significant bits) span about 2^12 voxel units between the 0.01% and 99.99% quantiles.
+    public static let referenceRangeBits = 12
+
+    /// Bits of the volume's robust intensity range: ceil(log2(q99.99 - q0.01 + 1)), the quantiles
+    /// of its voxel values (one voxel in 10,000 at either end is ignored, so a few hot voxels do
+    /// not decide it).
+    public static func rangeBits(_ values: [Int32]) -> Int {
+        guard let lo0 = values.min(), let hi0 = values.max() else { return 0 }
+        if lo0 == hi0 { return 0 }
+        var hist = [Int](repeating: 0, count: Int(hi0 - lo0) + 1)
+        for v in values { hist[Int(v - lo0)] += 1 }
+        let cut = values.count / 10_000
+        var acc = 0, lo = 0
+        while lo < hist.count - 1 && acc + hist[lo] <= cut { acc += hist[lo]; lo += 1 }
+        acc = 0
+        var hi = hist.count - 1
+        while hi > lo && acc + hist[hi] <= cut { acc += hist[hi]; hi -= 1 }
+        let span = hi - lo + 1
+        return span <= 1 ? 0 : Int.bitWidth - (span - 1).leadingZeroBitCount
+    }
+
+    /// The normalisation a model adapted to `volume` uses (issue 12, item 4): the base model's
+    /// r moved by how far the volume's intensity range is from the training range (in bits), so that an
+    /// 8-bit MR template looks to the network like the 12-bit scans it was trained on
+    /// (measured on the ICBM 2009a T1 template: r = 3 codes 6.4% smaller than the base r = 7).
+    /// A range within one bit of the training range keeps the base r: the estimate is good to
+    /// about a bit, and one bit either way moved the full development volumes by 0.1% at most
+    /// (a crop of the lung2 CT, 11 bits, lost its adaptation gain at r = 6).
+    public static func fittedNormShift(base: LSTMModel, volume: LoadedVolume) -> Int {
+        let d = rangeBits(volume.values) - referenceRangeBits
+        if abs(d) <= 1 { return base.normShift }
+        return min(max(base.normShift + d, 0), 20)
+    }
+
+    /// `normShift`: the adapted model's normalisation; nil: `fittedNormShift`.
     public static func adapt(_ base: LSTMModel, to volume: LoadedVolume, epochs: Int, samples: Int = 100_000,
-                             lr: Float = 1e-3, slabThickness: Int = 8, seed: UInt64 = 1) throws -> LSTMModel {
+                             lr: Float = 1e-3, slabThickness: Int = 8, seed: UInt64 = 1, normShift: Int? = nil) throws -> LSTMModel {
         var cfg = TrainConfig()
         cfg.lr = lr
         cfg.lambda = 0
         cfg.seed = seed
         cfg.slabThickness = slabThickness
-        let tr = try Trainer(config: cfg, startingFrom: base)
+        let tr = try Trainer(config: cfg, startingFrom: base, normShift: normShift ?? fittedNormShift(base: base, volume: volume))
         let set = try SampleSet.draw(volumes: [volume], neighbourhood: tr.nb, normShift: tr.config.normShift,
                                      slabThickness: slabThickness, perVolume: samples, seed: seed)
         for _ in 0..<epochs { _ = tr.runEpoch(set) }

@@ -188,5 +188,43 @@ final class TrainTests: XCTestCase {
         let before = try size(base, embed: false), after = try size(adapted, embed: true)
         // the adapted stream, its embedded model included, is smaller
         XCTAssertLessThan(after, before, "adapted \(after) bytes vs base \(before)")
+        XCTAssertEqual(adapted.normShift, base.normShift, "a 12-bit CT keeps the training normalisation")
+    }
+
+    /// The robust intensity range ignores one voxel in 10,000 at either end.
+    func testRangeBitsIgnoresOutliers() {
+        XCTAssertEqual(Adapter.rangeBits([]), 0)
+        XCTAssertEqual(Adapter.rangeBits([Int32](repeating: 300, count: 1000)), 0)
+        var v = (0..<100_000).map { Int32($0 % 256) }          // 0...255: 8 bits
+        XCTAssertEqual(Adapter.rangeBits(v), 8)
+        v[0] = 32000; v[1] = -3000                              // 2 of 100,000 (the cut is 10 per end)
+        XCTAssertEqual(Adapter.rangeBits(v), 8)
+        v += [Int32](repeating: 32000, count: 20)               // now more than the cut at the top
+        XCTAssertEqual(Adapter.rangeBits(v), 15)                // 0...32000
+        XCTAssertEqual(Adapter.rangeBits((0..<100_000).map { Int32($0 % 4096) - 1024 }), 12)
+    }
+
+    /// Issue 12, item 4: a model adapted to an 8-bit MR (the ICBM 2009a T1 template) gets a
+    /// normalisation fitted to its intensity range, and codes it smaller than the same
+    /// adaptation at the base model's r (both streams exact).
+    func testAdaptationFitsTheNormalisationToAn8BitVolume() throws {
+        let v = crop(try realVolume("mr_icbm152_t1"), x0: 30, y0: 40, z0: 70, nx: 136, ny: 150, nz: 16)
+        XCTAssertEqual(v.dtype, .uint8)
+        let base = try Preset.named("default").builtinModel()!
+        let r = Adapter.fittedNormShift(base: base, volume: v)
+        XCTAssertEqual(r, base.normShift - 4, "8-bit range: 4 bits below the 12-bit training range")
+        let fitted = try Adapter.adapt(base, to: v, epochs: 2, samples: 30000)
+        let unfitted = try Adapter.adapt(base, to: v, epochs: 2, samples: 30000, normShift: base.normShift)
+        XCTAssertEqual(fitted.normShift, r)
+        XCTAssertEqual(unfitted.normShift, base.normShift)
+        let raw = v.bytes()
+        func size(_ m: LSTMModel) throws -> Int {
+            let o = EncodeOptions(preset: try Preset.named("default"), model: m, slabThickness: 8, embedModel: true)
+            let s = try raw.withUnsafeBytes { try VXZ.encode(raw: $0, shape: v.shape, dtype: v.dtype, options: o) }
+            XCTAssertEqual(try VXZ.Decoder(stream: s).decodeVolume(), raw)
+            return s.count
+        }
+        let a = try size(fitted), b = try size(unfitted)
+        XCTAssertLessThan(Double(a), Double(b) * 0.98, "fitted r=\(r): \(a) bytes, base r: \(b)")
     }
 }
