@@ -250,13 +250,18 @@ class VoxfsCodec(CliCodec):
         self.threads = f"{ncores} (voxfs default: all cores)"
         extra = " --model DIR/VOLUME.vxm" if model_dir else ""
         self.call = (f"`voxfs compress IN OUT.vxz --preset {preset}{extra} -q`; "
-                     f"`voxfs decompress OUT.vxz OUT.raw{extra} -q` (shape/dtype from the sidecar)")
+                     f"`voxfs decompress OUT.vxz OUT.raw{extra} -q` (shape/dtype from the sidecar)"
+                     + ("; volumes outside the training set (no DIR/VOLUME.vxm): the shipped model, which never saw them"
+                        if model_dir else ""))
 
     def model_args(self, vol):
         if not self.model_dir:
             return []
         base = vol.name.split("-crop")[0]
-        return ["--model", os.path.join(self.model_dir, base + ".vxm")]
+        path = os.path.join(self.model_dir, base + ".vxm")
+        # a volume outside the training set has no fold model: the shipped model never saw
+        # it, so the plain preset is already the held-out comparison there
+        return ["--model", path] if os.path.isfile(path) else []
 
     def unavailable(self):
         if not (os.path.isfile(self.binary) and os.access(self.binary, os.X_OK)):

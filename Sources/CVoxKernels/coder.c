@@ -279,6 +279,11 @@ static inline int32_t classical(walk_t *w, int x, int y, int z) {
 static inline void lms_taps(const walk_t *w, int32_t *r, int x, int y, int z) {
     const int nx = w->p->nx;
     const int32_t *cur = w->res + w->ci + (size_t)y * nx, *prv = w->res + w->pi + (size_t)y * nx;
+    if (x > 1 && x < nx - 1 && y > 1 && z > 0) { /* every tap exists: no tests */
+        r[0] = cur[x - 1]; r[1] = cur[x - nx]; r[2] = cur[x - 1 - nx]; r[3] = cur[x + 1 - nx]; r[4] = prv[x];
+        r[5] = cur[x - 2]; r[6] = prv[x - 1]; r[7] = prv[x + 1]; r[8] = prv[x - nx]; r[9] = cur[x - 2 * nx];
+        return;
+    }
     const int xr = x < nx - 1 ? x + 1 : nx - 1;
     r[0] = x > 0 ? cur[x - 1] : 0;
     r[1] = y > 0 ? cur[x - nx] : 0;
@@ -671,6 +676,11 @@ static int code_slice(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model,
     const int batch = model && !left;
     const int kern = p->reference ? VOX_KERNEL_SCALAR : p->kernel;
     const int stage = p->stage;
+    /* the filter's weights live in a local copy (kept in registers, not reloaded after every
+     * store to the planes) and go back into the coder state before it is copied or returned */
+    int32_t lw[NLMS];
+    memcpy(lw, C->st.lms, sizeof lw);
+    const int32_t lmu = model ? LMS_MU_LSTM : LMS_MU_CLASS;
     uint32_t (*alpha_cost)[NALPHA] = C->st.alpha_cost;
     int32_t lastbase_res = 0;
     int rc = VOX_OK;
@@ -733,7 +743,7 @@ static int code_slice(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model,
             if (lms_on) {
                 lms_taps(&w, lr, x, y, z);
                 int64_t acc = 0;
-                for (int j = 0; j < NLMS; j++) acc += (int64_t)C->st.lms[j] * lr[j];
+                for (int j = 0; j < NLMS; j++) acc += (int64_t)lw[j] * lr[j];
                 pr = clampv((int64_t)pr + ((acc + (1 << (LMS_Q - 1))) >> LMS_Q), p->vmin, p->vmax);
             }
             /* left-residual correction: without left voxels the predictor never saw the
@@ -767,10 +777,10 @@ static int code_slice(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model,
                     alpha_cost[c][k] += (uint32_t)(ek < 0 ? (-ek > 65535 ? 65535 : -ek) : ek > 65535 ? 65535 : ek) - (alpha_cost[c][k] >> 5);
                 }
             if (lms_on && v != pr) {
-                const int32_t mu = model ? LMS_MU_LSTM : LMS_MU_CLASS, step = v > pr ? mu : -mu;
+                const int32_t step = v > pr ? lmu : -lmu;
                 for (int j = 0; j < NLMS; j++) {
-                    int32_t nw = C->st.lms[j] + (lr[j] > 0 ? step : (lr[j] < 0 ? -step : 0));
-                    C->st.lms[j] = nw > LMS_MAX ? LMS_MAX : (nw < -LMS_MAX ? -LMS_MAX : nw);
+                    int32_t nw = lw[j] + ((lr[j] > 0) - (lr[j] < 0)) * step;
+                    lw[j] = nw > LMS_MAX ? LMS_MAX : (nw < -LMS_MAX ? -LMS_MAX : nw);
                 }
             }
             w.eI[ci + o + x] = iabs(v - q1);
@@ -779,9 +789,10 @@ static int code_slice(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model,
             lastbase_res = v - base;
         }
         if (rc != VOX_OK) break;
-        if (snap && y + 1 == snap_rows) *snap = C->st;
+        if (snap && y + 1 == snap_rows) { memcpy(C->st.lms, lw, sizeof lw); *snap = C->st; }
         publish_row(B, z, y + 1);
     }
+    memcpy(C->st.lms, lw, sizeof lw);
     return rc;
 }
 
