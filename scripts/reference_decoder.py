@@ -520,6 +520,13 @@ def decode_slab(hd, data, entry, lstm, sig_tanh):
                     act += abs(R[rn + x]) + ((abs(R[rn + xl]) + abs(R[rn + xr])) >> 1)
                 if z > 0:
                     act += abs(R[idx - XY]) + (abs(q1 - q2) >> 1)
+                if stage:
+                    ex = 0
+                    if x > 1: ex += abs(R[idx - 2])
+                    if y > 1: ex += abs(R[rn - X + x])
+                    if z > 0 and x > 0: ex += abs(R[idx - XY - 1])
+                    if z > 0 and y > 0: ex += abs(R[rn + x - XY])
+                    act += ex >> 1
                 c = Q(act)
                 lms = stage and left
                 if stage:

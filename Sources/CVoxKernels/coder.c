@@ -17,8 +17,8 @@
  *   4. the residual e = v - pred is binarised (zero flag, sign, Elias-gamma exponent in
  *      unary, mantissa) and coded with an adaptive binary range coder; the context is the
  *      quantised magnitude of neighbouring residuals (including the left one, which the
- *      entropy decoder always has), the sign context the signs of the left (and, in v3,
- *      upper) residual.
+ *      entropy decoder always has; v3 adds four more), the sign context the signs of the left
+ *      (and, in v3, upper) residual.
  */
 #include "voxkernels.h"
 #include <stdlib.h>
@@ -734,6 +734,14 @@ static int code_slice(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model,
             }
             if (z > 0) act += (uint32_t)iabs(w.res[pi + o + x]);
             if (z > 0) act += (uint32_t)iabs(q1 - q2) >> 1;
+            if (stage) { /* format v3: four more residuals, at half weight, steady the estimate */
+                uint32_t ex = 0;
+                if (x > 1) ex += (uint32_t)iabs(w.res[ci + o + x - 2]);
+                if (y > 1) ex += (uint32_t)iabs(w.res[ci + o - 2 * (size_t)nx + x]);
+                if (z > 0 && x > 0) ex += (uint32_t)iabs(w.res[pi + o + x - 1]);
+                if (z > 0 && y > 0) ex += (uint32_t)iabs(w.res[pi + o - nx + x]);
+                act += ex >> 1;
+            }
             int c = activity_ctx(act);
             /* format v3: the sign context is the sign pattern of the left and upper residuals,
              * and with left voxels the residual filter corrects the prediction */

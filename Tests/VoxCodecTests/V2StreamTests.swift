@@ -146,8 +146,11 @@ final class V2StreamTests: XCTestCase {
     /// sign contexts) codes real CT smaller than v2 with every preset kind, the v2 encoder
     /// still writes v2, and both decode exactly with every kernel and thread count.
     func testVersion3CodesRealCTSmallerThanVersion2() throws {
-        let (raw, shape, dt) = try TestData.crop("ct_lung1", x0: 140, y0: 160, z0: 16, nx: 128, ny: 96, nz: 8)
-        for (preset, gain) in [("classical", 0.02), ("default", 0.02), ("fast", 0.003)] {
+        // measured on this crop (slab 4): classical -5.6%, default -6.7%, fast -1.4%; the
+        // thresholds are about half of that (a smaller crop leaves the slow classical filter too
+        // few voxels to learn: -1.7% on 128x96x8)
+        let (raw, shape, dt) = try TestData.crop("ct_lung1", x0: 128, y0: 128, z0: 16, nx: 256, ny: 256, nz: 8)
+        for (preset, gain) in [("classical", 0.03), ("default", 0.03), ("fast", 0.007)] {
             let s2 = try encode(raw, shape, dt, preset: preset, slab: 4, version: 2)
             let s3 = try encode(raw, shape, dt, preset: preset, slab: 4, version: 3)
             XCTAssertEqual(try StreamHeader(parsing: s2, fileSize: s2.count).formatVersion, 2)
