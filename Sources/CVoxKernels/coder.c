@@ -675,7 +675,7 @@ static int code_slice(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model,
     const int split_on = model && left && S->on;
     const int batch = model && !left;
     const int kern = p->reference ? VOX_KERNEL_SCALAR : p->kernel;
-    const int stage = p->stage;
+    const int stage = p->stage, lms_on = stage && left;
     /* the filter's weights live in a local copy (kept in registers, not reloaded after every
      * store to the planes) and go back into the coder state before it is copied or returned */
     int32_t lw[NLMS];
@@ -746,7 +746,6 @@ static int code_slice(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model,
             /* format v3: the sign context is the sign pattern of the left and upper residuals,
              * and with left voxels the residual filter corrects the prediction */
             int32_t lr[NLMS];
-            const int lms_on = stage && left;
             if (stage) sc = 3 * sc + (y > 0 ? sgn3(w.res[ci + o - nx + x]) : 0);
             if (lms_on) {
                 lms_taps(&w, lr, x, y, z);
@@ -969,6 +968,10 @@ int64_t vox_encode_slab_v2(const vox_slab_params *p, int32_t state_rows, int32_t
         if (vox[i] < p->vmin || vox[i] > p->vmax) return VOX_ERR_RANGE;
     int64_t len = enc_v2_pass(p, state_rows, choose, 0, vox, out, slice_len, slice_pred);
     if (len < 0 || !choose || !p->model) return len;
+    /* every slice already classical: the pass below would code exactly the same bytes */
+    int all_classical = 1;
+    for (int z = 0; z < p->nz; z++) if (slice_pred[z] != 1) { all_classical = 0; break; }
+    if (all_classical) return len;
     /* Slice by slice the choice is greedy (each slice's state depends on the choices before
      * it), so the slab coded classically throughout can still be shorter: keep it then, and no
      * slab of an LSTM stream is longer than the classical predictor makes it. */

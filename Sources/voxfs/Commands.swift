@@ -49,8 +49,8 @@ struct Compress: ParsableCommand {
     @Option(help: "Model file (.vxm) to use instead of the preset's.") var model: String?
     @Option(help: "Slices per slab (random-access unit).") var slab: Int = 8
     @Option(help: "Stream format version to write: 3 (v2 plus the residual filter and sign-pattern contexts), 2 (a stream and a checksum per slice) or 1.") var format: Int = Int(StreamHeader.version)
-    @Option(help: "Format 2: rows of a slice after which the next slice's coder state is taken (the lag of parallel slice decoding; default: half the rows).") var stateRows: Int?
-    @Flag(help: "Format 2, LSTM presets: do not also try the classical predictor on each slice.") var noFallback = false
+    @Option(help: "Formats 2 and 3: rows of a slice after which the next slice's coder state is taken (the lag of parallel slice decoding; default: half the rows).") var stateRows: Int?
+    @Flag(help: "Formats 2 and 3, LSTM presets: do not also try the classical predictor on each slice.") var noFallback = false
     @Option(help: "Fine-tune the preset's model on this volume for N epochs and store it in the stream (0: off; default: 2 for LSTM presets on volumes of 1M voxels or more). The adapted model's normalisation fits the volume's intensity range. Slower to compress, same decode speed.") var adapt: Int?
     @OptionGroup var coding: CodingOptions
 
