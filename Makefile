@@ -11,7 +11,7 @@ DEB_PACKAGES := pkg-config fuse3 libfuse3-dev libopenblas-dev liblmdb-dev libzst
                 xz-utils zstd python3 python3-venv python3-pip ca-certificates
 
 # golden streams the reference decoder (written from docs/format.md alone) checks in `make test`
-CONFORMANCE_STREAMS = ct.classical ct.fast ct.classical.v2 ct.classical-par.v2 ct.fast.v2 ct.fast-rows5.v2 mr.fast.v2 emri.default.v2 ct.classical.v3 mr.fast.v3 emri.default.v3
+CONFORMANCE_STREAMS = ct.classical ct.fast ct.classical.v2 ct.classical-par.v2 ct.fast.v2 ct.fast-rows5.v2 mr.fast.v2 emri.default.v2 ct.classical.v3 mr.fast.v3 emri.default.v3 ct24.default-m2.v3 ct24.fast-m2.v3
 
 .PHONY: conformance all deps build data test demo install uninstall bench-codec bench-pack bench-mount compare fuzz fuzz-archive fuzz-long soak model experiments clean help
 

@@ -148,10 +148,17 @@ def parse_model(data, check_canonical=True):
     if data[:8] != b"\x89VXM\r\n\x1a\n":
         raise Corrupt("model magic")
     ver, H, I, T, r, F = struct.unpack_from("<HHHHBB", data, 8)
-    if ver != 1:
+    if ver not in (1, 2):
         raise Corrupt("model version")
-    L = struct.unpack_from("<H", data, 18)[0]
-    spec = data[20:20 + L].decode("utf-8")
+    q = 18
+    act = 0
+    if ver == 2:  # format 2: one activation byte after F; 1 = quadratic (0 is written as format 1)
+        act = data[18]
+        if act != 1:
+            raise Corrupt("model activation")
+        q = 19
+    L = struct.unpack_from("<H", data, q)[0]
+    spec = data[q + 2:q + 2 + L].decode("utf-8")
     canonical, offs, slots, sT, sI, left = parse_spec(spec)
     if check_canonical and canonical != spec:
         raise Corrupt("model spec not canonical")
@@ -159,7 +166,7 @@ def parse_model(data, check_canonical=True):
         raise Corrupt("model I/T mismatch")
     if not 4 <= H <= 512:
         raise Corrupt("H")
-    p = 20 + L
+    p = q + 2 + L
     K = I + H
     nW = 4 * H * K
     W = list(struct.unpack_from("<%dh" % nW, data, p)); p += 2 * nW
@@ -175,6 +182,7 @@ def parse_model(data, check_canonical=True):
         raise Corrupt("model validation")
     m = Model()
     m.H, m.I, m.T, m.r, m.F, m.spec = H, I, T, r, F, spec
+    m.act = act
     m.offs, m.slots, m.left = offs, slots, left
     m.W = [W[j * K:(j + 1) * K] for j in range(4 * H)]
     m.b, m.Wo, m.bo = b, Wo, bo
@@ -222,7 +230,8 @@ SEEDED = [
 ]
 
 def find_model(hash_bytes, models_dir, preset):
-    for f in sorted(glob.glob(os.path.join(models_dir, "*.vxm"))):
+    # models/ holds the shipped models, models/retired/ the ones they replaced (still named by streams)
+    for f in sorted(glob.glob(os.path.join(models_dir, "*.vxm")) + glob.glob(os.path.join(models_dir, "retired", "*.vxm"))):
         m = parse_model(open(f, "rb").read())
         if m.hash == hash_bytes:
             m.source = f
@@ -237,6 +246,31 @@ def find_model(hash_bytes, models_dir, preset):
     raise Corrupt("missing model %s (preset %s)" % (hash_bytes.hex(), preset))
 
 # ---------------------------------------------------------------- LSTM
+def q12(a):
+    a &= 0xFFFFFFFF
+    if a & 0x80000000:
+        a -= 0x100000000
+    return ((a >> 11) + 1) >> 1
+
+
+def qsig_z(z):  # quadratic sigmoid, z in Q12, result Q14
+    X = max(-16384, min(16384, z))
+    return 8192 + X - ((X * abs(X)) >> 15)
+
+
+def qtanh_z(z):  # quadratic tanh, z in Q12, result Q14
+    X = max(-8192, min(8192, z))
+    return 4 * X - ((X * abs(X)) >> 12)
+
+
+def qsig(a):
+    return qsig_z(q12(a))
+
+
+def qtanh(a):
+    return qtanh_z(q12(a))
+
+
 class LSTM:
     def __init__(self, m, sig, tanh):
         self.m = m
@@ -271,6 +305,16 @@ class LSTM:
                 ti = tab[i]
                 return ti + (((tab[i + 1] - ti) * f + 32) >> 6) if f else ti
             nh = [0] * H
+            if m.act == 1:  # quadratic activations: no tables
+                for u in range(H):
+                    gi = qsig(A[u]); gf = qsig(A[H + u]); gg = qtanh(A[H2 + u]); go = qsig(A[H3 + u])
+                    cu = (gf * c[u] + gi * gg + 8192) >> 14
+                    if cu < -65536: cu = -65536
+                    elif cu > 65536: cu = 65536
+                    c[u] = cu
+                    nh[u] = (go * qtanh_z((cu + 2) >> 2) + 32768) >> 16
+                h = nh
+                continue
             for u in range(H):
                 gi = lut(SIG, A[u]); gf = lut(SIG, A[H + u])
                 gg = lut(TANH, A[H2 + u]); go = lut(SIG, A[H3 + u])

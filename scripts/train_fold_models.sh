@@ -9,9 +9,9 @@ CACHE="${VOXFS_CACHE:-$HOME/.cache/voxfs}"
 V="$CACHE/volumes"
 OUT="$CACHE/models/heldout"
 VOLS=(ct_lung1 ct_lung2 mr_brain1 mr_brain2)
-RECIPE=(--preset default --epochs 8 --samples 100000 --lr 1e-3 --lambda 0 --norm-shift 7 --seed 1)
+RECIPE=(--preset default --epochs 8 --samples 100000 --lr 1e-3 --lambda 0 --norm-shift 7 --seed 1 --activation quadratic)
 mkdir -p "$OUT"
-stamp="$OUT/.recipe-$("$VOXFS" presets | sha256sum | cut -c1-16)"
+stamp="$OUT/.recipe-$( ("$VOXFS" presets; echo "${RECIPE[@]}") | sha256sum | cut -c1-16)"
 for v in "${VOLS[@]}"; do
   if [ -f "$OUT/$v.vxm" ] && [ -f "$stamp" ]; then continue; fi
   train=()

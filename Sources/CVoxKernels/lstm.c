@@ -34,6 +34,7 @@ struct vox_model {
     int Px, Ph;           /* column pairs of the input part ((I + 1) / 2) and the recurrent part (H / 2) */
     int32_t *Wxp;         /* [Px][G]: (W[j][2p], W[j][2p+1]) as an int16 pair (a zero column pads odd I) */
     int32_t *Whp;         /* [Ph][G]: (W[j][I+2q], W[j][I+2q+1]) */
+    int act;              /* VOX_ACT_TABLES or VOX_ACT_QUADRATIC */
 };
 
 static inline int32_t pack2(int16_t lo, int16_t hi) { return (int32_t)((uint32_t)(uint16_t)lo | ((uint32_t)(uint16_t)hi << 16)); }
@@ -49,9 +50,16 @@ static void pack_tables(void) {
 
 vox_model *vox_model_new(int H, int I, int T, const int16_t *W, const int32_t *b,
                          const int16_t *Wo, int32_t bo) {
+    return vox_model_new_act(H, I, T, W, b, Wo, bo, VOX_ACT_TABLES);
+}
+
+vox_model *vox_model_new_act(int H, int I, int T, const int16_t *W, const int32_t *b,
+                             const int16_t *Wo, int32_t bo, int act) {
     if (H < 4 || H > 512 || (H % 4) != 0 || I < 1 || I > 256 || T < 1 || T > 1024) return NULL;
+    if (act != VOX_ACT_TABLES && act != VOX_ACT_QUADRATIC) return NULL;
     vox_model *m = calloc(1, sizeof *m);
     if (!m) return NULL;
+    m->act = act;
     pthread_once(&packed_once, pack_tables);
     m->H = H; m->I = I; m->T = T; m->G = 4 * H;
     m->Kp = (I + H + 1) & ~1;
@@ -131,6 +139,26 @@ static inline int32_t act_lut(const int32_t *t, int32_t z) {
     return t[i] + (((t[i + 1] - t[i]) * f + 32) >> 6);
 }
 
+/*
+ * Activation 1, "quadratic" (model format 2): piecewise quadratic sigmoid and tanh, exact in
+ * integers and cheap in SIMD (no table lookups). z in Q12, result Q14:
+ *   tanh:    X = clamp(z, +-2.0);  4X - ((X * |X|) >> 12)          (x - x|x|/4, |x| <= 2)
+ *   sigmoid: X = clamp(z, +-4.0);  8192 + X - ((X * |X|) >> 15)    (1/2 + x/4 - x|x|/32, |x| <= 4)
+ * Both are C1 with derivatives 1 and 1/4 at 0, and equal +-1 (0, 1) from |x| = 2 (4) on.
+ */
+static inline int32_t sig_quad(int32_t z) {
+    int32_t X = z < -16384 ? -16384 : (z > 16384 ? 16384 : z);
+    return 8192 + X - ((X * (X < 0 ? -X : X)) >> 15);
+}
+static inline int32_t tanh_quad(int32_t z) {
+    int32_t X = z < -8192 ? -8192 : (z > 8192 ? 8192 : z);
+    return 4 * X - ((X * (X < 0 ? -X : X)) >> 12);
+}
+static inline int32_t act_sig(int pq, int32_t z) { return pq ? sig_quad(z) : act_lut(vox_sigmoid_q14, z); }
+static inline int32_t act_tanh(int pq, int32_t z) { return pq ? tanh_quad(z) : act_lut(vox_tanh_q14, z); }
+
+int32_t vox_activation(int act, int which, int32_t z) { return which == 0 ? act_sig(act == VOX_ACT_QUADRATIC, z) : act_tanh(act == VOX_ACT_QUADRATIC, z); }
+
 /* floor((a + 2^11) / 2^12) without overflow: Q24 accumulator to Q12 */
 static inline int32_t q24_to_q12(int32_t a) { return ((a >> 11) + 1) >> 1; }
 
@@ -143,17 +171,17 @@ static inline int32_t q24_to_q12(int32_t a) { return ((a >> 11) + 1) >> 1; }
  *   h = (o * tanh((c + 2) >> 2) + 2^15) >> 16                           (Q12)
  * All intermediate values fit in int32 (|f*c| <= 2^30, |i*g| <= 2^28).
  */
-static void act_scalar(const int32_t *a, int32_t *c, int16_t *h, int H, int j0) {
+static void act_scalar(const int32_t *a, int32_t *c, int16_t *h, int H, int j0, int pq) {
     for (int j = j0; j < H; j++) {
-        int32_t gi = act_lut(vox_sigmoid_q14, q24_to_q12(a[j]));
-        int32_t gf = act_lut(vox_sigmoid_q14, q24_to_q12(a[H + j]));
-        int32_t gg = act_lut(vox_tanh_q14, q24_to_q12(a[2 * H + j]));
-        int32_t go = act_lut(vox_sigmoid_q14, q24_to_q12(a[3 * H + j]));
+        int32_t gi = act_sig(pq, q24_to_q12(a[j]));
+        int32_t gf = act_sig(pq, q24_to_q12(a[H + j]));
+        int32_t gg = act_tanh(pq, q24_to_q12(a[2 * H + j]));
+        int32_t go = act_sig(pq, q24_to_q12(a[3 * H + j]));
         int32_t cc = (gf * c[j] + gi * gg + 8192) >> 14;
         if (cc > CELL_MAX) cc = CELL_MAX;
         if (cc < -CELL_MAX) cc = -CELL_MAX;
         c[j] = cc;
-        int32_t tc = act_lut(vox_tanh_q14, (cc + 2) >> 2);
+        int32_t tc = act_tanh(pq, (cc + 2) >> 2);
         h[j] = (int16_t)((go * tc + 32768) >> 16);
     }
 }
@@ -178,7 +206,7 @@ static int lstm_run_scalar(const vox_model *m, int n, const int16_t *x, int32_t 
                 memcpy(xh + (size_t)s * Kp, x + ((size_t)(s0 + s) * T + t) * I, sizeof(int16_t) * I);
             mv_scalar(m, cn, xh, acc);
             for (int s = 0; s < cn; s++)
-                act_scalar(acc + (size_t)s * G, c + (size_t)s * H, xh + (size_t)s * Kp + I, H, 0);
+                act_scalar(acc + (size_t)s * G, c + (size_t)s * H, xh + (size_t)s * Kp + I, H, 0, m->act);
         }
         for (int s = 0; s < cn; s++) {
             const int16_t *h = xh + (size_t)s * Kp + I;
@@ -195,17 +223,17 @@ static int lstm_run_scalar(const vox_model *m, int n, const int16_t *x, int32_t 
  * LUT(T, z) = T[i] + ((D[i] * f + 32) >> 6) = (64 * T[i] + D[i] * f + 32) >> 6, and
  * 64 * T[i] + D[i] * f is one pmaddwd of P[i] with the pair (64, f): one gather per lookup. */
 /* One cell update of units [j0, j1) with the gate accumulators a (i at a[u], f at a[H+u], ...). */
-static inline void act_scalar_range(const int32_t *a, int H, int32_t *c, int16_t *h, int j0, int j1) {
+static inline void act_scalar_range(const int32_t *a, int H, int32_t *c, int16_t *h, int j0, int j1, int pq) {
     for (int j = j0; j < j1; j++) {
-        int32_t gi = act_lut(vox_sigmoid_q14, q24_to_q12(a[j]));
-        int32_t gf = act_lut(vox_sigmoid_q14, q24_to_q12(a[H + j]));
-        int32_t gg = act_lut(vox_tanh_q14, q24_to_q12(a[2 * H + j]));
-        int32_t go = act_lut(vox_sigmoid_q14, q24_to_q12(a[3 * H + j]));
+        int32_t gi = act_sig(pq, q24_to_q12(a[j]));
+        int32_t gf = act_sig(pq, q24_to_q12(a[H + j]));
+        int32_t gg = act_tanh(pq, q24_to_q12(a[2 * H + j]));
+        int32_t go = act_sig(pq, q24_to_q12(a[3 * H + j]));
         int32_t cc = (gf * c[j] + gi * gg + 8192) >> 14;
         if (cc > CELL_MAX) cc = CELL_MAX;
         if (cc < -CELL_MAX) cc = -CELL_MAX;
         c[j] = cc;
-        int32_t tc = act_lut(vox_tanh_q14, (cc + 2) >> 2);
+        int32_t tc = act_tanh(pq, (cc + 2) >> 2);
         h[j] = (int16_t)((go * tc + 32768) >> 16);
     }
 }
@@ -221,6 +249,18 @@ static inline __m256i lutp8(const int32_t *tp, __m256i z) {
     return _mm256_srai_epi32(_mm256_add_epi32(_mm256_madd_epi16(p, f64), _mm256_set1_epi32(32)), 6);
 }
 __attribute__((target("avx2")))
+static inline __m256i sig8(int pq, __m256i z) {
+    if (!pq) return lutp8(sig_packed, z);
+    __m256i X = _mm256_min_epi32(_mm256_max_epi32(z, _mm256_set1_epi32(-16384)), _mm256_set1_epi32(16384));
+    return _mm256_sub_epi32(_mm256_add_epi32(X, _mm256_set1_epi32(8192)), _mm256_srai_epi32(_mm256_mullo_epi32(X, _mm256_abs_epi32(X)), 15));
+}
+__attribute__((target("avx2")))
+static inline __m256i tanh8(int pq, __m256i z) {
+    if (!pq) return lutp8(tanh_packed, z);
+    __m256i X = _mm256_min_epi32(_mm256_max_epi32(z, _mm256_set1_epi32(-8192)), _mm256_set1_epi32(8192));
+    return _mm256_sub_epi32(_mm256_slli_epi32(X, 2), _mm256_srai_epi32(_mm256_mullo_epi32(X, _mm256_abs_epi32(X)), 12));
+}
+__attribute__((target("avx2")))
 static inline __m256i q12_8(const int32_t *a) {
     __m256i v = _mm256_loadu_si256((const __m256i *)a);
     return _mm256_srai_epi32(_mm256_add_epi32(_mm256_srai_epi32(v, 11), _mm256_set1_epi32(1)), 1);
@@ -228,26 +268,26 @@ static inline __m256i q12_8(const int32_t *a) {
 /* units [j, j+8): gi*gg and go*tc are products of values in [-2^14, 2^14] with a non-negative
  * one, so pmaddwd (high halves: 0 * x) gives them exactly; gf*c needs the 32-bit multiply. */
 __attribute__((target("avx2")))
-static inline void act8(const int32_t *a, int H, int32_t *c, int16_t *h, int j) {
-    __m256i gi = lutp8(sig_packed, q12_8(a + j));
-    __m256i gf = lutp8(sig_packed, q12_8(a + H + j));
-    __m256i gg = lutp8(tanh_packed, q12_8(a + 2 * H + j));
-    __m256i go = lutp8(sig_packed, q12_8(a + 3 * H + j));
+static inline void act8(const int32_t *a, int H, int32_t *c, int16_t *h, int j, int pq) {
+    __m256i gi = sig8(pq, q12_8(a + j));
+    __m256i gf = sig8(pq, q12_8(a + H + j));
+    __m256i gg = tanh8(pq, q12_8(a + 2 * H + j));
+    __m256i go = sig8(pq, q12_8(a + 3 * H + j));
     __m256i cv = _mm256_loadu_si256((const __m256i *)(c + j));
     __m256i cn = _mm256_add_epi32(_mm256_add_epi32(_mm256_mullo_epi32(gf, cv), _mm256_madd_epi16(gi, gg)), _mm256_set1_epi32(8192));
     cn = _mm256_srai_epi32(cn, 14);
     cn = _mm256_min_epi32(_mm256_max_epi32(cn, _mm256_set1_epi32(-CELL_MAX)), _mm256_set1_epi32(CELL_MAX));
     _mm256_storeu_si256((__m256i *)(c + j), cn);
-    __m256i tc = lutp8(tanh_packed, _mm256_srai_epi32(_mm256_add_epi32(cn, _mm256_set1_epi32(2)), 2));
+    __m256i tc = tanh8(pq, _mm256_srai_epi32(_mm256_add_epi32(cn, _mm256_set1_epi32(2)), 2));
     __m256i hh = _mm256_srai_epi32(_mm256_add_epi32(_mm256_madd_epi16(go, tc), _mm256_set1_epi32(32768)), 16);
     __m128i h16 = _mm_packs_epi32(_mm256_castsi256_si128(hh), _mm256_extracti128_si256(hh, 1)); /* |h| < 2^14: no saturation */
     _mm_storeu_si128((__m128i *)(h + j), h16);
 }
 __attribute__((target("avx2")))
-static void act_avx2(const int32_t *a, int H, int32_t *c, int16_t *h) {
+static void act_avx2(const int32_t *a, int H, int32_t *c, int16_t *h, int pq) {
     int j = 0;
-    for (; j + 8 <= H; j += 8) act8(a, H, c, h, j);
-    act_scalar_range(a, H, c, h, j, H);
+    for (; j + 8 <= H; j += 8) act8(a, H, c, h, j, pq);
+    act_scalar_range(a, H, c, h, j, H, pq);
 }
 
 __attribute__((target("avx512f,avx512bw,avx2")))
@@ -259,6 +299,18 @@ static inline __m512i lutp16(const int32_t *tp, __m512i z) {
     __m512i p = _mm512_i32gather_epi32(i, (const int *)tp, 4);
     return _mm512_srai_epi32(_mm512_add_epi32(_mm512_madd_epi16(p, f64), _mm512_set1_epi32(32)), 6);
 }
+__attribute__((target("avx512f,avx512bw,avx2")))
+static inline __m512i sig16(int pq, __m512i z) {
+    if (!pq) return lutp16(sig_packed, z);
+    __m512i X = _mm512_min_epi32(_mm512_max_epi32(z, _mm512_set1_epi32(-16384)), _mm512_set1_epi32(16384));
+    return _mm512_sub_epi32(_mm512_add_epi32(X, _mm512_set1_epi32(8192)), _mm512_srai_epi32(_mm512_mullo_epi32(X, _mm512_abs_epi32(X)), 15));
+}
+__attribute__((target("avx512f,avx512bw,avx2")))
+static inline __m512i tanh16(int pq, __m512i z) {
+    if (!pq) return lutp16(tanh_packed, z);
+    __m512i X = _mm512_min_epi32(_mm512_max_epi32(z, _mm512_set1_epi32(-8192)), _mm512_set1_epi32(8192));
+    return _mm512_sub_epi32(_mm512_slli_epi32(X, 2), _mm512_srai_epi32(_mm512_mullo_epi32(X, _mm512_abs_epi32(X)), 12));
+}
 #define Q12V(v) _mm512_srai_epi32(_mm512_add_epi32(_mm512_srai_epi32(v, 11), _mm512_set1_epi32(1)), 1)
 __attribute__((target("avx512f,avx512bw,avx2")))
 static inline __m512i q12_16(const int32_t *a) {
@@ -266,52 +318,52 @@ static inline __m512i q12_16(const int32_t *a) {
     return _mm512_srai_epi32(_mm512_add_epi32(_mm512_srai_epi32(v, 11), _mm512_set1_epi32(1)), 1);
 }
 __attribute__((target("avx512f,avx512bw,avx2")))
-static void act_avx512(const int32_t *a, int H, int32_t *c, int16_t *h) {
+static void act_avx512(const int32_t *a, int H, int32_t *c, int16_t *h, int pq) {
     int j = 0;
     for (; j + 16 <= H; j += 16) {
-        __m512i gi = lutp16(sig_packed, q12_16(a + j));
-        __m512i gf = lutp16(sig_packed, q12_16(a + H + j));
-        __m512i gg = lutp16(tanh_packed, q12_16(a + 2 * H + j));
-        __m512i go = lutp16(sig_packed, q12_16(a + 3 * H + j));
+        __m512i gi = sig16(pq, q12_16(a + j));
+        __m512i gf = sig16(pq, q12_16(a + H + j));
+        __m512i gg = tanh16(pq, q12_16(a + 2 * H + j));
+        __m512i go = sig16(pq, q12_16(a + 3 * H + j));
         __m512i cv = _mm512_loadu_si512(c + j);
         __m512i cn = _mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(gf, cv), _mm512_madd_epi16(gi, gg)), _mm512_set1_epi32(8192));
         cn = _mm512_srai_epi32(cn, 14);
         cn = _mm512_min_epi32(_mm512_max_epi32(cn, _mm512_set1_epi32(-CELL_MAX)), _mm512_set1_epi32(CELL_MAX));
         _mm512_storeu_si512(c + j, cn);
-        __m512i tc = lutp16(tanh_packed, _mm512_srai_epi32(_mm512_add_epi32(cn, _mm512_set1_epi32(2)), 2));
+        __m512i tc = tanh16(pq, _mm512_srai_epi32(_mm512_add_epi32(cn, _mm512_set1_epi32(2)), 2));
         __m512i hh = _mm512_srai_epi32(_mm512_add_epi32(_mm512_madd_epi16(go, tc), _mm512_set1_epi32(32768)), 16);
         _mm256_storeu_si256((__m256i *)(h + j), _mm512_cvtepi32_epi16(hh));
     }
-    for (; j + 8 <= H; j += 8) act8(a, H, c, h, j);
-    act_scalar_range(a, H, c, h, j, H);
+    for (; j + 8 <= H; j += 8) act8(a, H, c, h, j, pq);
+    act_scalar_range(a, H, c, h, j, H, pq);
 }
 /* H = 8: two sequences per register (their c and h are adjacent; their gates are not) */
 __attribute__((target("avx512f,avx512bw,avx2")))
-static void act_avx512_h8x2(const int32_t *a0, const int32_t *a1, int32_t *c, int16_t *h) {
+static void act_avx512_h8x2(const int32_t *a0, const int32_t *a1, int32_t *c, int16_t *h, int pq) {
 #define G2(off) _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)(a0 + off))), \
                                    _mm256_loadu_si256((const __m256i *)(const void *)(a1 + off)), 1)
-    __m512i gi = lutp16(sig_packed, Q12V(G2(0)));
-    __m512i gf = lutp16(sig_packed, Q12V(G2(8)));
-    __m512i gg = lutp16(tanh_packed, Q12V(G2(16)));
-    __m512i go = lutp16(sig_packed, Q12V(G2(24)));
+    __m512i gi = sig16(pq, Q12V(G2(0)));
+    __m512i gf = sig16(pq, Q12V(G2(8)));
+    __m512i gg = tanh16(pq, Q12V(G2(16)));
+    __m512i go = sig16(pq, Q12V(G2(24)));
 #undef G2
     __m512i cv = _mm512_loadu_si512(c);
     __m512i cn = _mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(gf, cv), _mm512_madd_epi16(gi, gg)), _mm512_set1_epi32(8192));
     cn = _mm512_srai_epi32(cn, 14);
     cn = _mm512_min_epi32(_mm512_max_epi32(cn, _mm512_set1_epi32(-CELL_MAX)), _mm512_set1_epi32(CELL_MAX));
     _mm512_storeu_si512(c, cn);
-    __m512i tc = lutp16(tanh_packed, _mm512_srai_epi32(_mm512_add_epi32(cn, _mm512_set1_epi32(2)), 2));
+    __m512i tc = tanh16(pq, _mm512_srai_epi32(_mm512_add_epi32(cn, _mm512_set1_epi32(2)), 2));
     __m512i hh = _mm512_srai_epi32(_mm512_add_epi32(_mm512_madd_epi16(go, tc), _mm512_set1_epi32(32768)), 16);
     _mm256_storeu_si256((__m256i *)(void *)h, _mm512_cvtepi32_epi16(hh));
 }
 #endif
 
-static inline void act_any(int kernel, const int32_t *a, int H, int32_t *c, int16_t *h) {
+static inline void act_any(int kernel, const int32_t *a, int H, int32_t *c, int16_t *h, int pq) {
 #if defined(__x86_64__)
-    if (kernel == VOX_KERNEL_AVX512VNNI) { act_avx512(a, H, c, h); return; }
-    if (kernel == VOX_KERNEL_AVX2) { act_avx2(a, H, c, h); return; }
+    if (kernel == VOX_KERNEL_AVX512VNNI) { act_avx512(a, H, c, h, pq); return; }
+    if (kernel == VOX_KERNEL_AVX2) { act_avx2(a, H, c, h, pq); return; }
 #endif
-    act_scalar_range(a, H, c, h, 0, H);
+    act_scalar_range(a, H, c, h, 0, H, pq);
 }
 
 /* ---- many sequences per weight load ------------------------------------------------------
@@ -458,9 +510,9 @@ void vox_lstm_steps(const vox_model *m, int n, int t0, int t1, const int32_t *pr
         int s = 0;
 #if defined(__x86_64__)
         if (kernel == VOX_KERNEL_AVX512VNNI && H == 8)
-            for (; s + 2 <= n; s += 2) act_avx512_h8x2(a + (size_t)s * as, a + (size_t)(s + 1) * as, c + (size_t)s * H, h + (size_t)s * H);
+            for (; s + 2 <= n; s += 2) act_avx512_h8x2(a + (size_t)s * as, a + (size_t)(s + 1) * as, c + (size_t)s * H, h + (size_t)s * H, m->act);
 #endif
-        for (; s < n; s++) act_any(kernel, a + (size_t)s * as, H, c + (size_t)s * H, h + (size_t)s * H);
+        for (; s < n; s++) act_any(kernel, a + (size_t)s * as, H, c + (size_t)s * H, h + (size_t)s * H, m->act);
     }
 }
 
@@ -564,7 +616,7 @@ vox_lstm_split *vox_split_new(const vox_model *m, int n_cols, const int32_t *slo
         }
         memcpy(sp->h0 + (size_t)(t + 1) * H, h, sizeof(int16_t) * H);
         memcpy(sp->c0 + (size_t)(t + 1) * H, sp->c0 + (size_t)t * H, sizeof(int32_t) * H);
-        act_scalar_range(acc, H, sp->c0 + (size_t)(t + 1) * H, sp->h0 + (size_t)(t + 1) * H, 0, H);
+        act_scalar_range(acc, H, sp->c0 + (size_t)(t + 1) * H, sp->h0 + (size_t)(t + 1) * H, 0, H, m->act);
     }
     free(acc);
     return sp;
@@ -594,7 +646,7 @@ static int32_t voxel_scalar(const vox_lstm_split *sp, const int32_t *pre, int32_
                 for (int k = 0; k < H; k++) sum += (uint32_t)((int32_t)m->W[(size_t)j * m->Kp + m->I + k] * (int32_t)h[k]);
             acc[j] = (int32_t)sum;
         }
-        act_scalar_range(acc, H, c, h, 0, H);
+        act_scalar_range(acc, H, c, h, 0, H, m->act);
     }
     int32_t y; vox_lstm_output(m, 1, h, &y);
     return y;
@@ -627,7 +679,7 @@ static int32_t voxel_scalar(const vox_lstm_split *sp, const int32_t *pre, int32_
             }                                                                                       \
             STORE(acc + j, ADD(a0, a1));                                                            \
         }                                                                                           \
-        ACT(acc, H, c, h);                                                                          \
+        ACT(acc, H, c, h, m->act);                                                                  \
     }                                                                                               \
     int32_t y; vox_lstm_output(m, 1, h, &y);                                                        \
     return y;
@@ -655,7 +707,7 @@ static int32_t voxel_vnni(const vox_lstm_split *sp, const int32_t *pre, int32_t 
  */
 #define Q12R512(v) _mm512_srai_epi32(_mm512_add_epi32(_mm512_srai_epi32(v, 11), _mm512_set1_epi32(1)), 1)
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) __attribute__((always_inline))
-static inline int32_t voxel_vnni_fused(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl, const int NH) {
+static inline int32_t voxel_vnni_fused(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl, const int NH, const int PQ) {
     const vox_model *m = sp->m;
     const int H = 16 * NH, G = 64 * NH, T = m->T, Ph = 8 * NH;
     __m512i h[2], c[2];
@@ -689,14 +741,14 @@ static inline int32_t voxel_vnni_fused(const vox_lstm_split *sp, const int32_t *
             }
         }
         for (int k = 0; k < NH; k++) {
-            __m512i gi = lutp16(sig_packed, Q12R512(_mm512_add_epi32(a[k], b[k])));
-            __m512i gf = lutp16(sig_packed, Q12R512(_mm512_add_epi32(a[NH + k], b[NH + k])));
-            __m512i gg = lutp16(tanh_packed, Q12R512(_mm512_add_epi32(a[2 * NH + k], b[2 * NH + k])));
-            __m512i go = lutp16(sig_packed, Q12R512(_mm512_add_epi32(a[3 * NH + k], b[3 * NH + k])));
+            __m512i gi = sig16(PQ, Q12R512(_mm512_add_epi32(a[k], b[k])));
+            __m512i gf = sig16(PQ, Q12R512(_mm512_add_epi32(a[NH + k], b[NH + k])));
+            __m512i gg = tanh16(PQ, Q12R512(_mm512_add_epi32(a[2 * NH + k], b[2 * NH + k])));
+            __m512i go = sig16(PQ, Q12R512(_mm512_add_epi32(a[3 * NH + k], b[3 * NH + k])));
             __m512i cn = _mm512_add_epi32(_mm512_add_epi32(_mm512_mullo_epi32(gf, c[k]), _mm512_madd_epi16(gi, gg)), _mm512_set1_epi32(8192));
             cn = _mm512_srai_epi32(cn, 14);
             c[k] = _mm512_min_epi32(_mm512_max_epi32(cn, _mm512_set1_epi32(-CELL_MAX)), _mm512_set1_epi32(CELL_MAX));
-            __m512i tc = lutp16(tanh_packed, _mm512_srai_epi32(_mm512_add_epi32(c[k], _mm512_set1_epi32(2)), 2));
+            __m512i tc = tanh16(PQ, _mm512_srai_epi32(_mm512_add_epi32(c[k], _mm512_set1_epi32(2)), 2));
             h[k] = _mm512_srai_epi32(_mm512_add_epi32(_mm512_madd_epi16(go, tc), _mm512_set1_epi32(32768)), 16);
         }
         hp = PACKH();
@@ -706,13 +758,17 @@ static inline int32_t voxel_vnni_fused(const vox_lstm_split *sp, const int32_t *
     return (int32_t)((uint32_t)m->bo + (uint32_t)_mm512_reduce_add_epi32(_mm512_madd_epi16(hp, wo)));
 }
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx2")))
-static int32_t voxel_vnni_h16(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_vnni_fused(sp, pre, dA, tv, xl, 1); }
+static int32_t voxel_vnni_h16(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_vnni_fused(sp, pre, dA, tv, xl, 1, 0); }
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx2")))
-static int32_t voxel_vnni_h32(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_vnni_fused(sp, pre, dA, tv, xl, 2); }
+static int32_t voxel_vnni_h16q(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_vnni_fused(sp, pre, dA, tv, xl, 1, 1); }
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2")))
+static int32_t voxel_vnni_h32(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_vnni_fused(sp, pre, dA, tv, xl, 2, 0); }
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2")))
+static int32_t voxel_vnni_h32q(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_vnni_fused(sp, pre, dA, tv, xl, 2, 1); }
 
 #define Q12R256(v) _mm256_srai_epi32(_mm256_add_epi32(_mm256_srai_epi32(v, 11), _mm256_set1_epi32(1)), 1)
 __attribute__((target("avx2"))) __attribute__((always_inline))
-static inline int32_t voxel_avx2_fused(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl, const int NH) {
+static inline int32_t voxel_avx2_fused(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl, const int NH, const int PQ) {
     const vox_model *m = sp->m;
     const int H = 8 * NH, G = 32 * NH, T = m->T, Ph = 4 * NH;
     __m256i h[2], c[2];
@@ -744,14 +800,14 @@ static inline int32_t voxel_avx2_fused(const vox_lstm_split *sp, const int32_t *
             }
         }
         for (int k = 0; k < NH; k++) {
-            __m256i gi = lutp8(sig_packed, Q12R256(a[k]));
-            __m256i gf = lutp8(sig_packed, Q12R256(a[NH + k]));
-            __m256i gg = lutp8(tanh_packed, Q12R256(a[2 * NH + k]));
-            __m256i go = lutp8(sig_packed, Q12R256(a[3 * NH + k]));
+            __m256i gi = sig8(PQ, Q12R256(a[k]));
+            __m256i gf = sig8(PQ, Q12R256(a[NH + k]));
+            __m256i gg = tanh8(PQ, Q12R256(a[2 * NH + k]));
+            __m256i go = sig8(PQ, Q12R256(a[3 * NH + k]));
             __m256i cn = _mm256_add_epi32(_mm256_add_epi32(_mm256_mullo_epi32(gf, c[k]), _mm256_madd_epi16(gi, gg)), _mm256_set1_epi32(8192));
             cn = _mm256_srai_epi32(cn, 14);
             c[k] = _mm256_min_epi32(_mm256_max_epi32(cn, _mm256_set1_epi32(-CELL_MAX)), _mm256_set1_epi32(CELL_MAX));
-            __m256i tc = lutp8(tanh_packed, _mm256_srai_epi32(_mm256_add_epi32(c[k], _mm256_set1_epi32(2)), 2));
+            __m256i tc = tanh8(PQ, _mm256_srai_epi32(_mm256_add_epi32(c[k], _mm256_set1_epi32(2)), 2));
             h[k] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_madd_epi16(go, tc), _mm256_set1_epi32(32768)), 16);
         }
         hp = PACKH();
@@ -765,23 +821,27 @@ static inline int32_t voxel_avx2_fused(const vox_lstm_split *sp, const int32_t *
     return (int32_t)((uint32_t)m->bo + (uint32_t)_mm_cvtsi128_si32(s4));
 }
 __attribute__((target("avx2")))
-static int32_t voxel_avx2_h8(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_avx2_fused(sp, pre, dA, tv, xl, 1); }
+static int32_t voxel_avx2_h8(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_avx2_fused(sp, pre, dA, tv, xl, 1, 0); }
 __attribute__((target("avx2")))
-static int32_t voxel_avx2_h16(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_avx2_fused(sp, pre, dA, tv, xl, 2); }
+static int32_t voxel_avx2_h8q(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_avx2_fused(sp, pre, dA, tv, xl, 1, 1); }
+__attribute__((target("avx2")))
+static int32_t voxel_avx2_h16(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_avx2_fused(sp, pre, dA, tv, xl, 2, 0); }
+__attribute__((target("avx2")))
+static int32_t voxel_avx2_h16q(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl) { return voxel_avx2_fused(sp, pre, dA, tv, xl, 2, 1); }
 #endif
 
 int32_t vox_lstm_voxel(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl, int kernel) {
     kernel = resolve_kernel(kernel);
 #if defined(__x86_64__)
-    const int H = sp->m->H;
+    const int H = sp->m->H, pq = sp->m->act == VOX_ACT_QUADRATIC;
     if (kernel == VOX_KERNEL_AVX512VNNI) {
-        if (H == 16) return voxel_vnni_h16(sp, pre, dA, tv, xl);
-        if (H == 32) return voxel_vnni_h32(sp, pre, dA, tv, xl);
+        if (H == 16) return pq ? voxel_vnni_h16q(sp, pre, dA, tv, xl) : voxel_vnni_h16(sp, pre, dA, tv, xl);
+        if (H == 32) return pq ? voxel_vnni_h32q(sp, pre, dA, tv, xl) : voxel_vnni_h32(sp, pre, dA, tv, xl);
         return voxel_vnni(sp, pre, dA, tv, xl);
     }
     if (kernel == VOX_KERNEL_AVX2) {
-        if (H == 8) return voxel_avx2_h8(sp, pre, dA, tv, xl);
-        if (H == 16) return voxel_avx2_h16(sp, pre, dA, tv, xl);
+        if (H == 8) return pq ? voxel_avx2_h8q(sp, pre, dA, tv, xl) : voxel_avx2_h8(sp, pre, dA, tv, xl);
+        if (H == 16) return pq ? voxel_avx2_h16q(sp, pre, dA, tv, xl) : voxel_avx2_h16(sp, pre, dA, tv, xl);
         return voxel_avx2(sp, pre, dA, tv, xl);
     }
 #endif

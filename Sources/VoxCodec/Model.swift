@@ -2,10 +2,25 @@ import CVoxKernels
 import Foundation
 import VoxCore
 
-/// A quantised LSTM predictor (model file format v1, docs/format.md "Model files").
+/// The LSTM's gate activations (docs/format.md "Predictor arithmetic").
+public enum Activation: Int, Sendable, CaseIterable, CustomStringConvertible {
+    /// sigmoid and tanh from the committed tables (model format 1)
+    case tables = 0
+    /// piecewise quadratic sigmoid and tanh, computed without lookups (model format 2)
+    case quadratic = 1
+    public var description: String { self == .tables ? "tables" : "quadratic" }
+    public init?(name: String) {
+        guard let a = Activation.allCases.first(where: { $0.description == name }) else { return nil }
+        self = a
+    }
+}
+
+/// A quantised LSTM predictor (model file formats 1 and 2, docs/format.md "Model files").
 public struct LSTMModel: Equatable, Sendable {
     public static let magic: [UInt8] = [0x89, 0x56, 0x58, 0x4D, 0x0D, 0x0A, 0x1A, 0x0A] // "\x89VXM\r\n\x1a\n"
-    public static let version: UInt16 = 1
+    /// The newest model format this build reads; a model is written in the oldest format that
+    /// holds it (1 for table activations, so those models keep their bytes and identity).
+    public static let version: UInt16 = 2
 
     public var hidden: Int
     public var neighbourhood: Neighbourhood
@@ -22,12 +37,19 @@ public struct LSTMModel: Equatable, Sendable {
     public var bo: Int32
     /// Free-form JSON: name, how it was made. Not part of the identity hash.
     public var metadata: String
+    /// Gate activations (format 2 models may choose the quadratic ones).
+    public var activation: Activation
+
+    /// The model file format version these weights are written in.
+    public var formatVersion: UInt16 { activation == .tables ? 1 : 2 }
 
     public var steps: Int { neighbourhood.steps }
     public var stepInputs: Int { neighbourhood.stepInputs }
 
     public init(hidden: Int, neighbourhood: Neighbourhood, normShift: Int, outFracBits: Int,
-                W: [Int16], b: [Int32], Wo: [Int16], bo: Int32, metadata: String = "{}") throws {
+                W: [Int16], b: [Int32], Wo: [Int16], bo: Int32, metadata: String = "{}",
+                activation: Activation = .tables) throws {
+        self.activation = activation
         self.hidden = hidden
         self.neighbourhood = neighbourhood
         self.normShift = normShift
@@ -51,12 +73,13 @@ public struct LSTMModel: Equatable, Sendable {
     public var payload: [UInt8] {
         var w = ByteWriter()
         w.raw(LSTMModel.magic)
-        w.u16(LSTMModel.version)
+        w.u16(formatVersion)
         w.u16(UInt16(hidden))
         w.u16(UInt16(neighbourhood.stepInputs))
         w.u16(UInt16(neighbourhood.steps))
         w.u8(UInt8(normShift))
         w.u8(UInt8(outFracBits))
+        if formatVersion >= 2 { w.u8(UInt8(activation.rawValue)) }
         w.string16(neighbourhood.spec)
         for v in W { w.i16(v) }
         for v in b { w.i32(v) }
@@ -90,9 +113,17 @@ public struct LSTMModel: Equatable, Sendable {
         }
         _ = try r.raw(8)
         let ver = try r.u16()
-        guard ver == LSTMModel.version else { throw VoxError(.badFormat, "\(name) has model format version \(ver); this voxfs reads version \(LSTMModel.version)") }
+        guard (1...LSTMModel.version).contains(ver) else { throw VoxError(.badFormat, "\(name) has model format version \(ver); this voxfs reads versions 1 to \(LSTMModel.version)") }
         let H = Int(try r.u16()), I = Int(try r.u16()), T = Int(try r.u16())
         let rShift = Int(try r.u8()), F = Int(try r.u8())
+        var act = Activation.tables
+        if ver >= 2 {
+            let code = try r.u8()
+            guard let a = Activation(rawValue: Int(code)), a != .tables else {
+                throw VoxError(.badFormat, "\(name): unknown activation \(code) for model format \(ver)")
+            }
+            act = a
+        }
         let spec = try r.string16()
         let nb: Neighbourhood
         do { nb = try Neighbourhood(spec: spec) } catch { throw VoxError(.badFormat, "\(name): unknown neighbourhood '\(spec)'") }
@@ -109,7 +140,7 @@ public struct LSTMModel: Equatable, Sendable {
         let meta = try r.raw(metaLen)
         guard r.offset == tail else { throw VoxError(.badFormat, "\(name): unexpected bytes after the metadata") }
         try self.init(hidden: H, neighbourhood: nb, normShift: rShift, outFracBits: F, W: W, b: b, Wo: Wo, bo: bo,
-                      metadata: String(decoding: meta, as: UTF8.self))
+                      metadata: String(decoding: meta, as: UTF8.self), activation: act)
     }
 
     public static func load(path: String) throws -> LSTMModel {
@@ -146,7 +177,8 @@ public struct LSTMModel: Equatable, Sendable {
         guard let p = W.withUnsafeBufferPointer({ w in
             b.withUnsafeBufferPointer { bb in
                 Wo.withUnsafeBufferPointer { wo in
-                    vox_model_new(Int32(hidden), Int32(stepInputs), Int32(steps), w.baseAddress, bb.baseAddress, wo.baseAddress, bo)
+                    vox_model_new_act(Int32(hidden), Int32(stepInputs), Int32(steps), w.baseAddress, bb.baseAddress, wo.baseAddress, bo,
+                                      Int32(activation.rawValue))
                 }
             }
         }) else { throw VoxError(.outOfMemory, "cannot build the LSTM kernel model") }

@@ -52,9 +52,19 @@ public struct FloatParams: Sendable {
 
 @inline(__always) func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
 
+/// The quadratic activations in float (what `Activation.quadratic` computes in fixed point,
+/// lstm.c): tanh_q(x) = x - x|x|/4 on |x| <= 2, +-1 beyond; sigmoid_q(x) = (1 + tanh_q(x/2)) / 2.
+@inline(__always) func tanhQ(_ x: Float) -> Float { let t = max(-2, min(2, x)); return t - t * abs(t) / 4 }
+@inline(__always) func sigmoidQ(_ x: Float) -> Float { let t = max(-4, min(4, x)); return 0.5 + t / 4 - t * abs(t) / 32 }
+/// Their derivatives from the outputs: tanh_q' = sqrt(1 - |y|), sigmoid_q' = sqrt(1 - |2y - 1|) / 4
+/// (zero where saturated).
+@inline(__always) func dTanhQ(_ y: Float) -> Float { (max(0, 1 - abs(y))).squareRoot() }
+@inline(__always) func dSigmoidQ(_ y: Float) -> Float { (max(0, 1 - abs(2 * y - 1))).squareRoot() / 4 }
+
 /// Forward and backward passes for a batch (backpropagation through time).
 final class LSTMWorkspace {
     let H: Int, I: Int, T: Int, K: Int, B: Int
+    let quadratic: Bool
     var xh: [Float]      // [T][B][K]
     var gates: [Float]   // [T][B][4H] activated gate values
     var c: [Float]       // [T+1][B][H] (c[0] = 0)
@@ -63,8 +73,9 @@ final class LSTMWorkspace {
     var dz: [Float]      // [B][4H]
     var dxh: [Float]     // [B][K]
 
-    init(H: Int, I: Int, T: Int, B: Int) {
+    init(H: Int, I: Int, T: Int, B: Int, activation: Activation = .tables) {
         self.H = H; self.I = I; self.T = T; self.K = I + H; self.B = B
+        quadratic = activation == .quadratic
         xh = [Float](repeating: 0, count: T * B * (I + H))
         gates = [Float](repeating: 0, count: T * B * 4 * H)
         c = [Float](repeating: 0, count: (T + 1) * B * H)
@@ -96,14 +107,17 @@ final class LSTMWorkspace {
                 let cPrev = cp.baseAddress! + t * B * H, cNow = cp.baseAddress! + (t + 1) * B * H
                 let tcNow = tcp.baseAddress! + t * B * H
                 let xNext = t + 1 < T ? xhp.baseAddress! + (t + 1) * B * K : nil
+                let q = quadratic
                 for s in 0..<n {
                     let zs = z + s * G
                     for j in 0..<H {
-                        let gi = sigmoid(zs[j]), gf = sigmoid(zs[H + j]), gg = tanhf(zs[2 * H + j]), go = sigmoid(zs[3 * H + j])
+                        let gi = q ? sigmoidQ(zs[j]) : sigmoid(zs[j]), gf = q ? sigmoidQ(zs[H + j]) : sigmoid(zs[H + j])
+                        let gg = q ? tanhQ(zs[2 * H + j]) : tanhf(zs[2 * H + j]), go = q ? sigmoidQ(zs[3 * H + j]) : sigmoid(zs[3 * H + j])
                         zs[j] = gi; zs[H + j] = gf; zs[2 * H + j] = gg; zs[3 * H + j] = go
-                        let cc = gf * cPrev[s * H + j] + gi * gg
+                        // the fixed-point cell state is clamped to |c| <= 4 (CELL_MAX in lstm.c)
+                        let cc = q ? max(-4, min(4, gf * cPrev[s * H + j] + gi * gg)) : gf * cPrev[s * H + j] + gi * gg
                         cNow[s * H + j] = cc
-                        let t2 = tanhf(cc)
+                        let t2 = q ? tanhQ(cc) : tanhf(cc)
                         tcNow[s * H + j] = t2
                         let h = go * t2
                         if let xn = xNext { xn[s * K + I + j] = h } else { hLast(s, j, h) }
@@ -146,6 +160,26 @@ final class LSTMWorkspace {
                 let g = gp.baseAddress! + t * B * G
                 let cPrev = cp.baseAddress! + t * B * H
                 let tcNow = tcp.baseAddress! + t * B * H
+                if quadratic {
+                    let cNow = cp.baseAddress! + (t + 1) * B * H
+                    for s in 0..<n {
+                        for j in 0..<H {
+                            let gi = g[s * G + j], gf = g[s * G + H + j], gg = g[s * G + 2 * H + j], go = g[s * G + 3 * H + j]
+                            let t2 = tcNow[s * H + j]
+                            let dhv = dh[s * H + j]
+                            let dO = dhv * t2
+                            var dcv = dc[s * H + j] + dhv * go * dTanhQ(t2)
+                            if abs(cNow[s * H + j]) >= 4 { dcv = 0 } // clamped cell state
+                            let dI = dcv * gg, dG = dcv * gi, dF = dcv * cPrev[s * H + j]
+                            dcv *= gf
+                            dc[s * H + j] = dcv
+                            dzp[s * G + j] = dI * dSigmoidQ(gi)
+                            dzp[s * G + H + j] = dF * dSigmoidQ(gf)
+                            dzp[s * G + 2 * H + j] = dG * dTanhQ(gg)
+                            dzp[s * G + 3 * H + j] = dO * dSigmoidQ(go)
+                        }
+                    }
+                } else {
                 for s in 0..<n {
                     for j in 0..<H {
                         let gi = g[s * G + j], gf = g[s * G + H + j], gg = g[s * G + 2 * H + j], go = g[s * G + 3 * H + j]
@@ -161,6 +195,7 @@ final class LSTMWorkspace {
                         dzp[s * G + 2 * H + j] = dG * (1 - gg * gg)
                         dzp[s * G + 3 * H + j] = dO * go * (1 - go)
                     }
+                }
                 }
                 let xt = xhp.baseAddress! + t * B * K
                 // dW += dz^T * xh_t

@@ -16,7 +16,31 @@ public struct TrainConfig: Sendable, Codable {
     public var samplesPerVolume: Int = 100_000
     public var slabThickness: Int = 8
     public var augment: Int = 0
+    /// Gate activations: "tables" (model format 1) or "quadratic" (format 2, decodes faster).
+    public var activation: String = "tables"
     public init() {}
+    var act: Activation { Activation(name: activation) ?? .tables }
+
+    enum CodingKeys: String, CodingKey {
+        case hidden, neighbourhood, normShift, epochs, batch, lr, beta1, beta2, lambda, seed, samplesPerVolume, slabThickness, augment, activation
+    }
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        hidden = try c.decode(Int.self, forKey: .hidden)
+        neighbourhood = try c.decode(String.self, forKey: .neighbourhood)
+        normShift = try c.decode(Int.self, forKey: .normShift)
+        epochs = try c.decode(Int.self, forKey: .epochs)
+        batch = try c.decode(Int.self, forKey: .batch)
+        lr = try c.decode(Float.self, forKey: .lr)
+        beta1 = try c.decode(Float.self, forKey: .beta1)
+        beta2 = try c.decode(Float.self, forKey: .beta2)
+        lambda = try c.decode(Float.self, forKey: .lambda)
+        seed = try c.decode(UInt64.self, forKey: .seed)
+        samplesPerVolume = try c.decode(Int.self, forKey: .samplesPerVolume)
+        slabThickness = try c.decode(Int.self, forKey: .slabThickness)
+        augment = try c.decode(Int.self, forKey: .augment)
+        activation = try c.decodeIfPresent(String.self, forKey: .activation) ?? "tables" // checkpoints before format 2
+    }
 }
 
 public struct EpochStats: Sendable {
@@ -43,6 +67,7 @@ public final class Trainer {
         c.hidden = m.hidden
         c.neighbourhood = m.neighbourhood.spec
         c.normShift = normShift ?? m.normShift
+        c.activation = m.activation.description
         try self.init(config: c)
         params = FloatParams(dequantising: m)
     }
@@ -57,9 +82,10 @@ public final class Trainer {
         guard (0...20).contains(config.normShift) else { throw VoxError(.invalidArgument, "--norm-shift must be 0 to 20") }
         guard (1...65536).contains(config.slabThickness) else { throw VoxError(.invalidArgument, "--slab must be 1 to 65536") }
         guard (1...10_000_000).contains(config.samplesPerVolume) else { throw VoxError(.invalidArgument, "--samples must be 1 to 10000000") }
+        guard Activation(name: config.activation) != nil else { throw VoxError(.invalidArgument, "--activation must be tables or quadratic") }
         params = FloatParams(H: config.hidden, I: nb.stepInputs, T: nb.steps, seed: config.seed)
         adam = Adam(count: params.count, lr: config.lr, beta1: config.beta1, beta2: config.beta2)
-        work = LSTMWorkspace(H: config.hidden, I: nb.stepInputs, T: nb.steps, B: config.batch)
+        work = LSTMWorkspace(H: config.hidden, I: nb.stepInputs, T: nb.steps, B: config.batch, activation: config.act)
         BLAS.setThreads(1) // small matrices: threads cost more than they give, and 1 thread is deterministic
     }
 
@@ -132,7 +158,7 @@ public final class Trainer {
         var p = params
         p.Wo = outputLayer.Wo
         p.bo = outputLayer.bo
-        return try Trainer.quantise(p, nb: nb, normShift: config.normShift, metadata: metadata)
+        return try Trainer.quantise(p, nb: nb, normShift: config.normShift, metadata: metadata, activation: config.act)
     }
 
     /// Loss of the current parameters over a sample set (no update).
@@ -188,10 +214,11 @@ public final class Trainer {
     /// Q24, Wo scaled by the largest power of two that keeps it in int16 and the output sum
     /// inside int32, bo in Q_F.
     public func quantised(metadata: String) throws -> LSTMModel {
-        try Trainer.quantise(params, nb: nb, normShift: config.normShift, metadata: metadata)
+        try Trainer.quantise(params, nb: nb, normShift: config.normShift, metadata: metadata, activation: config.act)
     }
 
-    public static func quantise(_ p: FloatParams, nb: Neighbourhood, normShift r: Int, metadata: String) throws -> LSTMModel {
+    public static func quantise(_ p: FloatParams, nb: Neighbourhood, normShift r: Int, metadata: String,
+                                activation: Activation = .tables) throws -> LSTMModel {
         guard p.W.allSatisfy({ $0.isFinite }), p.b.allSatisfy({ $0.isFinite }), p.Wo.allSatisfy({ $0.isFinite }), p.bo.isFinite else {
             throw VoxError(.invalidArgument, "training diverged (non-finite weights): lower --lr")
         }
@@ -207,7 +234,8 @@ public final class Trainer {
         let F = 12 + s
         let Wo = p.Wo.map { q16($0, Float(pow(2.0, Double(s)))) }
         let bo = q32(p.bo, pow(2.0, Double(F)))
-        return try LSTMModel(hidden: p.H, neighbourhood: nb, normShift: r, outFracBits: F, W: W, b: b, Wo: Wo, bo: bo, metadata: metadata)
+        return try LSTMModel(hidden: p.H, neighbourhood: nb, normShift: r, outFracBits: F, W: W, b: b, Wo: Wo, bo: bo, metadata: metadata,
+                             activation: activation)
     }
 
     /// Mean absolute error in voxel units of the float model and of its quantised version on
@@ -259,8 +287,9 @@ public final class Trainer {
         var r = ByteReader(body, offset: 8, what: path)
         let n = Int(try r.u32())
         let cfg = try JSONDecoder().decode(TrainConfig.self, from: Data(try r.raw(n)))
-        guard cfg.hidden == config.hidden, cfg.neighbourhood == config.neighbourhood, cfg.normShift == config.normShift else {
-            throw VoxError(.invalidArgument, "\(path) was made with a different model shape (H=\(cfg.hidden), \(cfg.neighbourhood), r=\(cfg.normShift))")
+        guard cfg.hidden == config.hidden, cfg.neighbourhood == config.neighbourhood, cfg.normShift == config.normShift,
+              cfg.act == config.act else {
+            throw VoxError(.invalidArgument, "\(path) was made with a different model shape (H=\(cfg.hidden), \(cfg.neighbourhood), r=\(cfg.normShift), \(cfg.activation) activations)")
         }
         let ep = Int(try r.u32())
         guard let step = Int(exactly: try r.u64()), step < (1 << 48) else { throw VoxError(.corrupt, "\(path): bad optimiser step") }

@@ -19,6 +19,7 @@ struct ModelShapeOptions: ParsableArguments {
     @Option(help: "Weight lambda of the (1 - |PCC|) loss term.") var lambda: Float = 1
     @Option(help: "Slices per slab (as the codec will use).") var slab: Int = 8
     @Option(help: "Augment with flipped copies of each volume (0: none, 1: x, 3: x and y, 7: x, y and z).") var augment: Int = 0
+    @Option(help: "Gate activations: tables (sigmoid/tanh tables, model format 1) or quadratic (piecewise quadratic, format 2: no table lookups, decodes faster).") var activation: String = "tables"
 
     func config() throws -> TrainConfig {
         var c = TrainConfig()
@@ -32,6 +33,8 @@ struct ModelShapeOptions: ParsableArguments {
         if let h = hidden { c.hidden = h }
         if let n = neighbourhood { c.neighbourhood = try Neighbourhood(spec: n).spec }
         c.normShift = normShift; c.epochs = epochs; c.seed = seed; c.samplesPerVolume = samples
+        guard Activation(name: activation) != nil else { throw VoxError(.invalidArgument, "--activation must be tables or quadratic") }
+        c.activation = activation
         c.augment = augment; c.batch = batch; c.lr = lr; c.beta1 = beta1; c.beta2 = beta2; c.lambda = lambda; c.slabThickness = slab
         guard epochs >= 0, samples >= 1 else { throw VoxError(.invalidArgument, "--epochs must be >= 0 and --samples >= 1") }
         return c
@@ -78,7 +81,7 @@ func trainModel(_ cfg: TrainConfig, volumes: [LoadedVolume], checkpoint: String?
 
 func trainingMetadata(_ cfg: TrainConfig, name: String, volumes: [LoadedVolume], epochs: Int) -> String {
     let vols = volumes.map { "\"\($0.name)\"" }.joined(separator: ",")
-    return "{\"name\":\"\(name)\",\"kind\":\"trained\",\"hidden\":\(cfg.hidden),\"neighbourhood\":\"\(cfg.neighbourhood)\",\"norm_shift\":\(cfg.normShift),\"epochs\":\(epochs),\"seed\":\(cfg.seed),\"samples_per_volume\":\(cfg.samplesPerVolume),\"batch\":\(cfg.batch),\"lr\":\(cfg.lr),\"beta1\":\(cfg.beta1),\"beta2\":\(cfg.beta2),\"lambda\":\(cfg.lambda),\"volumes\":[\(vols)]}"
+    return "{\"name\":\"\(name)\",\"kind\":\"trained\",\"hidden\":\(cfg.hidden),\"neighbourhood\":\"\(cfg.neighbourhood)\",\"norm_shift\":\(cfg.normShift),\"activation\":\"\(cfg.activation)\",\"epochs\":\(epochs),\"seed\":\(cfg.seed),\"samples_per_volume\":\(cfg.samplesPerVolume),\"batch\":\(cfg.batch),\"lr\":\(cfg.lr),\"beta1\":\(cfg.beta1),\"beta2\":\(cfg.beta2),\"lambda\":\(cfg.lambda),\"volumes\":[\(vols)]}"
 }
 
 /// Codes a volume with a model (or a classical preset) and measures bpp and speeds.

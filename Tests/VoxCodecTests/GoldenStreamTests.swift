@@ -24,7 +24,9 @@ final class GoldenStreamTests: XCTestCase {
     static let streamsV3: [(crop: String, tag: String)] =
         [("ct", "classical.v3"), ("ct", "default.v3"), ("ct", "fast.v3"), ("mr", "default.v3"), ("mr", "fast.v3"),
          ("emri", "default.v3"), ("tiny", "paper.v3")]
-    static var all: [(crop: String, tag: String)] { streams + streamsV2 + streamsV3 }
+    /// Model format 2 (issue 11): the shipped models with quadratic activations, stream format 3.
+    static let streamsM2: [(crop: String, tag: String)] = ["fast", "parallel", "default", "large"].map { ("ct24", $0 + "-m2.v3") }
+    static var all: [(crop: String, tag: String)] { streams + streamsV2 + streamsV3 + streamsM2 }
 
     func load(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> [UInt8] {
         let p = GoldenStreamTests.dir.appendingPathComponent(name).path
@@ -39,6 +41,7 @@ final class GoldenStreamTests: XCTestCase {
         XCTAssertEqual(GoldenStreamTests.streams.count, 20)
         XCTAssertEqual(GoldenStreamTests.streamsV2.count, 12)
         XCTAssertEqual(GoldenStreamTests.streamsV3.count, 7)
+        XCTAssertEqual(GoldenStreamTests.streamsM2.count, 4)
         var crops: [String: [UInt8]] = [:]
         var fallbacks = 0, fallbacksV3 = 0
         for (crop, tag) in GoldenStreamTests.all {
@@ -63,9 +66,13 @@ final class GoldenStreamTests: XCTestCase {
                         XCTAssertTrue(got == raw, "\(name): kernel \(k), \(t) threads per slab")
                     }
                 }
-                // re-encode: same preset, slab size and model (the embedded one, if any)
+                // re-encode: same preset, slab size and model (the embedded one, if any, else the
+                // one the stream names: a shipped model since replaced is kept in models/retired)
                 let embedded = try h.embeddedModel.map { try LSTMModel(bytes: $0) }
-                var opts = EncodeOptions(preset: try Preset.named(h.preset), model: embedded, slabThickness: h.slabThickness,
+                let named = embedded ?? ModelRegistry.shared.model(hash: h.modelHash)
+                if h.preset != "classical" && h.preset != "classical-par" { XCTAssertNotNil(named, "\(name): the model it names is installed") }
+                if tag.hasSuffix("-m2.v3") { XCTAssertEqual(named?.activation, .quadratic, "\(name): a model format 2 stream") }
+                var opts = EncodeOptions(preset: try Preset.named(h.preset), model: named, slabThickness: h.slabThickness,
                                          threads: 2, kernel: k, embedModel: embedded != nil)
                 opts.formatVersion = h.formatVersion
                 if h.formatVersion >= 2 { opts.stateRows = h.stateRows }

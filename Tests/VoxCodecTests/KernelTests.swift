@@ -21,7 +21,13 @@ enum ReferenceLSTM {
         let i = Int(u >> 6), f = u & 63
         return t[i] + (((t[i + 1] - t[i]) * f + 32) >> 6)
     }
+    /// The quadratic activations of model format 2, transcribed from docs/format.md.
+    static func qsig(_ z: Int32) -> Int32 { let X = min(max(z, -16384), 16384); return 8192 + X - ((X * abs(X)) >> 15) }
+    static func qtanh(_ z: Int32) -> Int32 { let X = min(max(z, -8192), 8192); return 4 * X - ((X * abs(X)) >> 12) }
     static func run(_ m: LSTMModel, _ x: [Int16]) -> Int32 {
+        let quad = m.activation == .quadratic
+        let S = { (z: Int32) in quad ? qsig(z) : lut(sig, z) }
+        let Th = { (z: Int32) in quad ? qtanh(z) : lut(tanhT, z) }
         let H = m.hidden, I = m.stepInputs, T = m.steps, K = I + H
         var h = [Int32](repeating: 0, count: H), c = [Int32](repeating: 0, count: H)
         for t in 0..<T {
@@ -36,11 +42,11 @@ enum ReferenceLSTM {
             }
             for j in 0..<H {
                 let q = { (v: Int32) in ((v >> 11) + 1) >> 1 }
-                let gi = lut(sig, q(a[j])), gf = lut(sig, q(a[H + j])), gg = lut(tanhT, q(a[2 * H + j])), go = lut(sig, q(a[3 * H + j]))
+                let gi = S(q(a[j])), gf = S(q(a[H + j])), gg = Th(q(a[2 * H + j])), go = S(q(a[3 * H + j]))
                 var cc = (gf * c[j] + gi * gg + 8192) >> 14
                 cc = min(max(cc, -65536), 65536)
                 c[j] = cc
-                h[j] = (go * lut(tanhT, (cc + 2) >> 2) + 32768) >> 16
+                h[j] = (go * Th((cc + 2) >> 2) + 32768) >> 16
             }
         }
         var y = UInt32(bitPattern: m.bo)
@@ -66,18 +72,43 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(vox_activation_table(1)[0], -16384)
     }
 
+    /// The quadratic activations (model format 2): the C ones equal the transcription of the
+    /// spec at every argument, follow the float curves they stand for to within 2 LSB (Q14),
+    /// are monotone, and saturate at exactly 0 / +-1.
+    func testQuadraticActivationsFollowTheSpec() {
+        var prevS: Int32 = -1, prevT: Int32 = -16385
+        for z in Int32(-40000)...Int32(40000) {
+            let s = vox_activation(Int32(VOX_ACT_QUADRATIC), 0, z), t = vox_activation(Int32(VOX_ACT_QUADRATIC), 1, z)
+            XCTAssertEqual(s, ReferenceLSTM.qsig(z)); XCTAssertEqual(t, ReferenceLSTM.qtanh(z))
+            let x = Double(z) / 4096
+            let fs = min(max(x, -4), 4), ft = min(max(x, -2), 2)
+            XCTAssertEqual(Double(s), 16384 * (0.5 + fs / 4 - fs * abs(fs) / 32), accuracy: 2, "sigmoid at z=\(z)")
+            XCTAssertEqual(Double(t), 16384 * (ft - ft * abs(ft) / 4), accuracy: 2, "tanh at z=\(z)")
+            XCTAssertGreaterThanOrEqual(s, prevS); XCTAssertGreaterThanOrEqual(t, prevT)
+            prevS = s; prevT = t
+        }
+        XCTAssertEqual(vox_activation(1, 0, -16384), 0); XCTAssertEqual(vox_activation(1, 0, 16384), 16384)
+        XCTAssertEqual(vox_activation(1, 1, -8192), -16384); XCTAssertEqual(vox_activation(1, 1, 8192), 16384)
+        XCTAssertEqual(vox_activation(1, 0, 0), 8192); XCTAssertEqual(vox_activation(1, 1, 0), 0)
+        // the table activations through the same entry point are the table lookups
+        XCTAssertEqual(vox_activation(0, 0, 0), 8192)
+        XCTAssertEqual(vox_activation(0, 1, -32768), -16384)
+    }
+
     func testScalarKernelMatchesReferenceTranscription() throws {
         var rng = SplitMix64(seed: 99)
+        for act in Activation.allCases {
         for (H, spec, big) in [(4, "pyramid:5,3/slice", false), (8, "cube:3:1/row", true), (12, "pyramid:3/voxel/left", false), (32, "pyramid:7,5,3", true)] {
-            let m = try TestData.randomModel(H: H, spec: spec, seed: UInt64(H), big: big)
+            let m = try TestData.randomModel(H: H, spec: spec, seed: UInt64(H), big: big, activation: act)
             let km = try m.makeKernelModel()
             let n = 37
             let x = (0..<(n * m.steps * m.stepInputs)).map { _ in Int16(rng.nextInt(in: -32767...32767)) }
             let y = km.run(inputs: x, count: n, kernel: .scalar)
             for s in 0..<n {
                 let xs = Array(x[(s * m.steps * m.stepInputs)..<((s + 1) * m.steps * m.stepInputs)])
-                XCTAssertEqual(y[s], ReferenceLSTM.run(m, xs), "H=\(H) \(spec) sequence \(s)")
+                XCTAssertEqual(y[s], ReferenceLSTM.run(m, xs), "\(act) H=\(H) \(spec) sequence \(s)")
             }
+        }
         }
     }
 
@@ -89,21 +120,24 @@ final class KernelTests: XCTestCase {
         let simd = try SplitKernelTests.simdKernels()
         XCTAssertEqual(Set(simd), Set(Kernel.available.filter { $0 != .scalar }))
         var compared = 0
+        for act in Activation.allCases {
         for (i, H) in [4, 8, 16, 20, 32, 64, 128].enumerated() {
             for big in [false, true] {
-                let m = try TestData.randomModel(H: H, spec: ["pyramid:7,5,3", "pyramid:13,9,5,1/row", "cube:5/slice/left"][i % 3], seed: UInt64(1000 + i), big: big)
+                let m = try TestData.randomModel(H: H, spec: ["pyramid:7,5,3", "pyramid:13,9,5,1/row", "cube:5/slice/left"][i % 3], seed: UInt64(1000 + i), big: big,
+                                                 activation: act)
                 let km = try m.makeKernelModel()
                 for n in [1, 3, 64, 130] {
                     let x = (0..<(n * m.steps * m.stepInputs)).map { _ in Int16(rng.nextInt(in: big ? -32767...32767 : -4096...4096)) }
                     let ref = km.run(inputs: x, count: n, kernel: .scalar)
                     for k in simd {
-                        XCTAssertEqual(km.run(inputs: x, count: n, kernel: k), ref, "kernel \(k) H=\(H) n=\(n) big=\(big)")
+                        XCTAssertEqual(km.run(inputs: x, count: n, kernel: k), ref, "kernel \(k) \(act) H=\(H) n=\(n) big=\(big)")
                         compared += 1
                     }
                 }
             }
         }
-        XCTAssertEqual(compared, 7 * 2 * 4 * simd.count)
+        }
+        XCTAssertEqual(compared, 2 * 7 * 2 * 4 * simd.count)
     }
 
     func testPredictionsIdenticalAcrossKernelsOnRealCT() throws {
@@ -173,5 +207,40 @@ final class KernelTests: XCTestCase {
         XCTAssertThrowsError(try LSTMModel(bytes: bad)) { XCTAssertEqual(($0 as? VoxError)?.kind, .corrupt) }
         XCTAssertThrowsError(try LSTMModel(bytes: Array(bytes.prefix(30))))
         XCTAssertThrowsError(try LSTMModel(bytes: Array("not a model".utf8))) { XCTAssertEqual(($0 as? VoxError)?.kind, .badFormat) }
+    }
+
+    /// Model format 2: a model with quadratic activations is written as version 2 with the
+    /// activation byte, reads back equal, and has another identity than the same weights with
+    /// the tables; a table model is still written as version 1 (byte for byte what it was).
+    func testModelFormat2CarriesTheActivation() throws {
+        let t = try TestData.randomModel(H: 8, spec: "pyramid:7,5,3/slice/left", seed: 3, big: false)
+        var q = t
+        q.activation = .quadratic
+        let tb = t.serialized(), qb = q.serialized()
+        XCTAssertEqual(Array(tb[8..<10]), [1, 0], "table activations: model format 1")
+        XCTAssertEqual(Array(qb[8..<10]), [2, 0], "quadratic activations: model format 2")
+        XCTAssertEqual(qb[18], 1, "the activation byte follows F")
+        XCTAssertEqual(qb.count, tb.count + 1)
+        XCTAssertEqual(Array(qb[19...].dropLast(4)), Array(tb[18...].dropLast(4)), "otherwise the same layout")
+        let back = try LSTMModel(bytes: qb)
+        XCTAssertEqual(back, q)
+        XCTAssertEqual(back.activation, .quadratic)
+        XCTAssertEqual(try LSTMModel(bytes: tb).activation, .tables)
+        XCTAssertNotEqual(q.hash, t.hash, "the activation is part of the identity")
+        // the kernels really compute another function
+        let x = (0..<(5 * t.steps * t.stepInputs)).map { Int16(truncatingIfNeeded: $0 * 977 % 8000 - 4000) }
+        XCTAssertNotEqual(try q.makeKernelModel().run(inputs: x, count: 5, kernel: .scalar),
+                          try t.makeKernelModel().run(inputs: x, count: 5, kernel: .scalar))
+        // an unknown activation (0 is never written as format 2, 2 is undefined) or version is rejected
+        func withByte(_ at: Int, _ v: UInt8) -> [UInt8] {
+            var b = qb
+            b[at] = v
+            let crc = Checksum.crc32c(Array(b.dropLast(4)))
+            for k in 0..<4 { b[b.count - 4 + k] = UInt8(truncatingIfNeeded: crc >> (8 * UInt32(k))) }
+            return b
+        }
+        for bad in [withByte(18, 0), withByte(18, 2), withByte(8, 3)] {
+            XCTAssertThrowsError(try LSTMModel(bytes: bad)) { XCTAssertEqual(($0 as? VoxError)?.kind, .badFormat) }
+        }
     }
 }

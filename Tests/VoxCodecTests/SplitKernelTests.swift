@@ -43,19 +43,21 @@ final class SplitKernelTests: XCTestCase {
         var ran = Set<Kernel>()
         var rng = SplitMix64(seed: 2024)
         let specs = ["pyramid:7,5,3/slice/left", "pyramid:7,5,3/slice/noleft", "cube:3:1/row", "pyramid:5,3/voxel/left", "cube:5/slice"]
+        for act in Activation.allCases {
         for (i, H) in [4, 8, 12, 16, 20, 32, 64, 128].enumerated() {
             for big in [false, true] {
-                let m = try TestData.randomModel(H: H, spec: specs[i % specs.count], seed: UInt64(77 + i), big: big)
+                let m = try TestData.randomModel(H: H, spec: specs[i % specs.count], seed: UInt64(77 + i), big: big, activation: act)
                 let km = try m.makeKernelModel()
                 for n in [1, 2, 3, 4, 5, 7, 31, 32, 33, 65, 130] + (H <= 32 ? [257] : []) {
                     let x = (0..<(n * m.steps * m.stepInputs)).map { _ in Int16(rng.nextInt(in: big ? -32767...32767 : -4096...4096)) }
                     let ref = km.run(inputs: x, count: n, kernel: .scalar)
                     for k in Kernel.available where k != .scalar {
-                        XCTAssertEqual(km.run(inputs: x, count: n, kernel: k), ref, "kernel \(k) H=\(H) I=\(m.stepInputs) n=\(n) big=\(big)")
+                        XCTAssertEqual(km.run(inputs: x, count: n, kernel: k), ref, "kernel \(k) \(act) H=\(H) I=\(m.stepInputs) n=\(n) big=\(big)")
                         ran.insert(k)
                     }
                 }
             }
+        }
         }
         for k in need { XCTAssertTrue(ran.contains(k), "kernel \(k) never ran") }
     }
@@ -160,10 +162,13 @@ final class SplitKernelTests: XCTestCase {
         var v = values(ct)
         var rng = SplitMix64(seed: 3)
         for i in 0..<v.count where rng.nextInt(in: 0...40) == 0 { v[i] = Int32(rng.nextInt(in: -1024...3000)) } // spikes
-        for (H, spec, r, big) in [(16, "pyramid:7,5,3/slice/left", 7, true), (8, "pyramid:5,3/voxel/left", 12, false),
-                                   (20, "cube:5:1/row/left", 5, true), (12, "pyramid:7,5,3/slice/left", 3, false)] {
-            let m = try TestData.randomModel(H: H, spec: spec, seed: UInt64(H * 7 + r), big: big, normShift: r)
-            let n = try checkSplit(v, ct.shape, ct.dtype, model: m, slab: 3, label: "random \(spec) H=\(H) r=\(r)")
+        // the fused kernels exist for H = 8, 16 (AVX2) and 16, 32 (AVX-512), for both activations
+        for (H, spec, r, big, act) in [(16, "pyramid:7,5,3/slice/left", 7, true, Activation.tables), (8, "pyramid:5,3/voxel/left", 12, false, .tables),
+                                       (20, "cube:5:1/row/left", 5, true, .tables), (12, "pyramid:7,5,3/slice/left", 3, false, .tables),
+                                       (16, "pyramid:7,5,3/slice/left", 7, true, .quadratic), (8, "pyramid:7,5,3/slice/left", 7, false, .quadratic),
+                                       (32, "pyramid:7,5,3/slice/left", 6, true, .quadratic), (12, "cube:5:1/row/left", 5, false, .quadratic)] {
+            let m = try TestData.randomModel(H: H, spec: spec, seed: UInt64(H * 7 + r), big: big, normShift: r, activation: act)
+            let n = try checkSplit(v, ct.shape, ct.dtype, model: m, slab: 3, label: "random \(act) \(spec) H=\(H) r=\(r)")
             XCTAssertGreaterThan(n.split, 0, "\(spec) r=\(r): split path used")
             XCTAssertGreaterThan(n.mono, 0, "\(spec) r=\(r): edges and spikes take the monolithic path")
         }

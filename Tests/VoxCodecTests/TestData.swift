@@ -8,7 +8,8 @@ import VoxTestSupport
 enum TestData {
     /// A seeded random model (weights up to +-3000, or the full int16 range when `big`) for the
     /// kernel tests: the same seed gives the same model in every test.
-    static func randomModel(H: Int, spec: String, seed: UInt64, big: Bool, normShift: Int = 12) throws -> LSTMModel {
+    static func randomModel(H: Int, spec: String, seed: UInt64, big: Bool, normShift: Int = 12,
+                            activation: Activation = .tables) throws -> LSTMModel {
         var rng = SplitMix64(seed: seed)
         let nb = try Neighbourhood(spec: spec)
         let K = nb.stepInputs + H
@@ -17,7 +18,7 @@ enum TestData {
         let b = (0..<(4 * H)).map { _ in Int32(rng.nextInt(in: -(1 << 26)...(1 << 26))) }
         let Wo = (0..<H).map { _ in Int16(rng.nextInt(in: -lim...lim)) }
         return try LSTMModel(hidden: H, neighbourhood: nb, normShift: normShift, outFracBits: normShift + 12, W: W, b: b, Wo: Wo,
-                             bo: Int32(rng.nextInt(in: -1000...1000)))
+                             bo: Int32(rng.nextInt(in: -1000...1000)), activation: activation)
     }
 
     /// Loads a real volume; skips (or fails under `make test`) when the cache is missing.

@@ -31,8 +31,9 @@ final class TrainTests: XCTestCase {
 
     func testGradientMatchesFiniteDifferences() throws {
         let v = crop(try realVolume("ct_lung1"), x0: 200, y0: 200, z0: 20, nx: 64, ny: 64, nz: 6)
-        for lambda: Float in [0, 1] {
-            let cfg = smallConfig(lambda: lambda)
+        for (lambda, act): (Float, String) in [(0, "tables"), (1, "tables"), (0, "quadratic"), (1, "quadratic")] {
+            var cfg = smallConfig(lambda: lambda)
+            cfg.activation = act
             let tr = try Trainer(config: cfg)
             let set = try SampleSet.draw(volumes: [v], neighbourhood: tr.nb, normShift: cfg.normShift, perVolume: 64, seed: 9)
             let idx = Array(0..<min(32, set.count))
@@ -64,7 +65,7 @@ final class TrainTests: XCTestCase {
                 }
             }
             // MAE has kinks; allow a rare probe to straddle one
-            XCTAssertLessThanOrEqual(bad, 2, "lambda \(lambda): \(bad) of \(checked) gradient probes disagree:\(worst)")
+            XCTAssertLessThanOrEqual(bad, 2, "lambda \(lambda), \(act): \(bad) of \(checked) gradient probes disagree:\(worst)")
         }
     }
 
@@ -108,7 +109,9 @@ final class TrainTests: XCTestCase {
     func testQuantisedAgreesWithFloatAndRoundTrips() throws {
         let full = try realVolume("ct_lung1")
         let v = crop(full, x0: 150, y0: 150, z0: 16, nx: 200, ny: 160, nz: 8)
+        for act in Activation.allCases {
         var cfg = smallConfig(lambda: 0)
+        cfg.activation = act.description
         cfg.epochs = 2
         let tr = try Trainer(config: cfg)
         let set = try SampleSet.draw(volumes: [v], neighbourhood: tr.nb, normShift: cfg.normShift, perVolume: 3000, seed: 2)
@@ -138,6 +141,10 @@ final class TrainTests: XCTestCase {
         XCTAssertEqual(h.modelHash, m.hash)
         XCTAssertThrowsError(try VXZ.Decoder(stream: s)) { XCTAssertEqual(($0 as? VoxError)?.kind, .missingModel) }
         XCTAssertEqual(try VXZ.Decoder(stream: s, extraModels: [m]).decodeVolume(), raw)
+        XCTAssertEqual(m.activation, act, "the quantised model keeps the activations it was trained with")
+        // fine-tuning starts from the model's own activations
+        XCTAssertEqual(try Trainer(config: cfg, startingFrom: m).config.activation, act.description)
+        }
     }
 
     func testSamplingIsStratifiedAndDeterministic() throws {

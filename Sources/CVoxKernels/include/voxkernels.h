@@ -65,6 +65,13 @@ typedef struct vox_model vox_model;
 /** H must be a multiple of 4, 1 <= I <= 256, 1 <= T <= 1024, H <= 512. NULL on bad sizes. */
 vox_model *vox_model_new(int H, int I, int T, const int16_t *W, const int32_t *b,
                          const int16_t *Wo, int32_t bo);
+/** Activation functions of a model (docs/format.md "Predictor arithmetic"). */
+enum { VOX_ACT_TABLES = 0, VOX_ACT_QUADRATIC = 1 };
+/** vox_model_new with a choice of activations (VOX_ACT_*); NULL on an unknown one. */
+vox_model *vox_model_new_act(int H, int I, int T, const int16_t *W, const int32_t *b,
+                             const int16_t *Wo, int32_t bo, int act);
+/** The activations themselves, for tests: which 0 = sigmoid, 1 = tanh; z in Q12, result Q14. */
+int32_t vox_activation(int act, int which, int32_t z);
 void vox_model_free(vox_model *m);
 /** The model's hidden size H, step input size I and sequence length T. */
 void vox_model_shape(const vox_model *m, int *H, int *I, int *T);

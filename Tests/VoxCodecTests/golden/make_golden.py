@@ -7,6 +7,7 @@ v1 streams were written by the encoder of commit 5715dbb and must keep decoding 
   python3 make_golden.py --voxfs .build/release/voxfs [--cache ~/.cache/voxfs] [--out DIR]   # v1 (done)
   python3 make_golden.py --voxfs .build/release/voxfs --v2 [--out DIR]   # adds CROP.TAG.v2.vxz only
   python3 make_golden.py --voxfs .build/release/voxfs --v3 [--out DIR]   # adds CROP.TAG.v3.vxz only
+  python3 make_golden.py --voxfs .build/release/voxfs --m2 [--out DIR]   # adds CROP.PRESET-m2.v3.vxz only
 
 Standard library only: crops are cut from the raw volumes of the data cache (x fastest,
 little-endian), written as CROP.raw with a CROP.json sidecar, then coded with
@@ -25,7 +26,7 @@ PRESETS = ["classical", "classical-par", "fast", "parallel", "default", "large"]
 # (crop, preset, extra flags, file tag)
 EXTRA = [("ct", "default", ["--adapt", "1"], "default-adapted"), ("tiny", "paper", [], "paper")]
 SLAB = 4
-SLAB_OF = {"tiny": 2}  # the tiny crop has 4 slices: two slabs
+SLAB_OF = {"tiny": 2, "ct24": 3}  # the tiny crop has 4 slices: two slabs
 # format v2 (issue 11): the crops above, not cut again; (crop, preset, extra flags, tag)
 V2 = [("ct", p, [], p) for p in PRESETS] + [
     ("ct", "default", ["--adapt", "1"], "default-adapted"),
@@ -42,6 +43,11 @@ V3 = [("ct", "classical", [], "classical"), ("ct", "default", [], "default"), ("
       ("mr", "default", [], "default"), ("mr", "fast", [], "fast"), ("emri", "default", [], "default"),
       ("tiny", "paper", [], "paper")]
 
+# model format 2 (issue 11): the shipped models with quadratic activations, stream format v3; on
+# a small crop of its own (the fixtures' 1 MB budget), one stream per LSTM preset
+M2_CROP = ("ct24", "ct_lung1", 220, 200, 20, 24, 24, 6)
+M2 = [("ct24", p, [], p + "-m2") for p in ["fast", "parallel", "default", "large"]]
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -50,8 +56,11 @@ def main():
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
     ap.add_argument("--v2", action="store_true", help="add the format v2 streams (the crops must exist)")
     ap.add_argument("--v3", action="store_true", help="add the format v3 streams (the crops must exist)")
+    ap.add_argument("--m2", action="store_true", help="add the model format 2 streams (the crops must exist)")
     a = ap.parse_args()
-    for version, wanted, todo in ((2, a.v2, V2), (3, a.v3, V3)):
+    if a.m2 and not os.path.exists(os.path.join(a.out, M2_CROP[0] + ".raw")):
+        cut(a, *M2_CROP)
+    for version, wanted, todo in ((2, a.v2, V2), (3, a.v3, V3), (3, a.m2, M2)):
         if not wanted:
             continue
         for name, preset, flags, tag in todo:
@@ -62,9 +71,21 @@ def main():
             subprocess.run([a.voxfs, "compress", rp, vp, "--preset", preset, "--slab", str(SLAB_OF.get(name, SLAB)),
                             "--format", str(version), "-q"] + flags, check=True)
             print(f"{name}.{tag}.v{version}.vxz {os.path.getsize(vp)} bytes", file=sys.stderr)
-    if a.v2 or a.v3:
+    if a.v2 or a.v3 or a.m2:
         return
     for name, vol, x0, y0, z0, nx, ny, nz in CROPS:
+        rp = cut(a, name, vol, x0, y0, z0, nx, ny, nz)
+        jobs = [(p, [], p) for p in PRESETS] if name != "tiny" else []
+        jobs += [(p, f, tag) for c, p, f, tag in EXTRA if c == name]
+        for preset, flags, tag in jobs:
+            vp = os.path.join(a.out, f"{name}.{tag}.vxz")
+            subprocess.run([a.voxfs, "compress", rp, vp, "--preset", preset, "--slab", str(SLAB_OF.get(name, SLAB)), "-q"] + flags, check=True)
+            print(f"{name}.{tag}.vxz {os.path.getsize(vp)} bytes", file=sys.stderr)
+
+
+def cut(a, name, vol, x0, y0, z0, nx, ny, nz):
+    """Cuts a crop from the data cache's raw volume: NAME.raw and its NAME.json sidecar."""
+    if True:
         meta = json.load(open(os.path.join(a.cache, "volumes", vol + ".json")))
         sx, sy, sz = meta["shape"]
         bpv = {"uint8": 1, "int16": 2, "uint16": 2}[meta["dtype"]]
@@ -79,12 +100,7 @@ def main():
         json.dump({"shape": [nx, ny, nz], "dtype": meta["dtype"],
                    "source": f"{vol} (sha256 {meta['sha256'][:16]}...), crop x {x0}+{nx}, y {y0}+{ny}, z {z0}+{nz}"},
                   open(os.path.join(a.out, name + ".json"), "w"), indent=1)
-        jobs = [(p, [], p) for p in PRESETS] if name != "tiny" else []
-        jobs += [(p, f, tag) for c, p, f, tag in EXTRA if c == name]
-        for preset, flags, tag in jobs:
-            vp = os.path.join(a.out, f"{name}.{tag}.vxz")
-            subprocess.run([a.voxfs, "compress", rp, vp, "--preset", preset, "--slab", str(SLAB_OF.get(name, SLAB)), "-q"] + flags, check=True)
-            print(f"{name}.{tag}.vxz {os.path.getsize(vp)} bytes", file=sys.stderr)
+        return rp
 
 
 if __name__ == "__main__":
