@@ -24,6 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 /* ---- adaptive binary range coder (LZMA-style carry handling) ---- */
 
@@ -98,6 +101,25 @@ static inline int dec_bit_p(rc_dec *d, uint32_t p1) {
     return bit;
 }
 static inline int dec_bit(rc_dec *d, prob_t *p) { int b = dec_bit_p(d, prob_get(p)); prob_update(p, b); return b; }
+/* The same decisions without a data-dependent branch (selects instead), for bits the caller
+ * does not branch on (mantissa bits): a mispredicted branch per bit costs more than the selects. */
+static inline int dec_bit_p_sel(rc_dec *d, uint32_t p1) {
+    uint32_t bound = (d->range >> 16) * p1;
+    uint32_t bit = d->code < bound;
+    uint32_t keep = 0u - bit; /* all ones when bit = 1 */
+    d->code -= bound & ~keep;
+    d->range = (bound & keep) | ((d->range - bound) & ~keep);
+    while (d->range < (1u << 24)) { d->range <<= 8; d->code = (d->code << 8) | dec_byte(d); }
+    return (int)bit;
+}
+static inline int dec_bit_sel(rc_dec *d, prob_t *p) {
+    int b = dec_bit_p_sel(d, prob_get(p));
+    /* prob_update with the bit as a mask: target 65535 or 0 */
+    int32_t target = -(int32_t)b & 65535;
+    p->a = (uint16_t)((int32_t)p->a + ((target - (int32_t)p->a) >> 4));
+    p->b = (uint16_t)((int32_t)p->b + ((target - (int32_t)p->b) >> 7));
+    return b;
+}
 
 /* ---- residual model ---- */
 
@@ -181,9 +203,9 @@ static inline int32_t code_residual(coder_t *C, int c, int sc, int32_t e) {
         for (int j = k - 1; j >= 0; j--) {
             int bit;
             if (j >= k - 2) {
-                bit = dec_bit(D, &M->mant[c][k][node]);
+                bit = dec_bit_sel(D, &M->mant[c][k][node]);
                 node = 1 + bit;
-            } else bit = dec_bit_p(D, 32768);
+            } else bit = dec_bit_p_sel(D, 32768);
             m = (m << 1) | (uint32_t)bit;
         }
         return neg ? -(int32_t)m : (int32_t)m;
@@ -227,7 +249,7 @@ typedef struct {
 } walk_t;
 
 /* Classical prediction of (x, y, z); uses only causal voxels. Sets w->p1, w->p2. */
-static inline int32_t classical(walk_t *w, int x, int y, int z) {
+static inline __attribute__((always_inline)) int32_t classical(walk_t *w, int x, int y, int z) {
     const vox_slab_params *p = w->p;
     const int nx = p->nx, ny = p->ny;
     const size_t plane = (size_t)nx * ny;
@@ -415,6 +437,8 @@ typedef struct {
     int *stepdz;              /* [T] the slice offset of each step (one per step) */
     int nl, *left;            /* left neighbours, in neighbour order */
     int nn, *nonleft;         /* the others */
+    ptrdiff_t *koff;          /* [nn] their offsets from the voxel (nbgeo_t.off of nonleft[k]) */
+    int *kslot;               /* [nn] their input slots */
     vox_lstm_split *sp;
     int16_t *D;               /* [nx][T][I] (v - R) << s of the row's split voxels */
     int32_t *pre;             /* [nx][T][G] their projections */
@@ -422,7 +446,7 @@ typedef struct {
 } split_t;
 
 static void split_free(split_t *S) {
-    free(S->stepdz); free(S->left); free(S->nonleft); vox_split_free(S->sp);
+    free(S->stepdz); free(S->left); free(S->nonleft); free(S->koff); free(S->kslot); vox_split_free(S->sp);
     free(S->D); free(S->pre); free(S->R); free(S->mn); free(S->mx); free(S->idx);
 }
 
@@ -457,6 +481,13 @@ static int split_init(split_t *S, const vox_slab_params *p, int T, int I, int H)
     if (S->ref < 0 || S->stepdz[T - 1] != 0) { free(isl); return 1; }
     S->sp = vox_split_new(p->model, n, p->nb_slot, isl);
     free(isl);
+    S->koff = malloc(sizeof(ptrdiff_t) * (size_t)(S->nn + 1)); S->kslot = malloc(sizeof(int) * (size_t)(S->nn + 1));
+    if (!S->koff || !S->kslot) return 0;
+    for (int k = 0; k < S->nn; k++) {
+        int i = S->nonleft[k];
+        S->koff[k] = ((ptrdiff_t)p->nb_dz[i] * p->ny + p->nb_dy[i]) * p->nx + p->nb_dx[i];
+        S->kslot[k] = p->nb_slot[i];
+    }
     S->D = malloc(sizeof(int16_t) * (size_t)nx * T * I);
     S->pre = malloc(sizeof(int32_t) * (size_t)nx * T * S->G);
     S->R = malloc(sizeof(int32_t) * nx); S->mn = malloc(sizeof(int32_t) * nx);
@@ -481,6 +512,9 @@ static void split_row(split_t *S, const vox_slab_params *p, const nbgeo_t *g, co
     int k0 = 0; /* first projected neighbour whose slice exists */
     while (k0 < S->nn && z + p->nb_dz[S->nonleft[k0]] < 0) k0++;
     int cnt = 0;
+    const ptrdiff_t *koff = S->koff;
+    const int *kslot = S->kslot;
+    const int nn = S->nn;
     for (int x = 0; x < nx; x++) {
         S->idx[x] = -1;
         if (!nbgeo_inside(g, p, x, y)) continue;
@@ -489,11 +523,10 @@ static void split_row(split_t *S, const vox_slab_params *p, const nbgeo_t *g, co
         int32_t lo = R, hi = R;
         int16_t *D = S->D + (size_t)cnt * T * I;
         memset(D, 0, sizeof(int16_t) * (size_t)T * I);
-        for (int k = k0; k < S->nn; k++) {
-            int i = S->nonleft[k];
-            int32_t v = at[g->off[i]];
+        for (int k = k0; k < nn; k++) {
+            int32_t v = at[koff[k]];
             lo = v < lo ? v : lo; hi = v > hi ? v : hi;
-            D[p->nb_slot[i]] = (int16_t)((v - R) * (1 << sh));
+            D[kslot[k]] = (int16_t)((v - R) * (1 << sh));
         }
         if (hi - R > S->L || R - lo > S->L) continue; /* (v - R) << s would not fit in int16 */
         S->R[x] = R; S->mn[x] = lo; S->mx[x] = hi; S->idx[x] = cnt++;
@@ -652,155 +685,165 @@ static void publish_row(slab_t *B, int z, int rows) {
     pthread_mutex_unlock(&B->mu);
 }
 
-/*
- * Codes slice z with the coder C: with the slab's model when use_model (else the classical
- * predictor alone), seeing left voxels when `left`. When snap is set, the coder state after
- * the first snap_rows rows is copied there (before those rows are published).
- */
-static int code_slice(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model, int left, cstate_t *snap, int snap_rows) {
-    const vox_slab_params *p = B->p;
-    const int nx = p->nx, ny = p->ny;
-    const size_t plane = (size_t)nx * ny;
-    int32_t *vox = B->vox;
-    const vox_model *model = use_model ? p->model : NULL;
-    const int T = B->T, I = B->I;
-    const nbgeo_t *geo = &B->geo;
-    walk_t w;
-    memset(&w, 0, sizeof w);
-    w.p = p; w.vox = vox; w.eI = B->eI; w.eX = B->eX; w.res = B->res; w.left = left;
-    w.ci = (size_t)(z % B->np) * plane;
-    w.pi = z > 0 ? (size_t)((z - 1) % B->np) * plane : 0;
-    const size_t ci = w.ci, pi = w.pi;
-    split_t *S = &s->S;
-    const int split_on = model && left && S->on;
-    const int batch = model && !left;
-    const int kern = p->reference ? VOX_KERNEL_SCALAR : p->kernel;
-    const int stage = p->stage, lms_on = stage && left;
-    /* the filter's weights live in a local copy (kept in registers, not reloaded after every
-     * store to the planes) and go back into the coder state before it is copied or returned */
-    int32_t lw[NLMS];
-    memcpy(lw, C->st.lms, sizeof lw);
-    const int32_t lmu = model ? LMS_MU_LSTM : LMS_MU_CLASS;
-    uint32_t (*alpha_cost)[NALPHA] = C->st.alpha_cost;
-    int32_t lastbase_res = 0;
-    int rc = VOX_OK;
-    for (int y = 0; y < ny && rc == VOX_OK; y++) {
-        if (!wait_rows(B, z, y)) return VOX_ERR_ABORT;
-        int32_t *row = vox + (size_t)z * plane + (size_t)y * nx;
-        const size_t o = (size_t)y * nx;
-        const int tv = split_on ? split_tv(S, z) : 0;
-        if (split_on) split_row(S, p, geo, vox, y, z, p->kernel);
-        const int k0 = model && geo->on ? nbgeo_first(p, z) : 0;
-        if (batch) {
-            for (int x = 0; x < nx; x++) {
-                s->anch[x] = classical(&w, x, y, z);
-                s->p1s[x] = w.p1; s->p2s[x] = w.p2;
-                if (nbgeo_inside(geo, p, x, y)) gather_inside(p, geo, row + x, k0, T, I, s->anch[x], s->X + (size_t)x * T * I);
-                else gather(p, vox, T, I, x, y, z, s->anch[x], s->X + (size_t)x * T * I);
-            }
-            if (vox_lstm_run_ws(model, nx, s->X, s->ys, kern, s->ws) != 0) { rc = VOX_ERR_NOMEM; break; }
-            for (int x = 0; x < nx; x++) s->preds[x] = lstm_pred(p, s->anch[x], s->ys[x]);
-        }
-        for (int x = 0; x < nx; x++) {
-            int32_t a, pr, q1, q2;
-            if (batch) { a = s->anch[x]; q1 = s->p1s[x]; q2 = s->p2s[x]; pr = s->preds[x]; }
-            else {
-                a = classical(&w, x, y, z); q1 = w.p1; q2 = w.p2;
-                pr = a;
-                if (model) {
-                    int32_t yv;
-                    if (split_on && split_voxel(S, p, row, x, a, tv, p->kernel, &yv)) s->nsplit++;
-                    else {
-                        s->nmono++;
-                        if (nbgeo_inside(geo, p, x, y)) gather_inside(p, geo, row + x, k0, T, I, a, s->X);
-                        else gather(p, vox, T, I, x, y, z, a, s->X);
-                        if (vox_lstm_run_ws(model, 1, s->X, &yv, kern, s->ws) != 0) { rc = VOX_ERR_NOMEM; break; }
-                    }
-                    pr = lstm_pred(p, a, yv);
-                }
-            }
-            /* entropy context from neighbouring residuals (left one included) */
-            uint32_t act = 0;
-            int sc = 0;
-            if (x > 0) {
-                int32_t rw = w.res[ci + o + x - 1];
-                act += 2 * (uint32_t)iabs(rw);
-                sc = rw > 0 ? 1 : (rw < 0 ? 2 : 0);
-            }
-            if (y > 0) {
-                const size_t u = o - nx;
-                act += (uint32_t)iabs(w.res[ci + u + x]);
-                act += ((uint32_t)iabs(w.res[ci + u + (x > 0 ? x - 1 : x)]) + (uint32_t)iabs(w.res[ci + u + (x < nx - 1 ? x + 1 : x)])) >> 1;
-            }
-            if (z > 0) act += (uint32_t)iabs(w.res[pi + o + x]);
-            if (z > 0) act += (uint32_t)iabs(q1 - q2) >> 1;
-            if (stage) { /* format v3: four more residuals, at half weight, steady the estimate */
-                uint32_t ex = 0;
-                if (x > 1) ex += (uint32_t)iabs(w.res[ci + o + x - 2]);
-                if (y > 1) ex += (uint32_t)iabs(w.res[ci + o - 2 * (size_t)nx + x]);
-                if (z > 0 && x > 0) ex += (uint32_t)iabs(w.res[pi + o + x - 1]);
-                if (z > 0 && y > 0) ex += (uint32_t)iabs(w.res[pi + o - nx + x]);
-                act += ex >> 1;
-            }
-            int c = activity_ctx(act);
-            /* format v3: the sign context is the sign pattern of the left and upper residuals,
-             * and with left voxels the residual filter corrects the prediction */
-            int32_t lr[NLMS];
-            if (stage) sc = 3 * sc + (y > 0 ? sgn3(w.res[ci + o - nx + x]) : 0);
-            if (lms_on) {
-                lms_taps(&w, lr, x, y, z);
-                int64_t acc = 0;
-                for (int j = 0; j < NLMS; j++) acc += (int64_t)lw[j] * lr[j];
-                pr = clampv((int64_t)pr + ((acc + (1 << (LMS_Q - 1))) >> LMS_Q), p->vmin, p->vmax);
-            }
-            /* left-residual correction: without left voxels the predictor never saw the
-             * voxel to its left, but the coder has it; add alpha * (its residual), alpha
-             * the candidate with the smallest recent error (identical in the decoder). */
-            int32_t rl = 0, base = pr;
-            if (!left && x > 0) {
-                rl = lastbase_res;
-                int best = 0;
-                for (int k = 1; k < NALPHA; k++) if (alpha_cost[c][k] < alpha_cost[c][best]) best = k;
-                pr = clampv((int64_t)pr + (((int64_t)rl * ALPHA[best] + 4) >> 3), p->vmin, p->vmax);
-            }
-            int32_t v;
-            if (C->mode == 0) {
-                v = row[x];
-                code_residual(C, c, sc, v - pr);
-                if (C->enc.oom) { rc = VOX_ERR_NOMEM; break; }
-            } else if (C->mode == 1) {
-                int64_t vv = (int64_t)pr + code_residual(C, c, sc, 0);
-                if (vv < p->vmin || vv > p->vmax) { rc = VOX_ERR_CORRUPT; break; }
-                v = (int32_t)vv;
-                row[x] = v;
-            } else {
-                v = row[x];
-                if (B->anchor_out) B->anchor_out[(size_t)z * plane + o + x] = a;
-                if (B->pred_out) B->pred_out[(size_t)z * plane + o + x] = pr;
-            }
-            if (!left && x > 0)
-                for (int k = 0; k < NALPHA; k++) {
-                    int64_t ek = (int64_t)v - base - (((int64_t)rl * ALPHA[k] + 4) >> 3);
-                    alpha_cost[c][k] += (uint32_t)(ek < 0 ? (-ek > 65535 ? 65535 : -ek) : ek > 65535 ? 65535 : ek) - (alpha_cost[c][k] >> 5);
-                }
-            if (lms_on && v != pr) {
-                const int32_t step = v > pr ? lmu : -lmu;
-                for (int j = 0; j < NLMS; j++) {
-                    int32_t nw = lw[j] + ((lr[j] > 0) - (lr[j] < 0)) * step;
-                    lw[j] = nw > LMS_MAX ? LMS_MAX : (nw < -LMS_MAX ? -LMS_MAX : nw);
-                }
-            }
-            w.eI[ci + o + x] = iabs(v - q1);
-            w.eX[ci + o + x] = iabs(v - q2);
-            w.res[ci + o + x] = v - pr;
-            lastbase_res = v - base;
-        }
-        if (rc != VOX_OK) break;
-        if (snap && y + 1 == snap_rows) { memcpy(C->st.lms, lw, sizeof lw); *snap = C->st; }
-        publish_row(B, z, y + 1);
+/* ---- code_slice: the generic build and the AVX2 build of code_slice_body.h ---- */
+
+#define CS_NAME code_slice_generic
+#define CS_ATTR
+#define SPLIT_ROW split_row
+#define LMS_DECL int32_t lw[NLMS]; memcpy(lw, C->st.lms, sizeof lw)
+#define LMS_TAPS_DECL int32_t lr[NLMS]
+#define LMS_PREDICT(acc) do { lms_taps(&w, lr, x, y, z); acc = 0; \
+        for (int j = 0; j < NLMS; j++) acc += (int64_t)lw[j] * lr[j]; } while (0)
+#define LMS_UPDATE(step) do { for (int j = 0; j < NLMS; j++) { \
+        int32_t nw = lw[j] + ((lr[j] > 0) - (lr[j] < 0)) * (step); \
+        lw[j] = nw > LMS_MAX ? LMS_MAX : (nw < -LMS_MAX ? -LMS_MAX : nw); } } while (0)
+#define LMS_STORE memcpy(C->st.lms, lw, sizeof lw)
+#include "code_slice_body.h"
+#undef CS_NAME
+#undef CS_ATTR
+#undef SPLIT_ROW
+#undef LMS_DECL
+#undef LMS_TAPS_DECL
+#undef LMS_PREDICT
+#undef LMS_UPDATE
+#undef LMS_STORE
+
+#if defined(__x86_64__)
+/* The filter on vectors: taps 0..7 in one register, 8 and 9 in the low lanes of another (the
+ * other lanes stay 0 in taps and weights, so they add nothing and never move). */
+__attribute__((target("avx2"))) static inline void lms_taps_v(const walk_t *w, int x, int y, int z, __m256i *t0, __m256i *t1) {
+    const int nx = w->p->nx;
+    const int32_t *cur = w->res + w->ci + (size_t)y * nx, *prv = w->res + w->pi + (size_t)y * nx;
+    if (x > 1 && x < nx - 1 && y > 1 && z > 0) {
+        *t0 = _mm256_setr_epi32(cur[x - 1], cur[x - nx], cur[x - 1 - nx], cur[x + 1 - nx], prv[x], cur[x - 2], prv[x - 1], prv[x + 1]);
+        *t1 = _mm256_setr_epi32(prv[x - nx], cur[x - 2 * nx], 0, 0, 0, 0, 0, 0);
+        return;
     }
-    memcpy(C->st.lms, lw, sizeof lw);
-    return rc;
+    int32_t r[NLMS];
+    lms_taps(w, r, x, y, z);
+    *t0 = _mm256_setr_epi32(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
+    *t1 = _mm256_setr_epi32(r[8], r[9], 0, 0, 0, 0, 0, 0);
+}
+/* sum_j w_j t_j in int64: even lanes by vpmuldq, odd lanes shifted down first */
+__attribute__((target("avx2"))) static inline int64_t lms_dot_v(__m256i w0, __m256i w1, __m256i t0, __m256i t1) {
+    __m256i s = _mm256_add_epi64(_mm256_mul_epi32(w0, t0), _mm256_mul_epi32(_mm256_srli_epi64(w0, 32), _mm256_srli_epi64(t0, 32)));
+    s = _mm256_add_epi64(s, _mm256_add_epi64(_mm256_mul_epi32(w1, t1), _mm256_mul_epi32(_mm256_srli_epi64(w1, 32), _mm256_srli_epi64(t1, 32))));
+    __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    return _mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1);
+}
+__attribute__((target("avx2"))) static inline __m256i lms_step_v(__m256i w, __m256i t, __m256i step) {
+    __m256i n = _mm256_add_epi32(w, _mm256_sign_epi32(step, t)); /* sign(t) * step */
+    return _mm256_min_epi32(_mm256_max_epi32(n, _mm256_set1_epi32(-LMS_MAX)), _mm256_set1_epi32(LMS_MAX));
+}
+/*
+ * split_row with 8 voxels at a time: for each projected neighbour, one load of 8 consecutive
+ * neighbours, their running min and max and (v - R) << s on the vector; then each voxel's
+ * inputs are written to its row of D (the same values, in the same places, as split_row).
+ */
+__attribute__((target("avx2"))) static void split_row_avx2(split_t *S, const vox_slab_params *p, const nbgeo_t *g, const int32_t *vox,
+                                                           int y, int z, int kernel) {
+    const int nx = p->nx, TI = S->T * S->I, sh = S->s, nn = S->nn;
+    const int32_t *rowp = vox + ((size_t)z * p->ny + y) * nx;
+    const ptrdiff_t roff = g->off[S->ref];
+    const ptrdiff_t *koff = S->koff;
+    const int *kslot = S->kslot;
+    int k0 = 0;
+    while (k0 < nn && z + p->nb_dz[S->nonleft[k0]] < 0) k0++;
+    for (int x = 0; x < nx; x++) S->idx[x] = -1;
+    int cnt = 0;
+    /* the voxels inside the edges are one interval of x (for rows inside them) */
+    int xa = nx, xb = nx;
+    if (g->on && y + g->dymin >= 0 && y + g->dymax < p->ny) { xa = -g->dxmin; xb = nx - g->dxmax; if (xa < 0) xa = 0; if (xb < xa) xb = xa; }
+    int32_t tmp[8 * 64] __attribute__((aligned(32)));
+    const __m128i shc = _mm_cvtsi32_si128(sh);
+    const __m256i Lv = _mm256_set1_epi32(S->L);
+    int x = xa;
+    for (; x + 8 <= xb && nn <= 64; x += 8) {
+        const int32_t *at = rowp + x;
+        const __m256i R = _mm256_loadu_si256((const __m256i *)(const void *)(at + roff));
+        __m256i lo = R, hi = R;
+        for (int k = k0; k < nn; k++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(at + koff[k]));
+            lo = _mm256_min_epi32(lo, v); hi = _mm256_max_epi32(hi, v);
+            _mm256_store_si256((__m256i *)(void *)(tmp + 8 * k), _mm256_sll_epi32(_mm256_sub_epi32(v, R), shc));
+        }
+        /* saturated lanes: hi - R > L or R - lo > L */
+        __m256i bad = _mm256_or_si256(_mm256_cmpgt_epi32(_mm256_sub_epi32(hi, R), Lv), _mm256_cmpgt_epi32(_mm256_sub_epi32(R, lo), Lv));
+        int badm = _mm256_movemask_ps(_mm256_castsi256_ps(bad));
+        int32_t Rs[8], los[8], his[8];
+        _mm256_storeu_si256((__m256i *)(void *)Rs, R); _mm256_storeu_si256((__m256i *)(void *)los, lo); _mm256_storeu_si256((__m256i *)(void *)his, hi);
+        for (int i = 0; i < 8; i++) {
+            if (badm & (1 << i)) continue;
+            int16_t *D = S->D + (size_t)cnt * TI;
+            memset(D, 0, sizeof(int16_t) * (size_t)TI);
+            for (int k = k0; k < nn; k++) D[kslot[k]] = (int16_t)tmp[8 * k + i];
+            S->R[x + i] = Rs[i]; S->mn[x + i] = los[i]; S->mx[x + i] = his[i]; S->idx[x + i] = cnt++;
+        }
+    }
+    for (; x < xb; x++) { /* the rest of the interval, one voxel at a time (as split_row) */
+        const int32_t *at = rowp + x;
+        const int32_t R = at[roff];
+        int32_t lo = R, hi = R;
+        int16_t *D = S->D + (size_t)cnt * TI;
+        memset(D, 0, sizeof(int16_t) * (size_t)TI);
+        for (int k = k0; k < nn; k++) {
+            int32_t v = at[koff[k]];
+            lo = v < lo ? v : lo; hi = v > hi ? v : hi;
+            D[kslot[k]] = (int16_t)((v - R) * (1 << sh));
+        }
+        if (hi - R > S->L || R - lo > S->L) continue;
+        S->R[x] = R; S->mn[x] = lo; S->mx[x] = hi; S->idx[x] = cnt++;
+    }
+    if (cnt > 0) vox_lstm_input_proj(p->model, cnt * S->T, S->D, (size_t)S->I, S->pre, kernel);
+}
+
+#define CS_NAME code_slice_avx2
+#define CS_ATTR __attribute__((target("avx2,bmi,bmi2,lzcnt")))
+#define SPLIT_ROW split_row_avx2
+#define LMS_DECL __m256i lw0 = _mm256_loadu_si256((const __m256i *)(const void *)C->st.lms), \
+                         lw1 = _mm256_setr_epi32(C->st.lms[8], C->st.lms[9], 0, 0, 0, 0, 0, 0)
+#define LMS_TAPS_DECL __m256i lt0 = _mm256_setzero_si256(), lt1 = _mm256_setzero_si256()
+#define LMS_PREDICT(acc) do { lms_taps_v(&w, x, y, z, &lt0, &lt1); acc = lms_dot_v(lw0, lw1, lt0, lt1); } while (0)
+#define LMS_UPDATE(step) do { const __m256i sv = _mm256_set1_epi32(step); \
+        lw0 = lms_step_v(lw0, lt0, sv); lw1 = lms_step_v(lw1, lt1, sv); } while (0)
+#define LMS_STORE do { _mm256_storeu_si256((__m256i *)(void *)C->st.lms, lw0); \
+        C->st.lms[8] = _mm256_extract_epi32(lw1, 0); C->st.lms[9] = _mm256_extract_epi32(lw1, 1); } while (0)
+#include "code_slice_body.h"
+#undef CS_NAME
+#undef CS_ATTR
+#undef SPLIT_ROW
+#undef LMS_DECL
+#undef LMS_TAPS_DECL
+#undef LMS_PREDICT
+#undef LMS_UPDATE
+#undef LMS_STORE
+#endif
+
+static int coder_avx2_cached = -1;
+/* The AVX2 build of the coder runs where the LSTM kernel chosen is a SIMD one (so `--kernel
+ * scalar` also runs the generic coder: the tests compare both on every golden stream). */
+static int coder_avx2(int kernel) {
+#if defined(__x86_64__)
+    int c = __atomic_load_n(&coder_avx2_cached, __ATOMIC_RELAXED);
+    if (c < 0) {
+        __builtin_cpu_init();
+        c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
+            __builtin_cpu_supports("lzcnt") ? 1 : 0;
+        __atomic_store_n(&coder_avx2_cached, c, __ATOMIC_RELAXED);
+    }
+    return c && kernel != VOX_KERNEL_SCALAR;
+#else
+    (void)kernel; (void)coder_avx2_cached;
+    return 0;
+#endif
+}
+
+static int code_slice(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model, int left, cstate_t *snap, int snap_rows) {
+    const int kern = B->p->reference ? VOX_KERNEL_SCALAR : B->p->kernel;
+#if defined(__x86_64__)
+    if (coder_avx2(kern)) return code_slice_avx2(B, s, C, z, use_model, left, snap, snap_rows);
+#endif
+    return code_slice_generic(B, s, C, z, use_model, left, snap, snap_rows);
 }
 
 static void enc_start(coder_t *C) {

@@ -1,7 +1,7 @@
 /*
  * libFuzzer target for the slab coder (make fuzz-long; built with clang's
  * -fsanitize=fuzzer,address,undefined). The first 8 bytes choose the slab shape, the voxel range,
- * left voxels or not, whether a small LSTM model predicts, and the residual stage (format v3's
+ * left voxels or not, whether a small LSTM model predicts (table or quadratic activations), and the residual stage (format v3's
  * filter and contexts, or not); then
  *   mode 0: the rest is a coded slab: vox_decode_slab must return, never read outside its input,
  *           and every voxel it accepted lies in range;
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static vox_model *model;
+static vox_model *model, *model_q; /* table and quadratic activations (model formats 1 and 2) */
 static int32_t nb_dx[12], nb_dy[12], nb_dz[12], nb_slot[12];
 
 static void setup(void) {
@@ -31,6 +31,7 @@ static void setup(void) {
     for (int i = 0; i < 4 * H; i++) { s = s * 1103515245u + 12345u; b[i] = (int32_t)(s >> 8) % 4096 - 2048; }
     for (int i = 0; i < H; i++) { s = s * 1103515245u + 12345u; Wo[i] = (int16_t)((int32_t)(s >> 16) % 4096 - 2048); }
     model = vox_model_new(H, I, T, W, b, Wo, 0);
+    model_q = vox_model_new_act(H, I, T, W, b, Wo, 0, VOX_ACT_QUADRATIC);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
@@ -44,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
     p.vmin = ranges[r][0]; p.vmax = ranges[r][1];
     p.pad = r == 1 ? 0 : p.vmin;
     p.left = d[4] & 1;
-    p.model = (d[4] & 2) ? model : NULL;
+    p.model = (d[4] & 2) ? ((d[4] & 8) ? model_q : model) : NULL;
     p.stage = (d[4] >> 2) & 1;
     p.norm_shift = 7; p.out_shift = 12 - 7;
     p.kernel = d[5] % 3;                       /* an unavailable kernel falls back to scalar */

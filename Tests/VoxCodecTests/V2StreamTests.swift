@@ -38,6 +38,32 @@ final class V2StreamTests: XCTestCase {
         }
     }
 
+    /// The coder is built twice (generic and AVX2, chosen with the LSTM kernel: `scalar` runs the
+    /// generic one): both write the same bytes, on a real CT crop and on one with spikes (which
+    /// send voxels from the row-batched split path to the monolithic one), for every preset kind.
+    func testEncoderBuildsWriteIdenticalBytes() throws {
+        let (raw0, shape, dt) = try TestData.crop("ct_lung1", x0: 100, y0: 140, z0: 18, nx: 150, ny: 40, nz: 6)
+        var spiky = raw0
+        var rng = SplitMix64(seed: 11)
+        for i in stride(from: 0, to: spiky.count, by: 2) where rng.nextInt(in: 0...50) == 0 {
+            let v = Int16(truncatingIfNeeded: rng.nextInt(in: -1024...3071))
+            spiky[i] = UInt8(truncatingIfNeeded: v); spiky[i + 1] = UInt8(truncatingIfNeeded: v >> 8)
+        }
+        XCTAssertGreaterThan(Kernel.available.count, 1, "this CPU runs only the generic coder: nothing to compare")
+        for raw in [raw0, spiky] {
+            for preset in ["default", "fast", "classical"] {
+                var outs: [[UInt8]] = []
+                for k in Kernel.available {
+                    var o = EncodeOptions(preset: try Preset.named(preset), slabThickness: 3, threads: 2, kernel: k)
+                    o.formatVersion = 3
+                    outs.append(try raw.withUnsafeBytes { try VXZ.encode(raw: $0, shape: shape, dtype: dt, options: o) })
+                }
+                for (i, o) in outs.enumerated() { XCTAssertTrue(o == outs[0], "\(preset): kernel \(Kernel.available[i]) wrote other bytes") }
+                XCTAssertEqual(try VXZ.Decoder(stream: outs[0], kernel: .scalar).decodeVolume(), raw)
+            }
+        }
+    }
+
     /// Slices are reported as verified one by one; a damaged slice stops the slab there, with
     /// an error naming it, and nothing of it or after it is reported.
     func testADamagedSliceIsNamedAndTheSlicesBeforeItVerify() throws {

@@ -1,0 +1,153 @@
+/*
+ * The body of code_slice (coder.c), compiled twice: once for any x86-64 (and other) CPU, once
+ * for AVX2 CPUs, where the format v3 residual filter runs on vectors (8 taps per register) and
+ * the compiler may use AVX2, BMI2 and LZCNT elsewhere. Both compute exactly the same integers
+ * (the filter's products are summed in int64, whose addition is associative). Included by
+ * coder.c with CS_NAME, CS_ATTR and the LMS_* macros defined; not a header of its own.
+ */
+/*
+ * Codes slice z with the coder C: with the slab's model when use_model (else the classical
+ * predictor alone), seeing left voxels when `left`. When snap is set, the coder state after
+ * the first snap_rows rows is copied there (before those rows are published).
+ */
+CS_ATTR static int CS_NAME(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model, int left, cstate_t *snap, int snap_rows) {
+    const vox_slab_params *p = B->p;
+    const int nx = p->nx, ny = p->ny;
+    const size_t plane = (size_t)nx * ny;
+    int32_t *vox = B->vox;
+    const vox_model *model = use_model ? p->model : NULL;
+    const int T = B->T, I = B->I;
+    const nbgeo_t *geo = &B->geo;
+    walk_t w;
+    memset(&w, 0, sizeof w);
+    w.p = p; w.vox = vox; w.eI = B->eI; w.eX = B->eX; w.res = B->res; w.left = left;
+    w.ci = (size_t)(z % B->np) * plane;
+    w.pi = z > 0 ? (size_t)((z - 1) % B->np) * plane : 0;
+    const size_t ci = w.ci, pi = w.pi;
+    split_t *S = &s->S;
+    const int split_on = model && left && S->on;
+    const int batch = model && !left;
+    const int kern = p->reference ? VOX_KERNEL_SCALAR : p->kernel;
+    const int stage = p->stage, lms_on = stage && left;
+    /* the filter's weights live in a local copy (kept in registers, not reloaded after every
+     * store to the planes) and go back into the coder state before it is copied or returned */
+    LMS_DECL;
+    const int32_t lmu = model ? LMS_MU_LSTM : LMS_MU_CLASS;
+    uint32_t (*alpha_cost)[NALPHA] = C->st.alpha_cost;
+    int32_t lastbase_res = 0;
+    int rc = VOX_OK;
+    for (int y = 0; y < ny && rc == VOX_OK; y++) {
+        if (!wait_rows(B, z, y)) return VOX_ERR_ABORT;
+        int32_t *row = vox + (size_t)z * plane + (size_t)y * nx;
+        const size_t o = (size_t)y * nx;
+        const int tv = split_on ? split_tv(S, z) : 0;
+        if (split_on) SPLIT_ROW(S, p, geo, vox, y, z, p->kernel);
+        const int k0 = model && geo->on ? nbgeo_first(p, z) : 0;
+        if (batch) {
+            for (int x = 0; x < nx; x++) {
+                s->anch[x] = classical(&w, x, y, z);
+                s->p1s[x] = w.p1; s->p2s[x] = w.p2;
+                if (nbgeo_inside(geo, p, x, y)) gather_inside(p, geo, row + x, k0, T, I, s->anch[x], s->X + (size_t)x * T * I);
+                else gather(p, vox, T, I, x, y, z, s->anch[x], s->X + (size_t)x * T * I);
+            }
+            if (vox_lstm_run_ws(model, nx, s->X, s->ys, kern, s->ws) != 0) { rc = VOX_ERR_NOMEM; break; }
+            for (int x = 0; x < nx; x++) s->preds[x] = lstm_pred(p, s->anch[x], s->ys[x]);
+        }
+        for (int x = 0; x < nx; x++) {
+            int32_t a, pr, q1, q2;
+            if (batch) { a = s->anch[x]; q1 = s->p1s[x]; q2 = s->p2s[x]; pr = s->preds[x]; }
+            else {
+                a = classical(&w, x, y, z); q1 = w.p1; q2 = w.p2;
+                pr = a;
+                if (model) {
+                    int32_t yv;
+                    if (split_on && split_voxel(S, p, row, x, a, tv, p->kernel, &yv)) s->nsplit++;
+                    else {
+                        s->nmono++;
+                        if (nbgeo_inside(geo, p, x, y)) gather_inside(p, geo, row + x, k0, T, I, a, s->X);
+                        else gather(p, vox, T, I, x, y, z, a, s->X);
+                        if (vox_lstm_run_ws(model, 1, s->X, &yv, kern, s->ws) != 0) { rc = VOX_ERR_NOMEM; break; }
+                    }
+                    pr = lstm_pred(p, a, yv);
+                }
+            }
+            /* entropy context from neighbouring residuals (left one included) */
+            uint32_t act = 0;
+            int sc = 0;
+            if (x > 0) {
+                int32_t rw = w.res[ci + o + x - 1];
+                act += 2 * (uint32_t)iabs(rw);
+                sc = rw > 0 ? 1 : (rw < 0 ? 2 : 0);
+            }
+            if (y > 0) {
+                const size_t u = o - nx;
+                act += (uint32_t)iabs(w.res[ci + u + x]);
+                act += ((uint32_t)iabs(w.res[ci + u + (x > 0 ? x - 1 : x)]) + (uint32_t)iabs(w.res[ci + u + (x < nx - 1 ? x + 1 : x)])) >> 1;
+            }
+            if (z > 0) act += (uint32_t)iabs(w.res[pi + o + x]);
+            if (z > 0) act += (uint32_t)iabs(q1 - q2) >> 1;
+            if (stage) { /* format v3: four more residuals, at half weight, steady the estimate */
+                uint32_t ex = 0;
+                if (x > 1) ex += (uint32_t)iabs(w.res[ci + o + x - 2]);
+                if (y > 1) ex += (uint32_t)iabs(w.res[ci + o - 2 * (size_t)nx + x]);
+                if (z > 0 && x > 0) ex += (uint32_t)iabs(w.res[pi + o + x - 1]);
+                if (z > 0 && y > 0) ex += (uint32_t)iabs(w.res[pi + o - nx + x]);
+                act += ex >> 1;
+            }
+            int c = activity_ctx(act);
+            /* format v3: the sign context is the sign pattern of the left and upper residuals,
+             * and with left voxels the residual filter corrects the prediction */
+            LMS_TAPS_DECL;
+            if (stage) sc = 3 * sc + (y > 0 ? sgn3(w.res[ci + o - nx + x]) : 0);
+            if (lms_on) {
+                int64_t acc;
+                LMS_PREDICT(acc);
+                pr = clampv((int64_t)pr + ((acc + (1 << (LMS_Q - 1))) >> LMS_Q), p->vmin, p->vmax);
+            }
+            /* left-residual correction: without left voxels the predictor never saw the
+             * voxel to its left, but the coder has it; add alpha * (its residual), alpha
+             * the candidate with the smallest recent error (identical in the decoder). */
+            int32_t rl = 0, base = pr;
+            if (!left && x > 0) {
+                rl = lastbase_res;
+                int best = 0;
+                for (int k = 1; k < NALPHA; k++) if (alpha_cost[c][k] < alpha_cost[c][best]) best = k;
+                pr = clampv((int64_t)pr + (((int64_t)rl * ALPHA[best] + 4) >> 3), p->vmin, p->vmax);
+            }
+            int32_t v;
+            if (C->mode == 0) {
+                v = row[x];
+                code_residual(C, c, sc, v - pr);
+                if (C->enc.oom) { rc = VOX_ERR_NOMEM; break; }
+            } else if (C->mode == 1) {
+                int64_t vv = (int64_t)pr + code_residual(C, c, sc, 0);
+                if (vv < p->vmin || vv > p->vmax) { rc = VOX_ERR_CORRUPT; break; }
+                v = (int32_t)vv;
+                row[x] = v;
+            } else {
+                v = row[x];
+                if (B->anchor_out) B->anchor_out[(size_t)z * plane + o + x] = a;
+                if (B->pred_out) B->pred_out[(size_t)z * plane + o + x] = pr;
+            }
+            if (!left && x > 0)
+                for (int k = 0; k < NALPHA; k++) {
+                    int64_t ek = (int64_t)v - base - (((int64_t)rl * ALPHA[k] + 4) >> 3);
+                    alpha_cost[c][k] += (uint32_t)(ek < 0 ? (-ek > 65535 ? 65535 : -ek) : ek > 65535 ? 65535 : ek) - (alpha_cost[c][k] >> 5);
+                }
+            if (lms_on && v != pr) {
+                const int32_t step = v > pr ? lmu : -lmu;
+                LMS_UPDATE(step);
+            }
+            w.eI[ci + o + x] = iabs(v - q1);
+            w.eX[ci + o + x] = iabs(v - q2);
+            w.res[ci + o + x] = v - pr;
+            lastbase_res = v - base;
+        }
+        if (rc != VOX_OK) break;
+        if (snap && y + 1 == snap_rows) { LMS_STORE; *snap = C->st; }
+        publish_row(B, z, y + 1);
+    }
+    LMS_STORE;
+    return rc;
+}
+
