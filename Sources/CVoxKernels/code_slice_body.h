@@ -1,9 +1,10 @@
 /*
  * The body of code_slice (coder.c), compiled twice: once for any x86-64 (and other) CPU, once
  * for AVX2 CPUs, where the format v3 residual filter runs on vectors (8 taps per register) and
- * the compiler may use AVX2, BMI2 and LZCNT elsewhere. Both compute exactly the same integers
+ * the compiler may use AVX2 elsewhere. Both compute exactly the same integers
  * (the filter's products are summed in int64, whose addition is associative). Included by
- * coder.c with CS_NAME, CS_ATTR and the LMS_* macros defined; not a header of its own.
+ * coder.c with CS_NAME, CS_ATTR, SPLIT_ROW and the LMS_* macros defined, which it undefines at
+ * the end; not a header of its own.
  */
 /*
  * Codes slice z with the coder C: with the slab's model when use_model (else the classical
@@ -151,3 +152,11 @@ CS_ATTR static int CS_NAME(slab_t *B, scratch_t *s, coder_t *C, int z, int use_m
     return rc;
 }
 
+#undef CS_NAME
+#undef CS_ATTR
+#undef SPLIT_ROW
+#undef LMS_DECL
+#undef LMS_TAPS_DECL
+#undef LMS_PREDICT
+#undef LMS_UPDATE
+#undef LMS_STORE

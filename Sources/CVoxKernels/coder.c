@@ -114,10 +114,7 @@ static inline int dec_bit_p_sel(rc_dec *d, uint32_t p1) {
 }
 static inline int dec_bit_sel(rc_dec *d, prob_t *p) {
     int b = dec_bit_p_sel(d, prob_get(p));
-    /* prob_update with the bit as a mask: target 65535 or 0 */
-    int32_t target = -(int32_t)b & 65535;
-    p->a = (uint16_t)((int32_t)p->a + ((target - (int32_t)p->a) >> 4));
-    p->b = (uint16_t)((int32_t)p->b + ((target - (int32_t)p->b) >> 7));
+    prob_update(p, b);
     return b;
 }
 
@@ -437,8 +434,6 @@ typedef struct {
     int *stepdz;              /* [T] the slice offset of each step (one per step) */
     int nl, *left;            /* left neighbours, in neighbour order */
     int nn, *nonleft;         /* the others */
-    ptrdiff_t *koff;          /* [nn] their offsets from the voxel (nbgeo_t.off of nonleft[k]) */
-    int *kslot;               /* [nn] their input slots */
     vox_lstm_split *sp;
     int16_t *D;               /* [nx][T][I] (v - R) << s of the row's split voxels */
     int32_t *pre;             /* [nx][T][G] their projections */
@@ -446,7 +441,7 @@ typedef struct {
 } split_t;
 
 static void split_free(split_t *S) {
-    free(S->stepdz); free(S->left); free(S->nonleft); free(S->koff); free(S->kslot); vox_split_free(S->sp);
+    free(S->stepdz); free(S->left); free(S->nonleft); vox_split_free(S->sp);
     free(S->D); free(S->pre); free(S->R); free(S->mn); free(S->mx); free(S->idx);
 }
 
@@ -481,13 +476,6 @@ static int split_init(split_t *S, const vox_slab_params *p, int T, int I, int H)
     if (S->ref < 0 || S->stepdz[T - 1] != 0) { free(isl); return 1; }
     S->sp = vox_split_new(p->model, n, p->nb_slot, isl);
     free(isl);
-    S->koff = malloc(sizeof(ptrdiff_t) * (size_t)(S->nn + 1)); S->kslot = malloc(sizeof(int) * (size_t)(S->nn + 1));
-    if (!S->koff || !S->kslot) return 0;
-    for (int k = 0; k < S->nn; k++) {
-        int i = S->nonleft[k];
-        S->koff[k] = ((ptrdiff_t)p->nb_dz[i] * p->ny + p->nb_dy[i]) * p->nx + p->nb_dx[i];
-        S->kslot[k] = p->nb_slot[i];
-    }
     S->D = malloc(sizeof(int16_t) * (size_t)nx * T * I);
     S->pre = malloc(sizeof(int32_t) * (size_t)nx * T * S->G);
     S->R = malloc(sizeof(int32_t) * nx); S->mn = malloc(sizeof(int32_t) * nx);
@@ -504,34 +492,43 @@ static inline int split_tv(const split_t *S, int z) {
     return t;
 }
 
+/* First projected neighbour whose slice exists at slice z (the earlier ones are inputs 0). */
+static inline int split_k0(const split_t *S, const vox_slab_params *p, int z) {
+    int k0 = 0;
+    while (k0 < S->nn && z + p->nb_dz[S->nonleft[k0]] < 0) k0++;
+    return k0;
+}
+
+/* One split voxel x (at: its place in the slab): its projected inputs into row cnt of D, its R,
+ * min and max; idx[x] = cnt when no input saturates. Returns the next free row of D. */
+static inline int split_gather(split_t *S, const vox_slab_params *p, const nbgeo_t *g, const int32_t *at, int x, int k0, int cnt) {
+    const int TI = S->T * S->I;
+    const int32_t R = at[g->off[S->ref]];
+    int32_t lo = R, hi = R;
+    int16_t *D = S->D + (size_t)cnt * TI;
+    memset(D, 0, sizeof(int16_t) * (size_t)TI);
+    for (int k = k0; k < S->nn; k++) {
+        int i = S->nonleft[k];
+        int32_t v = at[g->off[i]];
+        lo = v < lo ? v : lo; hi = v > hi ? v : hi;
+        D[p->nb_slot[i]] = (int16_t)((v - R) * (1 << S->s));
+    }
+    if (hi - R > S->L || R - lo > S->L) return cnt; /* (v - R) << s would not fit in int16 */
+    S->R[x] = R; S->mn[x] = lo; S->mx[x] = hi; S->idx[x] = cnt;
+    return cnt + 1;
+}
+
 /* Batch phase of row (y, z): everything that does not depend on the row's own voxels. */
 static void split_row(split_t *S, const vox_slab_params *p, const nbgeo_t *g, const int32_t *vox, int y, int z, int kernel) {
-    const int nx = p->nx, T = S->T, I = S->I, sh = S->s;
+    const int nx = p->nx;
     const int32_t *rowp = vox + ((size_t)z * p->ny + y) * nx;
-    const ptrdiff_t roff = g->off[S->ref];
-    int k0 = 0; /* first projected neighbour whose slice exists */
-    while (k0 < S->nn && z + p->nb_dz[S->nonleft[k0]] < 0) k0++;
+    const int k0 = split_k0(S, p, z);
     int cnt = 0;
-    const ptrdiff_t *koff = S->koff;
-    const int *kslot = S->kslot;
-    const int nn = S->nn;
     for (int x = 0; x < nx; x++) {
         S->idx[x] = -1;
-        if (!nbgeo_inside(g, p, x, y)) continue;
-        const int32_t *at = rowp + x;
-        const int32_t R = at[roff];
-        int32_t lo = R, hi = R;
-        int16_t *D = S->D + (size_t)cnt * T * I;
-        memset(D, 0, sizeof(int16_t) * (size_t)T * I);
-        for (int k = k0; k < nn; k++) {
-            int32_t v = at[koff[k]];
-            lo = v < lo ? v : lo; hi = v > hi ? v : hi;
-            D[kslot[k]] = (int16_t)((v - R) * (1 << sh));
-        }
-        if (hi - R > S->L || R - lo > S->L) continue; /* (v - R) << s would not fit in int16 */
-        S->R[x] = R; S->mn[x] = lo; S->mx[x] = hi; S->idx[x] = cnt++;
+        if (nbgeo_inside(g, p, x, y)) cnt = split_gather(S, p, g, rowp + x, x, k0, cnt);
     }
-    if (cnt > 0) vox_lstm_input_proj(p->model, cnt * T, S->D, (size_t)I, S->pre, kernel);
+    if (cnt > 0) vox_lstm_input_proj(p->model, cnt * S->T, S->D, (size_t)S->I, S->pre, kernel);
 }
 
 /* The split prediction of voxel x with anchor a; 0 if it does not apply (monolithic then). */
@@ -699,14 +696,6 @@ static void publish_row(slab_t *B, int z, int rows) {
         lw[j] = nw > LMS_MAX ? LMS_MAX : (nw < -LMS_MAX ? -LMS_MAX : nw); } } while (0)
 #define LMS_STORE memcpy(C->st.lms, lw, sizeof lw)
 #include "code_slice_body.h"
-#undef CS_NAME
-#undef CS_ATTR
-#undef SPLIT_ROW
-#undef LMS_DECL
-#undef LMS_TAPS_DECL
-#undef LMS_PREDICT
-#undef LMS_UPDATE
-#undef LMS_STORE
 
 #if defined(__x86_64__)
 /* The filter on vectors: taps 0..7 in one register, 8 and 9 in the low lanes of another (the
@@ -742,63 +731,52 @@ __attribute__((target("avx2"))) static inline __m256i lms_step_v(__m256i w, __m2
  */
 __attribute__((target("avx2"))) static void split_row_avx2(split_t *S, const vox_slab_params *p, const nbgeo_t *g, const int32_t *vox,
                                                            int y, int z, int kernel) {
-    const int nx = p->nx, TI = S->T * S->I, sh = S->s, nn = S->nn;
+    const int nx = p->nx, TI = S->T * S->I, nn = S->nn;
     const int32_t *rowp = vox + ((size_t)z * p->ny + y) * nx;
-    const ptrdiff_t roff = g->off[S->ref];
-    const ptrdiff_t *koff = S->koff;
-    const int *kslot = S->kslot;
-    int k0 = 0;
-    while (k0 < nn && z + p->nb_dz[S->nonleft[k0]] < 0) k0++;
+    const int k0 = split_k0(S, p, z);
     for (int x = 0; x < nx; x++) S->idx[x] = -1;
     int cnt = 0;
     /* the voxels inside the edges are one interval of x (for rows inside them) */
     int xa = nx, xb = nx;
     if (g->on && y + g->dymin >= 0 && y + g->dymax < p->ny) { xa = -g->dxmin; xb = nx - g->dxmax; if (xa < 0) xa = 0; if (xb < xa) xb = xa; }
-    int32_t tmp[8 * 64] __attribute__((aligned(32)));
-    const __m128i shc = _mm_cvtsi32_si128(sh);
-    const __m256i Lv = _mm256_set1_epi32(S->L);
     int x = xa;
-    for (; x + 8 <= xb && nn <= 64; x += 8) {
-        const int32_t *at = rowp + x;
-        const __m256i R = _mm256_loadu_si256((const __m256i *)(const void *)(at + roff));
-        __m256i lo = R, hi = R;
-        for (int k = k0; k < nn; k++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(at + koff[k]));
-            lo = _mm256_min_epi32(lo, v); hi = _mm256_max_epi32(hi, v);
-            _mm256_store_si256((__m256i *)(void *)(tmp + 8 * k), _mm256_sll_epi32(_mm256_sub_epi32(v, R), shc));
-        }
-        /* saturated lanes: hi - R > L or R - lo > L */
-        __m256i bad = _mm256_or_si256(_mm256_cmpgt_epi32(_mm256_sub_epi32(hi, R), Lv), _mm256_cmpgt_epi32(_mm256_sub_epi32(R, lo), Lv));
-        int badm = _mm256_movemask_ps(_mm256_castsi256_ps(bad));
-        int32_t Rs[8], los[8], his[8];
-        _mm256_storeu_si256((__m256i *)(void *)Rs, R); _mm256_storeu_si256((__m256i *)(void *)los, lo); _mm256_storeu_si256((__m256i *)(void *)his, hi);
-        for (int i = 0; i < 8; i++) {
-            if (badm & (1 << i)) continue;
-            int16_t *D = S->D + (size_t)cnt * TI;
-            memset(D, 0, sizeof(int16_t) * (size_t)TI);
-            for (int k = k0; k < nn; k++) D[kslot[k]] = (int16_t)tmp[8 * k + i];
-            S->R[x + i] = Rs[i]; S->mn[x + i] = los[i]; S->mx[x + i] = his[i]; S->idx[x + i] = cnt++;
+    if (nn <= 64) {
+        int32_t tmp[8 * 64] __attribute__((aligned(32)));
+        ptrdiff_t koff[64];
+        int kslot[64];
+        for (int k = k0; k < nn; k++) { koff[k] = g->off[S->nonleft[k]]; kslot[k] = p->nb_slot[S->nonleft[k]]; }
+        const ptrdiff_t roff = g->off[S->ref];
+        const __m128i shc = _mm_cvtsi32_si128(S->s);
+        const __m256i Lv = _mm256_set1_epi32(S->L);
+        for (; x + 8 <= xb; x += 8) {
+            const int32_t *at = rowp + x;
+            const __m256i R = _mm256_loadu_si256((const __m256i *)(const void *)(at + roff));
+            __m256i lo = R, hi = R;
+            for (int k = k0; k < nn; k++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(at + koff[k]));
+                lo = _mm256_min_epi32(lo, v); hi = _mm256_max_epi32(hi, v);
+                _mm256_store_si256((__m256i *)(void *)(tmp + 8 * k), _mm256_sll_epi32(_mm256_sub_epi32(v, R), shc));
+            }
+            /* saturated lanes: hi - R > L or R - lo > L */
+            __m256i bad = _mm256_or_si256(_mm256_cmpgt_epi32(_mm256_sub_epi32(hi, R), Lv), _mm256_cmpgt_epi32(_mm256_sub_epi32(R, lo), Lv));
+            int badm = _mm256_movemask_ps(_mm256_castsi256_ps(bad));
+            int32_t Rs[8], los[8], his[8];
+            _mm256_storeu_si256((__m256i *)(void *)Rs, R); _mm256_storeu_si256((__m256i *)(void *)los, lo); _mm256_storeu_si256((__m256i *)(void *)his, hi);
+            for (int i = 0; i < 8; i++) {
+                if (badm & (1 << i)) continue;
+                int16_t *D = S->D + (size_t)cnt * TI;
+                memset(D, 0, sizeof(int16_t) * (size_t)TI);
+                for (int k = k0; k < nn; k++) D[kslot[k]] = (int16_t)tmp[8 * k + i];
+                S->R[x + i] = Rs[i]; S->mn[x + i] = los[i]; S->mx[x + i] = his[i]; S->idx[x + i] = cnt++;
+            }
         }
     }
-    for (; x < xb; x++) { /* the rest of the interval, one voxel at a time (as split_row) */
-        const int32_t *at = rowp + x;
-        const int32_t R = at[roff];
-        int32_t lo = R, hi = R;
-        int16_t *D = S->D + (size_t)cnt * TI;
-        memset(D, 0, sizeof(int16_t) * (size_t)TI);
-        for (int k = k0; k < nn; k++) {
-            int32_t v = at[koff[k]];
-            lo = v < lo ? v : lo; hi = v > hi ? v : hi;
-            D[kslot[k]] = (int16_t)((v - R) * (1 << sh));
-        }
-        if (hi - R > S->L || R - lo > S->L) continue;
-        S->R[x] = R; S->mn[x] = lo; S->mx[x] = hi; S->idx[x] = cnt++;
-    }
+    for (; x < xb; x++) cnt = split_gather(S, p, g, rowp + x, x, k0, cnt); /* the rest of the interval */
     if (cnt > 0) vox_lstm_input_proj(p->model, cnt * S->T, S->D, (size_t)S->I, S->pre, kernel);
 }
 
 #define CS_NAME code_slice_avx2
-#define CS_ATTR __attribute__((target("avx2,bmi,bmi2,lzcnt")))
+#define CS_ATTR __attribute__((target("avx2")))
 #define SPLIT_ROW split_row_avx2
 #define LMS_DECL __m256i lw0 = _mm256_loadu_si256((const __m256i *)(const void *)C->st.lms), \
                          lw1 = _mm256_setr_epi32(C->st.lms[8], C->st.lms[9], 0, 0, 0, 0, 0, 0)
@@ -809,33 +787,13 @@ __attribute__((target("avx2"))) static void split_row_avx2(split_t *S, const vox
 #define LMS_STORE do { _mm256_storeu_si256((__m256i *)(void *)C->st.lms, lw0); \
         C->st.lms[8] = _mm256_extract_epi32(lw1, 0); C->st.lms[9] = _mm256_extract_epi32(lw1, 1); } while (0)
 #include "code_slice_body.h"
-#undef CS_NAME
-#undef CS_ATTR
-#undef SPLIT_ROW
-#undef LMS_DECL
-#undef LMS_TAPS_DECL
-#undef LMS_PREDICT
-#undef LMS_UPDATE
-#undef LMS_STORE
 #endif
 
-static int coder_avx2_cached = -1;
-/* The AVX2 build of the coder runs where the LSTM kernel chosen is a SIMD one (so `--kernel
- * scalar` also runs the generic coder: the tests compare both on every golden stream). */
+/* The AVX2 build of the coder runs where the LSTM kernel chosen is a SIMD one this CPU has
+ * (every AVX-512 one has AVX2), so `--kernel scalar` also runs the generic coder: the tests
+ * compare both on every golden stream. */
 static int coder_avx2(int kernel) {
-#if defined(__x86_64__)
-    int c = __atomic_load_n(&coder_avx2_cached, __ATOMIC_RELAXED);
-    if (c < 0) {
-        __builtin_cpu_init();
-        c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
-            __builtin_cpu_supports("lzcnt") ? 1 : 0;
-        __atomic_store_n(&coder_avx2_cached, c, __ATOMIC_RELAXED);
-    }
-    return c && kernel != VOX_KERNEL_SCALAR;
-#else
-    (void)kernel; (void)coder_avx2_cached;
-    return 0;
-#endif
+    return kernel != VOX_KERNEL_SCALAR && (vox_kernels_available() & (1 << kernel)) != 0;
 }
 
 static int code_slice(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model, int left, cstate_t *snap, int snap_rows) {

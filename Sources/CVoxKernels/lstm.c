@@ -6,7 +6,7 @@
  * rounded to Q12; sigmoid/tanh come from the shipped tables (Q14 out, linear
  * interpolation in integers); the cell state is int32 Q14.
  *
- * The scalar kernel (mv_scalar + act_scalar, one sequence and one step at a time) is the
+ * The scalar kernel (mv_scalar + act_scalar_range, one sequence and one step at a time) is the
  * definition. The other kernels reorganise the same sums: the gate pre-activation
  *   A_t = b + W_x x_t + W_h h_{t-1}            (mod 2^32)
  * is split into an input projection (b + W_x x_t, for every step of many sequences at once,
@@ -34,7 +34,7 @@ struct vox_model {
     int Px, Ph;           /* column pairs of the input part ((I + 1) / 2) and the recurrent part (H / 2) */
     int32_t *Wxp;         /* [Px][G]: (W[j][2p], W[j][2p+1]) as an int16 pair (a zero column pads odd I) */
     int32_t *Whp;         /* [Ph][G]: (W[j][I+2q], W[j][I+2q+1]) */
-    int act;              /* VOX_ACT_TABLES or VOX_ACT_QUADRATIC */
+    int pq;               /* 1: quadratic activations (VOX_ACT_QUADRATIC), 0: the tables */
 };
 
 static inline int32_t pack2(int16_t lo, int16_t hi) { return (int32_t)((uint32_t)(uint16_t)lo | ((uint32_t)(uint16_t)hi << 16)); }
@@ -59,7 +59,7 @@ vox_model *vox_model_new_act(int H, int I, int T, const int16_t *W, const int32_
     if (act != VOX_ACT_TABLES && act != VOX_ACT_QUADRATIC) return NULL;
     vox_model *m = calloc(1, sizeof *m);
     if (!m) return NULL;
-    m->act = act;
+    m->pq = act == VOX_ACT_QUADRATIC;
     pthread_once(&packed_once, pack_tables);
     m->H = H; m->I = I; m->T = T; m->G = 4 * H;
     m->Kp = (I + H + 1) & ~1;
@@ -166,13 +166,14 @@ static inline int32_t q24_to_q12(int32_t a) { return ((a >> 11) + 1) >> 1; }
 
 /*
  * One LSTM cell update for H units from the gate accumulators a[4H] (Q24):
- *   i, f, o = sigmoid(.), g = tanh(.)       (Q14, from the tables)
+ *   i, f, o = sigmoid(.), g = tanh(.)       (Q14, from the tables or the quadratic curves)
  *   c = clamp((f*c + i*g + 2^13) >> 14, +-CELL_MAX)                     (Q14)
  *   h = (o * tanh((c + 2) >> 2) + 2^15) >> 16                           (Q12)
  * All intermediate values fit in int32 (|f*c| <= 2^30, |i*g| <= 2^28).
  */
-static void act_scalar(const int32_t *a, int32_t *c, int16_t *h, int H, int j0, int pq) {
-    for (int j = j0; j < H; j++) {
+/* Units [j0, j1) (i at a[u], f at a[H+u], ...); pq: the quadratic activations of model format 2. */
+static inline void act_scalar_range(const int32_t *a, int H, int32_t *c, int16_t *h, int j0, int j1, int pq) {
+    for (int j = j0; j < j1; j++) {
         int32_t gi = act_sig(pq, q24_to_q12(a[j]));
         int32_t gf = act_sig(pq, q24_to_q12(a[H + j]));
         int32_t gg = act_tanh(pq, q24_to_q12(a[2 * H + j]));
@@ -206,7 +207,7 @@ static int lstm_run_scalar(const vox_model *m, int n, const int16_t *x, int32_t 
                 memcpy(xh + (size_t)s * Kp, x + ((size_t)(s0 + s) * T + t) * I, sizeof(int16_t) * I);
             mv_scalar(m, cn, xh, acc);
             for (int s = 0; s < cn; s++)
-                act_scalar(acc + (size_t)s * G, c + (size_t)s * H, xh + (size_t)s * Kp + I, H, 0, m->act);
+                act_scalar_range(acc + (size_t)s * G, H, c + (size_t)s * H, xh + (size_t)s * Kp + I, 0, H, m->pq);
         }
         for (int s = 0; s < cn; s++) {
             const int16_t *h = xh + (size_t)s * Kp + I;
@@ -222,22 +223,6 @@ static int lstm_run_scalar(const vox_model *m, int n, const int16_t *x, int32_t 
 /* ---- packed tables: P[i] = T[i] (low 16 bits) | (T[i+1] - T[i]) << 16, i < 1024 ----------
  * LUT(T, z) = T[i] + ((D[i] * f + 32) >> 6) = (64 * T[i] + D[i] * f + 32) >> 6, and
  * 64 * T[i] + D[i] * f is one pmaddwd of P[i] with the pair (64, f): one gather per lookup. */
-/* One cell update of units [j0, j1) with the gate accumulators a (i at a[u], f at a[H+u], ...). */
-static inline void act_scalar_range(const int32_t *a, int H, int32_t *c, int16_t *h, int j0, int j1, int pq) {
-    for (int j = j0; j < j1; j++) {
-        int32_t gi = act_sig(pq, q24_to_q12(a[j]));
-        int32_t gf = act_sig(pq, q24_to_q12(a[H + j]));
-        int32_t gg = act_tanh(pq, q24_to_q12(a[2 * H + j]));
-        int32_t go = act_sig(pq, q24_to_q12(a[3 * H + j]));
-        int32_t cc = (gf * c[j] + gi * gg + 8192) >> 14;
-        if (cc > CELL_MAX) cc = CELL_MAX;
-        if (cc < -CELL_MAX) cc = -CELL_MAX;
-        c[j] = cc;
-        int32_t tc = act_tanh(pq, (cc + 2) >> 2);
-        h[j] = (int16_t)((go * tc + 32768) >> 16);
-    }
-}
-
 #if defined(__x86_64__)
 __attribute__((target("avx2")))
 static inline __m256i lutp8(const int32_t *tp, __m256i z) {
@@ -510,9 +495,9 @@ void vox_lstm_steps(const vox_model *m, int n, int t0, int t1, const int32_t *pr
         int s = 0;
 #if defined(__x86_64__)
         if (kernel == VOX_KERNEL_AVX512VNNI && H == 8)
-            for (; s + 2 <= n; s += 2) act_avx512_h8x2(a + (size_t)s * as, a + (size_t)(s + 1) * as, c + (size_t)s * H, h + (size_t)s * H, m->act);
+            for (; s + 2 <= n; s += 2) act_avx512_h8x2(a + (size_t)s * as, a + (size_t)(s + 1) * as, c + (size_t)s * H, h + (size_t)s * H, m->pq);
 #endif
-        for (; s < n; s++) act_any(kernel, a + (size_t)s * as, H, c + (size_t)s * H, h + (size_t)s * H, m->act);
+        for (; s < n; s++) act_any(kernel, a + (size_t)s * as, H, c + (size_t)s * H, h + (size_t)s * H, m->pq);
     }
 }
 
@@ -616,7 +601,7 @@ vox_lstm_split *vox_split_new(const vox_model *m, int n_cols, const int32_t *slo
         }
         memcpy(sp->h0 + (size_t)(t + 1) * H, h, sizeof(int16_t) * H);
         memcpy(sp->c0 + (size_t)(t + 1) * H, sp->c0 + (size_t)t * H, sizeof(int32_t) * H);
-        act_scalar_range(acc, H, sp->c0 + (size_t)(t + 1) * H, sp->h0 + (size_t)(t + 1) * H, 0, H, m->act);
+        act_scalar_range(acc, H, sp->c0 + (size_t)(t + 1) * H, sp->h0 + (size_t)(t + 1) * H, 0, H, m->pq);
     }
     free(acc);
     return sp;
@@ -646,7 +631,7 @@ static int32_t voxel_scalar(const vox_lstm_split *sp, const int32_t *pre, int32_
                 for (int k = 0; k < H; k++) sum += (uint32_t)((int32_t)m->W[(size_t)j * m->Kp + m->I + k] * (int32_t)h[k]);
             acc[j] = (int32_t)sum;
         }
-        act_scalar_range(acc, H, c, h, 0, H, m->act);
+        act_scalar_range(acc, H, c, h, 0, H, m->pq);
     }
     int32_t y; vox_lstm_output(m, 1, h, &y);
     return y;
@@ -679,7 +664,7 @@ static int32_t voxel_scalar(const vox_lstm_split *sp, const int32_t *pre, int32_
             }                                                                                       \
             STORE(acc + j, ADD(a0, a1));                                                            \
         }                                                                                           \
-        ACT(acc, H, c, h, m->act);                                                                  \
+        ACT(acc, H, c, h, m->pq);                                                                  \
     }                                                                                               \
     int32_t y; vox_lstm_output(m, 1, h, &y);                                                        \
     return y;
@@ -833,7 +818,7 @@ static int32_t voxel_avx2_h16q(const vox_lstm_split *sp, const int32_t *pre, int
 int32_t vox_lstm_voxel(const vox_lstm_split *sp, const int32_t *pre, int32_t dA, int tv, const int16_t *xl, int kernel) {
     kernel = resolve_kernel(kernel);
 #if defined(__x86_64__)
-    const int H = sp->m->H, pq = sp->m->act == VOX_ACT_QUADRATIC;
+    const int H = sp->m->H, pq = sp->m->pq;
     if (kernel == VOX_KERNEL_AVX512VNNI) {
         if (H == 16) return pq ? voxel_vnni_h16q(sp, pre, dA, tv, xl) : voxel_vnni_h16(sp, pre, dA, tv, xl);
         if (H == 32) return pq ? voxel_vnni_h32q(sp, pre, dA, tv, xl) : voxel_vnni_h32(sp, pre, dA, tv, xl);
