@@ -3,7 +3,7 @@ import Foundation
 import VoxCore
 
 /// The LSTM's gate activations (docs/format.md "Predictor arithmetic").
-public enum Activation: Int, Sendable, CaseIterable, CustomStringConvertible {
+public enum Activation: Int, Sendable, Codable, CaseIterable, CustomStringConvertible {
     /// sigmoid and tanh from the committed tables (model format 1)
     case tables = 0
     /// piecewise quadratic sigmoid and tanh, computed without lookups (model format 2)

@@ -60,6 +60,9 @@ public struct FloatParams: Sendable {
 /// (zero where saturated).
 @inline(__always) func dTanhQ(_ y: Float) -> Float { (max(0, 1 - abs(y))).squareRoot() }
 @inline(__always) func dSigmoidQ(_ y: Float) -> Float { (max(0, 1 - abs(2 * y - 1))).squareRoot() / 4 }
+/// The derivative of tanh / sigmoid at the point where it returned y (q: the quadratic ones).
+@inline(__always) func dTanh(_ y: Float, _ q: Bool) -> Float { q ? dTanhQ(y) : 1 - y * y }
+@inline(__always) func dSigmoid(_ y: Float, _ q: Bool) -> Float { q ? dSigmoidQ(y) : y * (1 - y) }
 
 /// Forward and backward passes for a batch (backpropagation through time).
 final class LSTMWorkspace {
@@ -160,42 +163,23 @@ final class LSTMWorkspace {
                 let g = gp.baseAddress! + t * B * G
                 let cPrev = cp.baseAddress! + t * B * H
                 let tcNow = tcp.baseAddress! + t * B * H
-                if quadratic {
-                    let cNow = cp.baseAddress! + (t + 1) * B * H
-                    for s in 0..<n {
-                        for j in 0..<H {
-                            let gi = g[s * G + j], gf = g[s * G + H + j], gg = g[s * G + 2 * H + j], go = g[s * G + 3 * H + j]
-                            let t2 = tcNow[s * H + j]
-                            let dhv = dh[s * H + j]
-                            let dO = dhv * t2
-                            var dcv = dc[s * H + j] + dhv * go * dTanhQ(t2)
-                            if abs(cNow[s * H + j]) >= 4 { dcv = 0 } // clamped cell state
-                            let dI = dcv * gg, dG = dcv * gi, dF = dcv * cPrev[s * H + j]
-                            dcv *= gf
-                            dc[s * H + j] = dcv
-                            dzp[s * G + j] = dI * dSigmoidQ(gi)
-                            dzp[s * G + H + j] = dF * dSigmoidQ(gf)
-                            dzp[s * G + 2 * H + j] = dG * dTanhQ(gg)
-                            dzp[s * G + 3 * H + j] = dO * dSigmoidQ(go)
-                        }
-                    }
-                } else {
+                let q = quadratic, cNow = cp.baseAddress! + (t + 1) * B * H
                 for s in 0..<n {
                     for j in 0..<H {
                         let gi = g[s * G + j], gf = g[s * G + H + j], gg = g[s * G + 2 * H + j], go = g[s * G + 3 * H + j]
                         let t2 = tcNow[s * H + j]
                         let dhv = dh[s * H + j]
                         let dO = dhv * t2
-                        var dcv = dc[s * H + j] + dhv * go * (1 - t2 * t2)
+                        var dcv = dc[s * H + j] + dhv * go * dTanh(t2, q)
+                        if q && abs(cNow[s * H + j]) >= 4 { dcv = 0 } // clamped cell state
                         let dI = dcv * gg, dG = dcv * gi, dF = dcv * cPrev[s * H + j]
                         dcv *= gf
                         dc[s * H + j] = dcv
-                        dzp[s * G + j] = dI * gi * (1 - gi)
-                        dzp[s * G + H + j] = dF * gf * (1 - gf)
-                        dzp[s * G + 2 * H + j] = dG * (1 - gg * gg)
-                        dzp[s * G + 3 * H + j] = dO * go * (1 - go)
+                        dzp[s * G + j] = dI * dSigmoid(gi, q)
+                        dzp[s * G + H + j] = dF * dSigmoid(gf, q)
+                        dzp[s * G + 2 * H + j] = dG * dTanh(gg, q)
+                        dzp[s * G + 3 * H + j] = dO * dSigmoid(go, q)
                     }
-                }
                 }
                 let xt = xhp.baseAddress! + t * B * K
                 // dW += dz^T * xh_t

@@ -16,31 +16,11 @@ public struct TrainConfig: Sendable, Codable {
     public var samplesPerVolume: Int = 100_000
     public var slabThickness: Int = 8
     public var augment: Int = 0
-    /// Gate activations: "tables" (model format 1) or "quadratic" (format 2, decodes faster).
-    public var activation: String = "tables"
+    /// Gate activations (nil: the tables of model format 1, as in checkpoints written before
+    /// model format 2); `.quadratic` trains a format 2 model, which decodes faster.
+    public var activation: Activation? = nil
     public init() {}
-    var act: Activation { Activation(name: activation) ?? .tables }
-
-    enum CodingKeys: String, CodingKey {
-        case hidden, neighbourhood, normShift, epochs, batch, lr, beta1, beta2, lambda, seed, samplesPerVolume, slabThickness, augment, activation
-    }
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        hidden = try c.decode(Int.self, forKey: .hidden)
-        neighbourhood = try c.decode(String.self, forKey: .neighbourhood)
-        normShift = try c.decode(Int.self, forKey: .normShift)
-        epochs = try c.decode(Int.self, forKey: .epochs)
-        batch = try c.decode(Int.self, forKey: .batch)
-        lr = try c.decode(Float.self, forKey: .lr)
-        beta1 = try c.decode(Float.self, forKey: .beta1)
-        beta2 = try c.decode(Float.self, forKey: .beta2)
-        lambda = try c.decode(Float.self, forKey: .lambda)
-        seed = try c.decode(UInt64.self, forKey: .seed)
-        samplesPerVolume = try c.decode(Int.self, forKey: .samplesPerVolume)
-        slabThickness = try c.decode(Int.self, forKey: .slabThickness)
-        augment = try c.decode(Int.self, forKey: .augment)
-        activation = try c.decodeIfPresent(String.self, forKey: .activation) ?? "tables" // checkpoints before format 2
-    }
+    public var act: Activation { activation ?? .tables }
 }
 
 public struct EpochStats: Sendable {
@@ -67,7 +47,7 @@ public final class Trainer {
         c.hidden = m.hidden
         c.neighbourhood = m.neighbourhood.spec
         c.normShift = normShift ?? m.normShift
-        c.activation = m.activation.description
+        c.activation = m.activation
         try self.init(config: c)
         params = FloatParams(dequantising: m)
     }
@@ -82,7 +62,6 @@ public final class Trainer {
         guard (0...20).contains(config.normShift) else { throw VoxError(.invalidArgument, "--norm-shift must be 0 to 20") }
         guard (1...65536).contains(config.slabThickness) else { throw VoxError(.invalidArgument, "--slab must be 1 to 65536") }
         guard (1...10_000_000).contains(config.samplesPerVolume) else { throw VoxError(.invalidArgument, "--samples must be 1 to 10000000") }
-        guard Activation(name: config.activation) != nil else { throw VoxError(.invalidArgument, "--activation must be tables or quadratic") }
         params = FloatParams(H: config.hidden, I: nb.stepInputs, T: nb.steps, seed: config.seed)
         adam = Adam(count: params.count, lr: config.lr, beta1: config.beta1, beta2: config.beta2)
         work = LSTMWorkspace(H: config.hidden, I: nb.stepInputs, T: nb.steps, B: config.batch, activation: config.act)
@@ -289,7 +268,7 @@ public final class Trainer {
         let cfg = try JSONDecoder().decode(TrainConfig.self, from: Data(try r.raw(n)))
         guard cfg.hidden == config.hidden, cfg.neighbourhood == config.neighbourhood, cfg.normShift == config.normShift,
               cfg.act == config.act else {
-            throw VoxError(.invalidArgument, "\(path) was made with a different model shape (H=\(cfg.hidden), \(cfg.neighbourhood), r=\(cfg.normShift), \(cfg.activation) activations)")
+            throw VoxError(.invalidArgument, "\(path) was made with a different model shape (H=\(cfg.hidden), \(cfg.neighbourhood), r=\(cfg.normShift), \(cfg.act) activations)")
         }
         let ep = Int(try r.u32())
         guard let step = Int(exactly: try r.u64()), step < (1 << 48) else { throw VoxError(.corrupt, "\(path): bad optimiser step") }

@@ -33,8 +33,8 @@ struct ModelShapeOptions: ParsableArguments {
         if let h = hidden { c.hidden = h }
         if let n = neighbourhood { c.neighbourhood = try Neighbourhood(spec: n).spec }
         c.normShift = normShift; c.epochs = epochs; c.seed = seed; c.samplesPerVolume = samples
-        guard Activation(name: activation) != nil else { throw VoxError(.invalidArgument, "--activation must be tables or quadratic") }
-        c.activation = activation
+        guard let act = Activation(name: activation) else { throw VoxError(.invalidArgument, "--activation must be tables or quadratic") }
+        c.activation = act
         c.augment = augment; c.batch = batch; c.lr = lr; c.beta1 = beta1; c.beta2 = beta2; c.lambda = lambda; c.slabThickness = slab
         guard epochs >= 0, samples >= 1 else { throw VoxError(.invalidArgument, "--epochs must be >= 0 and --samples >= 1") }
         return c
@@ -81,7 +81,7 @@ func trainModel(_ cfg: TrainConfig, volumes: [LoadedVolume], checkpoint: String?
 
 func trainingMetadata(_ cfg: TrainConfig, name: String, volumes: [LoadedVolume], epochs: Int) -> String {
     let vols = volumes.map { "\"\($0.name)\"" }.joined(separator: ",")
-    return "{\"name\":\"\(name)\",\"kind\":\"trained\",\"hidden\":\(cfg.hidden),\"neighbourhood\":\"\(cfg.neighbourhood)\",\"norm_shift\":\(cfg.normShift),\"activation\":\"\(cfg.activation)\",\"epochs\":\(epochs),\"seed\":\(cfg.seed),\"samples_per_volume\":\(cfg.samplesPerVolume),\"batch\":\(cfg.batch),\"lr\":\(cfg.lr),\"beta1\":\(cfg.beta1),\"beta2\":\(cfg.beta2),\"lambda\":\(cfg.lambda),\"volumes\":[\(vols)]}"
+    return "{\"name\":\"\(name)\",\"kind\":\"trained\",\"hidden\":\(cfg.hidden),\"neighbourhood\":\"\(cfg.neighbourhood)\",\"norm_shift\":\(cfg.normShift),\"activation\":\"\(cfg.act)\",\"epochs\":\(epochs),\"seed\":\(cfg.seed),\"samples_per_volume\":\(cfg.samplesPerVolume),\"batch\":\(cfg.batch),\"lr\":\(cfg.lr),\"beta1\":\(cfg.beta1),\"beta2\":\(cfg.beta2),\"lambda\":\(cfg.lambda),\"volumes\":[\(vols)]}"
 }
 
 /// Codes a volume with a model (or a classical preset) and measures bpp and speeds.

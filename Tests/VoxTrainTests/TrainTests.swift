@@ -31,7 +31,7 @@ final class TrainTests: XCTestCase {
 
     func testGradientMatchesFiniteDifferences() throws {
         let v = crop(try realVolume("ct_lung1"), x0: 200, y0: 200, z0: 20, nx: 64, ny: 64, nz: 6)
-        for (lambda, act): (Float, String) in [(0, "tables"), (1, "tables"), (0, "quadratic"), (1, "quadratic")] {
+        for (lambda, act): (Float, Activation) in [(0, .tables), (1, .tables), (0, .quadratic), (1, .quadratic)] {
             var cfg = smallConfig(lambda: lambda)
             cfg.activation = act
             let tr = try Trainer(config: cfg)
@@ -111,7 +111,7 @@ final class TrainTests: XCTestCase {
         let v = crop(full, x0: 150, y0: 150, z0: 16, nx: 200, ny: 160, nz: 8)
         for act in Activation.allCases {
         var cfg = smallConfig(lambda: 0)
-        cfg.activation = act.description
+        cfg.activation = act
         cfg.epochs = 2
         let tr = try Trainer(config: cfg)
         let set = try SampleSet.draw(volumes: [v], neighbourhood: tr.nb, normShift: cfg.normShift, perVolume: 3000, seed: 2)
@@ -143,7 +143,7 @@ final class TrainTests: XCTestCase {
         XCTAssertEqual(try VXZ.Decoder(stream: s, extraModels: [m]).decodeVolume(), raw)
         XCTAssertEqual(m.activation, act, "the quantised model keeps the activations it was trained with")
         // fine-tuning starts from the model's own activations
-        XCTAssertEqual(try Trainer(config: cfg, startingFrom: m).config.activation, act.description)
+        XCTAssertEqual(try Trainer(config: cfg, startingFrom: m).config.act, act)
         }
     }
 
