@@ -263,26 +263,33 @@ def qtanh_z(z):  # quadratic tanh, z in Q12, result Q14
     return 4 * X - ((X * abs(X)) >> 12)
 
 
-def qsig(a):
-    return qsig_z(q12(a))
-
-
-def qtanh(a):
-    return qtanh_z(q12(a))
+def lut_z(tab, z):  # "Lookup" of a Q12 argument (docs/format.md, Predictor arithmetic)
+    if z < -32768: z = -32768
+    elif z > 32767: z = 32767
+    u = z + 32768
+    i = u >> 6
+    f = u & 63
+    ti = tab[i]
+    return ti + (((tab[i + 1] - ti) * f + 32) >> 6) if f else ti
 
 
 class LSTM:
     def __init__(self, m, sig, tanh):
         self.m = m
-        self.sig, self.tanh = sig, tanh
         H, I = m.H, m.I
         self.Wx = [row[:I] for row in m.W]
         self.Wh = [row[I:] for row in m.W]
+        # the activations of Q12 arguments: model format 2's quadratic curves or the tables
+        if m.act == 1:
+            self.sig_z, self.tanh_z = qsig_z, qtanh_z
+        else:
+            self.sig_z = lambda z: lut_z(sig, z)
+            self.tanh_z = lambda z: lut_z(tanh, z)
 
     def run(self, X):
         m = self.m
         H, I, T = m.H, m.I, m.T
-        SIG, TANH = self.sig, self.tanh
+        S, TH = self.sig_z, self.tanh_z
         W = m.W
         b = m.b
         h = [0] * H
@@ -290,45 +297,15 @@ class LSTM:
         H2, H3 = 2 * H, 3 * H
         for t in range(T):
             xh = X[t * I:(t + 1) * I] + h
-            A = [bj + sum(map(mul, Wj, xh)) for bj, Wj in zip(b, W)]
-            # q + LUT, inline
-            def lut(tab, a):
-                a &= 0xFFFFFFFF
-                if a & 0x80000000:
-                    a -= 0x100000000
-                z = ((a >> 11) + 1) >> 1
-                if z < -32768: z = -32768
-                elif z > 32767: z = 32767
-                u = z + 32768
-                i = u >> 6
-                f = u & 63
-                ti = tab[i]
-                return ti + (((tab[i + 1] - ti) * f + 32) >> 6) if f else ti
+            A = [q12(bj + sum(map(mul, Wj, xh))) for bj, Wj in zip(b, W)]
             nh = [0] * H
-            if m.act == 1:  # quadratic activations: no tables
-                for u in range(H):
-                    gi = qsig(A[u]); gf = qsig(A[H + u]); gg = qtanh(A[H2 + u]); go = qsig(A[H3 + u])
-                    cu = (gf * c[u] + gi * gg + 8192) >> 14
-                    if cu < -65536: cu = -65536
-                    elif cu > 65536: cu = 65536
-                    c[u] = cu
-                    nh[u] = (go * qtanh_z((cu + 2) >> 2) + 32768) >> 16
-                h = nh
-                continue
             for u in range(H):
-                gi = lut(SIG, A[u]); gf = lut(SIG, A[H + u])
-                gg = lut(TANH, A[H2 + u]); go = lut(SIG, A[H3 + u])
+                gi = S(A[u]); gf = S(A[H + u]); gg = TH(A[H2 + u]); go = S(A[H3 + u])
                 cu = (gf * c[u] + gi * gg + 8192) >> 14
                 if cu < -65536: cu = -65536
                 elif cu > 65536: cu = 65536
                 c[u] = cu
-                z = (cu + 2) >> 2
-                if z < -32768: z = -32768
-                elif z > 32767: z = 32767
-                uu = z + 32768
-                i = uu >> 6; f = uu & 63
-                tv = TANH[i] + (((TANH[i + 1] - TANH[i]) * f + 32) >> 6)
-                nh[u] = (go * tv + 32768) >> 16
+                nh[u] = (go * TH((cu + 2) >> 2) + 32768) >> 16
             h = nh
         y = m.bo + sum(map(mul, m.Wo, h))
         return wrap32(y)

@@ -85,22 +85,21 @@ def main():
 
 def cut(a, name, vol, x0, y0, z0, nx, ny, nz):
     """Cuts a crop from the data cache's raw volume: NAME.raw and its NAME.json sidecar."""
-    if True:
-        meta = json.load(open(os.path.join(a.cache, "volumes", vol + ".json")))
-        sx, sy, sz = meta["shape"]
-        bpv = {"uint8": 1, "int16": 2, "uint16": 2}[meta["dtype"]]
-        raw = open(os.path.join(a.cache, "volumes", vol + ".raw"), "rb").read()
-        out = bytearray()
-        for z in range(z0, z0 + nz):
-            for y in range(y0, y0 + ny):
-                o = ((z * sy + y) * sx + x0) * bpv
-                out += raw[o:o + nx * bpv]
-        rp = os.path.join(a.out, name + ".raw")
-        open(rp, "wb").write(out)
-        json.dump({"shape": [nx, ny, nz], "dtype": meta["dtype"],
-                   "source": f"{vol} (sha256 {meta['sha256'][:16]}...), crop x {x0}+{nx}, y {y0}+{ny}, z {z0}+{nz}"},
-                  open(os.path.join(a.out, name + ".json"), "w"), indent=1)
-        return rp
+    meta = json.load(open(os.path.join(a.cache, "volumes", vol + ".json")))
+    sx, sy, sz = meta["shape"]
+    bpv = {"uint8": 1, "int16": 2, "uint16": 2}[meta["dtype"]]
+    raw = open(os.path.join(a.cache, "volumes", vol + ".raw"), "rb").read()
+    out = bytearray()
+    for z in range(z0, z0 + nz):
+        for y in range(y0, y0 + ny):
+            o = ((z * sy + y) * sx + x0) * bpv
+            out += raw[o:o + nx * bpv]
+    rp = os.path.join(a.out, name + ".raw")
+    open(rp, "wb").write(out)
+    json.dump({"shape": [nx, ny, nz], "dtype": meta["dtype"],
+               "source": f"{vol} (sha256 {meta['sha256'][:16]}...), crop x {x0}+{nx}, y {y0}+{ny}, z {z0}+{nz}"},
+              open(os.path.join(a.out, name + ".json"), "w"), indent=1)
+    return rp
 
 
 if __name__ == "__main__":
