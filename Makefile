@@ -13,7 +13,7 @@ DEB_PACKAGES := pkg-config fuse3 libfuse3-dev libopenblas-dev liblmdb-dev libzst
 # golden streams the reference decoder (written from docs/format.md alone) checks in `make test`
 CONFORMANCE_STREAMS = ct.classical ct.fast ct.classical.v2 ct.classical-par.v2 ct.fast.v2 ct.fast-rows5.v2 mr.fast.v2 emri.default.v2 ct.classical.v3 mr.fast.v3 emri.default.v3 ct24.default-m2.v3 ct24.fast-m2.v3
 
-.PHONY: conformance all deps build data test demo install uninstall bench-codec bench-pack bench-mount compare fuzz fuzz-archive fuzz-long soak model experiments clean help
+.PHONY: conformance all deps build data test demo install uninstall bench-codec bench-pack bench-mount compare fuzz fuzz-archive fuzz-long fuzz-slab fuzz-swift soak model experiments clean help
 
 all: build
 
@@ -27,7 +27,9 @@ help:
 	@echo "make install      voxfs, the mount helper (mount -t fuse.voxfs, fstab) and the systemd unit (PREFIX=/usr/local)"
 	@echo "make compare      VoxFS against JPEG-LS, JPEG 2000, HTJ2K, JPEG XL, HEVC, FFV1, xz, zstd -> docs/benchmarks-compare.md"
 	@echo "make fuzz-archive damaged-archive corpus: FUZZ_ARCHIVE_CASES mutations of the seed archive through verify, unpack and the mount"
-	@echo "make fuzz-long    libFuzzer on the C slab coder under ASan/UBSan (FUZZ_RUNS=10000000)"
+	@echo "make fuzz-long    libFuzzer, FUZZ_RUNS executions (10000000) of each target: fuzz-slab, then fuzz-swift"
+	@echo "make fuzz-slab    libFuzzer on the C slab coder under ASan/UBSan"
+	@echo "make fuzz-swift   libFuzzer on the Swift parsers and decoders under ASan (FUZZ_TARGETS=\"dicom stream ...\")"
 	@echo "make soak         32 readers through the mount for SOAK_SECONDS per cache size, bytes checked, peak memory"
 	@echo "make fuzz         long fuzz runs of the .vxz decoder and the format parsers (FUZZ_ITERATIONS=...)"
 	@echo "make model        retrain the shipped models (models/*.vxm) from the real volumes and embed them"
@@ -67,9 +69,14 @@ test: deps data
 	set -o pipefail; $(PYTHON) scripts/fuzz_archive.py Tests/Fixtures/archives/seed-v3.voxfs .build/fuzz-archive-v3 200 10 \
 	  --voxfs .build/release/voxfs 2>&1 | tee .build/fuzz-archive-v3.log
 	set -o pipefail; $(PYTHON) scripts/reference_decoder.py --golden Tests/VoxCodecTests/golden $(CONFORMANCE_STREAMS) 2>&1 | tee .build/conformance.log
+	rm -rf .build/fuzz-seeds && $(PYTHON) scripts/fuzz_seeds.py .build/release/voxfuzz .build/fuzz-seeds
+	set -o pipefail; for t in $(FUZZ_SWIFT_TARGETS); do \
+	  .build/release/voxfuzz $$t .build/fuzz-seeds/$$t $$([ -d Tests/Fuzz/corpus/swift/$$t ] && echo Tests/Fuzz/corpus/swift/$$t) || exit 1; \
+	done 2>&1 | tee .build/fuzz-replay.log
 	@awk '/Executed [0-9]+ tests?, with [0-9]+ failures?/ { n = $$2; f = $$5 } \
 	  /[0-9]+ checks ok, [0-9]+ failed/ { for (i = 1; i <= NF; i++) { if ($$(i+1) == "checks" && $$(i+2) == "ok,") c += $$i; if ($$(i+1) == "failed" || $$(i+1) == "failed,") cf += $$i } } \
-	  END { if (n == "") exit 1; printf "%d passed, %d failed\n", n - f + c, f + cf }' .build/test.log .build/compare-selftest.log .build/fuzz-archive.log .build/fuzz-archive-v3.log .build/conformance.log
+	  END { if (n == "") exit 1; printf "%d passed, %d failed\n", n - f + c, f + cf }' .build/test.log .build/compare-selftest.log .build/fuzz-archive.log .build/fuzz-archive-v3.log .build/conformance.log \
+	  .build/fuzz-replay.log
 
 demo: build data
 	@scripts/demo.sh .build/release/voxfs "$(CACHE)"
@@ -98,11 +105,21 @@ compare: build data
 # inputs go to .build/fuzz/corpus, crashes to .build/fuzz/ (minimise them into the committed corpus).
 FUZZ_RUNS ?= 10000000
 CLANG ?= $(or $(shell command -v clang 2>/dev/null),/opt/swift/usr/bin/clang)
-fuzz-long:
+fuzz-long: fuzz-slab fuzz-swift
+
+fuzz-slab:
 	mkdir -p .build/fuzz/corpus
 	$(CLANG) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE \
 	  -I Sources/CVoxKernels/include Sources/CVoxKernels/*.c Tests/Fuzz/fuzz_slab.c -o .build/fuzz/slab
 	cd .build/fuzz && ./slab -runs=$(FUZZ_RUNS) -max_len=4096 -jobs=$$(nproc) -workers=$$(nproc) -artifact_prefix=./ corpus ../../Tests/Fuzz/corpus/slab
+
+# The Swift targets (Sources/voxfuzz: DICOM, NIfTI, MetaImage, NRRD, gzip, series grouping, .vxz
+# streams, model files, archive records) under libFuzzer and ASan, seeded from real data, each for
+# FUZZ_RUNS executions on every core; `make test` replays the seeds and Tests/Fuzz/corpus/swift.
+FUZZ_SWIFT_TARGETS = dicom nifti metaimage nrrd gzip series stream model records
+FUZZ_TARGETS ?= $(FUZZ_SWIFT_TARGETS)
+fuzz-swift: deps data
+	SWIFT=$(SWIFT) scripts/fuzz_swift.sh $(FUZZ_RUNS) $(FUZZ_TARGETS)
 
 # SOAK_SECONDS per cache size: 32 readers through the mount, every byte checked, peak memory
 SOAK_SECONDS ?= 600

@@ -39,6 +39,10 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // fuzz targets (issue 17): replays a corpus in the normal build, libFuzzer's entry point
+        // in `make fuzz-swift`'s build (-D VOXFUZZ_LIBFUZZER)
+        .executableTarget(name: "voxfuzz", dependencies: ["VoxCore", "VoxCodec", "VoxFormats", "VoxArchive"]),
+
         // shared by the test targets: where the real data is, skip-or-fail when it is missing
         .target(name: "VoxTestSupport", path: "Sources/VoxTestSupport"),
 

@@ -231,6 +231,14 @@ public final class Archive: @unchecked Sendable {
         try read { t in try t.get(dbi(d), key) }
     }
 
+    /// Every record of database `d` exactly as stored (seals included), in key order, and the
+    /// archive's schema: what `voxfuzz` seeds its record target with. Not a read path.
+    public func rawRecords(_ d: Database) throws -> (schema: UInt32, records: [(key: [UInt8], value: [UInt8])]) {
+        var out: [(key: [UInt8], value: [UInt8])] = []
+        try read { t in try t.scan(dbi(d)) { k, v in out.append((k, v)); return true } }
+        return (schema, out)
+    }
+
     /// Replaces (nil: deletes) a stored record as is, in one transaction, without sealing it or
     /// updating the tree digest: what damage to that one record does (the transaction stamp is
     /// kept up to date, so the archive is otherwise sound). For the damage tests.
@@ -683,51 +691,69 @@ public final class Archive: @unchecked Sendable {
         let sp: StoredPart = try read { t in
             guard let rec = try t.get(parts, key) else { throw VoxError(.corrupt, "volume \(id): file part \(k) is missing") }
             guard let b = unseal("parts", key, rec) else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (seal mismatch)") }
-            var r = ByteReader(b, what: "volume \(id) file part \(k)")
-            let first = Int(try r.u32()), n = Int(try r.u32()), flags = try r.u8()
-            guard flags & ~3 == 0 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (unknown flags)") }
-            let hl = Int(try r.u32()), tl = Int(try r.u32()), pl = Int(try r.u32())
-            let sha = try r.raw(32)
-            let crc = try r.u32()
-            var wrapper: DeflateWrapper? = nil, ohl = 0, otl = 0, nch = 0
-            if flags & 2 != 0 {
-                let lv = Int(try r.u8()), ml = Int(try r.u8()), wb = Int(try r.u8()), st = Int(try r.u8())
-                ohl = Int(try r.u32()); otl = Int(try r.u32())
-                let cs = Int(try r.u8())
-                nch = Int(try r.u32())
-                let bsz = Int(try r.u32()), eng = Int(try r.u8()), spx = Int(try r.u32())
-                wrapper = DeflateWrapper(outerHeader: [], outerTrailer: [], level: lv, memLevel: ml, windowBits: wb, strategy: st)
-                wrapper!.chunkShift = cs
-                wrapper!.blockSize = bsz
-                wrapper!.engine = eng
-                wrapper!.streamPrefix = spx
-                guard wrapper!.isValid, ohl <= 1 << 30, otl <= 1 << 30, nch <= 1 << 22 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (bad recompression parameters)") }
-                guard schema >= 2 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (a wrapped part in a schema 1 archive)") }
-                if let entry {
-                    // a wrapped file is rebuilt in memory: its size is bounded (content at most 1 GiB)
-                    guard entry.size <= UInt64(1) << 31 else { throw VoxError(.corrupt, "\(entry.path): a compressed file of \(entry.size) bytes is larger than any voxfs packs") }
-                    if (Int(entry.size) + (1 << cs) - 1) >> cs != nch { throw VoxError(.corrupt, "\(entry.path): its part record's chunk checksums do not cover its size") }
-                }
-            }
-            let total = hl + tl + pl + ohl + otl + 4 * nch
-            guard hl <= 1 << 30, tl <= 1 << 30, total <= 1 << 30, pl <= 4096 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged") }
-            let bytes = try Archive.unpackBlob(try r.raw(r.remaining), size: UInt64(total), path: "volume \(id) file part \(k)")
-            guard bytes.count == total, Checksum.crc32c(bytes) == crc else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged") }
-            let o = hl + tl + pl
-            wrapper?.outerHeader = Array(bytes[o..<(o + ohl)])
-            wrapper?.outerTrailer = Array(bytes[(o + ohl)..<(o + ohl + otl)])
-            if nch > 0 {
-                var cr = ByteReader(Array(bytes[(o + ohl + otl)...]))
-                wrapper?.chunkCRCs = try (0..<nch).map { _ in try cr.u32() }
-            }
-            return StoredPart(part: VolumeFilePart(path: "", header: Array(bytes[0..<hl]), trailer: Array(bytes[hl..<(hl + tl)]), firstSlice: first, slices: n,
-                                                   bigEndian: flags & 1 != 0, wrapper: wrapper),
-                              sha256: sha, prefix: Array(bytes[(hl + tl)..<o]))
+            return try Archive.decodePart(b, volume: id, part: k, schema: schema, for: entry)
         }
         if let entry, schema >= 2, entry.fileSHA256 != sp.sha256 {
             throw VoxError(.corrupt, "\(entry.path): its part record (volume \(id) part \(k)) belongs to another file")
         }
         return sp
+    }
+
+    /// A part record's fields (after its seal has matched), every length and count bounded.
+    static func decodePart(_ b: [UInt8], volume id: UInt64, part k: UInt32, schema: UInt32, for entry: Entry?) throws -> StoredPart {
+        var r = ByteReader(b, what: "volume \(id) file part \(k)")
+        let first = Int(try r.u32()), n = Int(try r.u32()), flags = try r.u8()
+        guard flags & ~3 == 0 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (unknown flags)") }
+        let hl = Int(try r.u32()), tl = Int(try r.u32()), pl = Int(try r.u32())
+        let sha = try r.raw(32)
+        let crc = try r.u32()
+        var wrapper: DeflateWrapper? = nil, ohl = 0, otl = 0, nch = 0
+        if flags & 2 != 0 {
+            let lv = Int(try r.u8()), ml = Int(try r.u8()), wb = Int(try r.u8()), st = Int(try r.u8())
+            ohl = Int(try r.u32()); otl = Int(try r.u32())
+            let cs = Int(try r.u8())
+            nch = Int(try r.u32())
+            let bsz = Int(try r.u32()), eng = Int(try r.u8()), spx = Int(try r.u32())
+            wrapper = DeflateWrapper(outerHeader: [], outerTrailer: [], level: lv, memLevel: ml, windowBits: wb, strategy: st)
+            wrapper!.chunkShift = cs
+            wrapper!.blockSize = bsz
+            wrapper!.engine = eng
+            wrapper!.streamPrefix = spx
+            guard wrapper!.isValid, ohl <= 1 << 30, otl <= 1 << 30, nch <= 1 << 22 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (bad recompression parameters)") }
+            guard schema >= 2 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (a wrapped part in a schema 1 archive)") }
+            if let entry {
+                // a wrapped file is rebuilt in memory: its size is bounded (content at most 1 GiB)
+                guard entry.size <= UInt64(1) << 31 else { throw VoxError(.corrupt, "\(entry.path): a compressed file of \(entry.size) bytes is larger than any voxfs packs") }
+                if (Int(entry.size) + (1 << cs) - 1) >> cs != nch { throw VoxError(.corrupt, "\(entry.path): its part record's chunk checksums do not cover its size") }
+            }
+        }
+        let total = hl + tl + pl + ohl + otl + 4 * nch
+        guard hl <= 1 << 30, tl <= 1 << 30, total <= 1 << 30, pl <= 4096 else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged") }
+        let bytes = try Archive.unpackBlob(try r.raw(r.remaining), size: UInt64(total), path: "volume \(id) file part \(k)")
+        guard bytes.count == total, Checksum.crc32c(bytes) == crc else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged") }
+        let o = hl + tl + pl
+        wrapper?.outerHeader = Array(bytes[o..<(o + ohl)])
+        wrapper?.outerTrailer = Array(bytes[(o + ohl)..<(o + ohl + otl)])
+        if nch > 0 {
+            var cr = ByteReader(Array(bytes[(o + ohl + otl)...]))
+            wrapper?.chunkCRCs = try (0..<nch).map { _ in try cr.u32() }
+        }
+        return StoredPart(part: VolumeFilePart(path: "", header: Array(bytes[0..<hl]), trailer: Array(bytes[hl..<(hl + tl)]), firstSlice: first, slices: n,
+                                               bigEndian: flags & 1 != 0, wrapper: wrapper),
+                          sha256: sha, prefix: Array(bytes[(hl + tl)..<o]))
+    }
+
+    /// Fuzzing and tests: decodes one record's value (after its seal) as the read paths do,
+    /// throwing a clear error for anything damaged. `db`: "tree" (an entry), "parts" (a file's
+    /// part record), "volumes" (a volume header) or "blob" (an opaque file's stored bytes).
+    public static func decodeRecord(db: String, _ value: [UInt8], schema: UInt32 = Archive.schemaVersion) throws {
+        switch db {
+        case "tree": _ = try Entry.decode(path: "fuzz", value, schema: schema)
+        case "parts": _ = try decodePart(value, volume: 1, part: 0, schema: schema, for: nil)
+        case "volumes": _ = try StreamHeader(parsing: value, name: "volume 1")
+        case "blob": _ = try unpackBlob(value, size: UInt64(min(value.count * 64, 1 << 24)), path: "fuzz")
+        default: throw VoxError(.invalidArgument, "unknown record kind \(db)")
+        }
     }
 
     /// The decoded slabs of one volume (or why each damaged one failed), with its header:

@@ -226,7 +226,11 @@ public final class BlockDeflater: Recompressor {
 /// pristine-tar, which reimplements it byte for byte: the content goes to zgz's stdin and its
 /// output, without the 10-byte gzip header and 8-byte trailer it adds, is the raw stream.
 public final class GNUGzipRecompressor: Recompressor, @unchecked Sendable {
+    /// Set by the libFuzzer build of voxfuzz: the search over GNU gzip's levels runs zgz nine
+    /// times per file, which would cut the fuzzer to a few executions a second.
+    public nonisolated(unsafe) static var disabled = false
     public static var zgz: String? {
+        if disabled { return nil }
         for p in ["/usr/bin/zgz", "/usr/local/bin/zgz"] where FileManager.default.isExecutableFile(atPath: p) { return p }
         return nil
     }
