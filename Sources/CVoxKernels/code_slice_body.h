@@ -3,7 +3,7 @@
  * for AVX2 CPUs, where the format v3 residual filter runs on vectors (8 taps per register) and
  * the compiler may use AVX2 elsewhere. Both compute exactly the same integers
  * (the filter's products are summed in int64, whose addition is associative). Included by
- * coder.c with CS_NAME, CS_ATTR, SPLIT_ROW and the LMS_* macros defined, which it undefines at
+ * coder.c with CS_NAME, CS_ATTR, SPLIT_ROW, BATCH_GATHER and the LMS_* macros defined, which it undefines at
  * the end; not a header of its own.
  */
 /*
@@ -48,6 +48,12 @@ CS_ATTR static int CS_NAME(slab_t *B, scratch_t *s, coder_t *C, int z, int use_m
             for (int x = 0; x < nx; x++) {
                 s->anch[x] = classical(&w, x, y, z);
                 s->p1s[x] = w.p1; s->p2s[x] = w.p2;
+            }
+            /* [xa, xe): the inputs BATCH_GATHER made (none in the generic build) */
+            int xa = nx, xe = nx;
+            BATCH_GATHER(xa, xe);
+            for (int x = 0; x < nx; x++) {
+                if (x >= xa && x < xe) continue;
                 if (nbgeo_inside(geo, p, x, y)) gather_inside(p, geo, row + x, k0, T, I, s->anch[x], s->X + (size_t)x * T * I);
                 else gather(p, vox, T, I, x, y, z, s->anch[x], s->X + (size_t)x * T * I);
             }
@@ -111,8 +117,7 @@ CS_ATTR static int CS_NAME(slab_t *B, scratch_t *s, coder_t *C, int z, int use_m
             int32_t rl = 0, base = pr;
             if (!left && x > 0) {
                 rl = lastbase_res;
-                int best = 0;
-                for (int k = 1; k < NALPHA; k++) if (alpha_cost[c][k] < alpha_cost[c][best]) best = k;
+                const int best = alpha_best(alpha_cost[c]);
                 pr = clampv((int64_t)pr + (((int64_t)rl * ALPHA[best] + 4) >> 3), p->vmin, p->vmax);
             }
             int32_t v;
@@ -130,11 +135,7 @@ CS_ATTR static int CS_NAME(slab_t *B, scratch_t *s, coder_t *C, int z, int use_m
                 if (B->anchor_out) B->anchor_out[(size_t)z * plane + o + x] = a;
                 if (B->pred_out) B->pred_out[(size_t)z * plane + o + x] = pr;
             }
-            if (!left && x > 0)
-                for (int k = 0; k < NALPHA; k++) {
-                    int64_t ek = (int64_t)v - base - (((int64_t)rl * ALPHA[k] + 4) >> 3);
-                    alpha_cost[c][k] += (uint32_t)(ek < 0 ? (-ek > 65535 ? 65535 : -ek) : ek > 65535 ? 65535 : ek) - (alpha_cost[c][k] >> 5);
-                }
+            if (!left && x > 0) alpha_update(alpha_cost[c], v - base, rl);
             if (lms_on && v != pr) {
                 const int32_t step = v > pr ? lmu : -lmu;
                 LMS_UPDATE(step);
@@ -155,6 +156,7 @@ CS_ATTR static int CS_NAME(slab_t *B, scratch_t *s, coder_t *C, int z, int use_m
 #undef CS_NAME
 #undef CS_ATTR
 #undef SPLIT_ROW
+#undef BATCH_GATHER
 #undef LMS_DECL
 #undef LMS_TAPS_DECL
 #undef LMS_PREDICT

@@ -136,7 +136,7 @@ static void model_init(model_t *m) {
     for (size_t i = 0; i < sizeof(model_t) / sizeof(prob_t); i++) p[i] = init;
 }
 
-#define NALPHA 4
+#define NALPHA 4 /* alpha_best() is written for four */
 
 /* What a slice's coding leaves to the next: the adaptive probabilities and the alpha costs
  * (format v1: one state runs through the whole slab; v2: each slice starts from a copy of
@@ -219,6 +219,26 @@ static inline int activity_ctx(uint32_t act) {
 /* ---- prediction ---- */
 
 static const int32_t ALPHA[NALPHA] = {0, 2, 4, 6}; /* left-residual correction, in eighths */
+
+/* The candidate with the smallest cost, the first of equal ones: a tournament over values in
+ * registers (the same choice as a scan, without a chain of loads through the index). */
+static inline __attribute__((always_inline)) int alpha_best(const uint32_t *cost) {
+    const uint32_t c0 = cost[0], c1 = cost[1], c2 = cost[2], c3 = cost[3];
+    const int b01 = c1 < c0 ? 1 : 0, b23 = c3 < c2 ? 3 : 2;
+    const uint32_t m01 = c1 < c0 ? c1 : c0, m23 = c3 < c2 ? c3 : c2;
+    return m23 < m01 ? b23 : b01;
+}
+
+/* Each candidate's cost after a voxel whose residual before the correction was e, the left
+ * one's rl: cost += min(|e - corr_k|, 65535) - cost / 32. |e| <= 131071 and |corr_k| < 2^17,
+ * so int32 holds every term (four independent lanes the compiler may put in one vector). */
+static inline __attribute__((always_inline)) void alpha_update(uint32_t *cost, int32_t e, int32_t rl) {
+    for (int k = 0; k < NALPHA; k++) {
+        int32_t ek = e - ((rl * ALPHA[k] + 4) >> 3);
+        uint32_t a = (uint32_t)(ek < 0 ? -ek : ek);
+        cost[k] += (a > 65535 ? 65535 : a) - (cost[k] >> 5);
+    }
+}
 
 static inline int32_t med(int32_t a, int32_t b, int32_t c) {
     int32_t mx = a > b ? a : b, mn = a < b ? a : b;
@@ -687,6 +707,7 @@ static void publish_row(slab_t *B, int z, int rows) {
 #define CS_NAME code_slice_generic
 #define CS_ATTR
 #define SPLIT_ROW split_row
+#define BATCH_GATHER(xa, xe) do { } while (0)
 #define LMS_DECL int32_t lw[NLMS]; memcpy(lw, C->st.lms, sizeof lw)
 #define LMS_TAPS_DECL int32_t lr[NLMS]
 #define LMS_PREDICT(acc) do { lms_taps(&w, lr, x, y, z); acc = 0; \
@@ -775,9 +796,95 @@ __attribute__((target("avx2"))) static void split_row_avx2(split_t *S, const vox
     if (cnt > 0) vox_lstm_input_proj(p->model, cnt * S->T, S->D, (size_t)S->I, S->pre, kernel);
 }
 
+/*
+ * The batch path's inputs (no left voxels) for the voxels of row y inside the x/y edges, 8
+ * voxels at a time: for each neighbour, one load of 8 consecutive values, (v - a) scaled and
+ * saturated on the vector as gather_inside does; then 8 neighbours x 8 voxels are transposed
+ * (int16) and each voxel's 8 inputs stored at once. Neighbours go in chunks of up to 8 whose
+ * slots are consecutive. Returns the first x it did not do (the caller does the rest, and the
+ * voxels before xa, one by one).
+ */
+__attribute__((target("avx2"))) static int batch_gather_avx2(const vox_slab_params *p, const nbgeo_t *g, const int32_t *row, int y,
+                                                              int k0, int T, int I, const int32_t *anch, int16_t *X, int *xa_out) {
+    const int nx = p->nx, n = p->n_nb, TI = T * I, r = p->norm_shift;
+    *xa_out = nx;
+    if (!g->on || y + g->dymin < 0 || y + g->dymax >= p->ny || n - k0 > 256) return nx;
+    int xa = -g->dxmin, xb = nx - g->dxmax;
+    if (xa < 0) xa = 0;
+    if (xb <= xa) return nx;
+    *xa_out = xa;
+    /* chunks: [start, start + len) of the neighbours from k0, consecutive slots; `wide`: the
+     * slots after a short chunk, up to 8, are nobody's written earlier (zeros may go there) */
+    int cs[256], cl[256], cw[256], nc = 0;
+    for (int k = k0; k < n;) {
+        int len = 1;
+        while (len < 8 && k + len < n && p->nb_slot[k + len] == p->nb_slot[k] + len) len++;
+        cs[nc] = k; cl[nc] = len; nc++;
+        k += len;
+    }
+    for (int c = 0; c < nc; c++) {
+        const int s0 = p->nb_slot[cs[c]];
+        int ok = s0 + 8 <= TI;
+        for (int j = k0; ok && j < cs[c]; j++) if (p->nb_slot[j] >= s0 + cl[c] && p->nb_slot[j] < s0 + 8) ok = 0;
+        cw[c] = ok;
+    }
+    const int up = r <= 12;
+    const __m128i sh = _mm_cvtsi32_si128(up ? 12 - r : r - 12);
+    const __m256i rnd = _mm256_set1_epi32(up ? 0 : 1 << (r - 13));
+    const __m128i lo16 = _mm_set1_epi16(-32767);
+    int x = xa;
+    for (; x + 8 <= xb; x += 8) {
+        const int32_t *at = row + x;
+        const __m256i A = _mm256_loadu_si256((const __m256i *)(const void *)(anch + x));
+        int16_t *X0 = X + (size_t)x * TI;
+        memset(X0, 0, sizeof(int16_t) * (size_t)8 * TI);
+        for (int c = 0; c < nc; c++) {
+            __m128i m[8];
+            for (int j = 0; j < 8; j += 2) {
+                __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
+                if (j < cl[c]) {
+                    d0 = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(at + g->off[cs[c] + j])), A);
+                    d0 = up ? _mm256_sll_epi32(d0, sh) : _mm256_sra_epi32(_mm256_add_epi32(d0, rnd), sh);
+                }
+                if (j + 1 < cl[c]) {
+                    d1 = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(at + g->off[cs[c] + j + 1])), A);
+                    d1 = up ? _mm256_sll_epi32(d1, sh) : _mm256_sra_epi32(_mm256_add_epi32(d1, rnd), sh);
+                }
+                /* int16 with saturation to [-32768, 32767], then -32768 raised to -32767 */
+                __m256i pk = _mm256_permute4x64_epi64(_mm256_packs_epi32(d0, d1), 0xD8);
+                m[j] = _mm_max_epi16(_mm256_castsi256_si128(pk), lo16);
+                m[j + 1] = _mm_max_epi16(_mm256_extracti128_si256(pk, 1), lo16);
+            }
+            /* 8x8 transpose: m[j] holds neighbour j of the 8 voxels; o[i] voxel i's 8 inputs */
+            __m128i t0 = _mm_unpacklo_epi16(m[0], m[1]), t1 = _mm_unpackhi_epi16(m[0], m[1]);
+            __m128i t2 = _mm_unpacklo_epi16(m[2], m[3]), t3 = _mm_unpackhi_epi16(m[2], m[3]);
+            __m128i t4 = _mm_unpacklo_epi16(m[4], m[5]), t5 = _mm_unpackhi_epi16(m[4], m[5]);
+            __m128i t6 = _mm_unpacklo_epi16(m[6], m[7]), t7 = _mm_unpackhi_epi16(m[6], m[7]);
+            __m128i u0 = _mm_unpacklo_epi32(t0, t2), u1 = _mm_unpackhi_epi32(t0, t2);
+            __m128i u2 = _mm_unpacklo_epi32(t1, t3), u3 = _mm_unpackhi_epi32(t1, t3);
+            __m128i u4 = _mm_unpacklo_epi32(t4, t6), u5 = _mm_unpackhi_epi32(t4, t6);
+            __m128i u6 = _mm_unpacklo_epi32(t5, t7), u7 = _mm_unpackhi_epi32(t5, t7);
+            __m128i o[8] = {_mm_unpacklo_epi64(u0, u4), _mm_unpackhi_epi64(u0, u4), _mm_unpacklo_epi64(u1, u5), _mm_unpackhi_epi64(u1, u5),
+                            _mm_unpacklo_epi64(u2, u6), _mm_unpackhi_epi64(u2, u6), _mm_unpacklo_epi64(u3, u7), _mm_unpackhi_epi64(u3, u7)};
+            int16_t *dst = X0 + p->nb_slot[cs[c]];
+            if (cw[c] || cl[c] == 8) {
+                for (int i = 0; i < 8; i++) _mm_storeu_si128((__m128i *)(void *)(dst + (size_t)i * TI), o[i]);
+            } else {
+                int16_t tmp[8];
+                for (int i = 0; i < 8; i++) {
+                    _mm_storeu_si128((__m128i *)(void *)tmp, o[i]);
+                    memcpy(dst + (size_t)i * TI, tmp, sizeof(int16_t) * (size_t)cl[c]);
+                }
+            }
+        }
+    }
+    return x;
+}
+
 #define CS_NAME code_slice_avx2
 #define CS_ATTR __attribute__((target("avx2")))
 #define SPLIT_ROW split_row_avx2
+#define BATCH_GATHER(xa, xe) do { xe = batch_gather_avx2(p, geo, row, y, k0, T, I, s->anch, s->X, &xa); } while (0)
 #define LMS_DECL __m256i lw0 = _mm256_loadu_si256((const __m256i *)(const void *)C->st.lms), \
                          lw1 = _mm256_setr_epi32(C->st.lms[8], C->st.lms[9], 0, 0, 0, 0, 0, 0)
 #define LMS_TAPS_DECL __m256i lt0 = _mm256_setzero_si256(), lt1 = _mm256_setzero_si256()

@@ -154,6 +154,27 @@ final class SplitKernelTests: XCTestCase {
         XCTAssertGreaterThan(n.split, 0)
     }
 
+    /// The row-parallel presets' inputs, gathered 8 voxels at a time with 8x8 transposes in the
+    /// AVX2 coder: neighbourhoods whose steps split into chunks of every length (pyramid 7/5/3:
+    /// 9, 25, 21 inputs; one input per step; cubes), shifts up (r <= 12) and down (r > 12),
+    /// spikes that saturate inputs, widths that leave remainders. Predictions equal the scalar
+    /// reference's (the generic coder's one-voxel gather) everywhere.
+    func testBatchGatherOfRowParallelModels() throws {
+        _ = try requiredSIMDKernels()
+        for (nx, x0) in [(80, 0), (37, 200)] {
+            let ct = try TestData.crop("ct_lung1", x0: x0, y0: 200, z0: 20, nx: nx, ny: 24, nz: 5)
+            var v = values(ct)
+            var rng = SplitMix64(seed: UInt64(nx))
+            for i in 0..<v.count where rng.nextInt(in: 0...30) == 0 { v[i] = Int32(rng.nextInt(in: -1024...3000)) } // spikes
+            for (H, spec, r) in [(8, "pyramid:7,5,3/slice", 7), (8, "pyramid:7,5,3/slice", 3), (16, "pyramid:7,5,3/slice", 14),
+                                 (8, "pyramid:5,3/voxel", 12), (8, "cube:5:1/row", 16), (4, "pyramid:13,9,5,1/slice", 9),
+                                 (8, "cube:3:2/slice", 13)] {
+                let m = try TestData.randomModel(H: H, spec: spec, seed: UInt64(H * 31 + r), big: true, normShift: r)
+                try checkSplit(v, ct.shape, ct.dtype, model: m, slab: 5, label: "row-parallel \(spec) H=\(H) r=\(r) nx=\(nx)")
+            }
+        }
+    }
+
     /// Random weights (sums wrap modulo 2^32), r = 12 and r = 5, and data with large jumps:
     /// both paths are taken (saturated inputs go monolithic) and agree everywhere.
     func testSplitPathWithRandomModelsAndSaturatingInputs() throws {
