@@ -77,7 +77,18 @@ for cs in args.cache_sizes.split(","):
         with lock:
             stats["reads"] += n; stats["bytes"] += b; stats["errors"] += err; stats["wrong"] += wrong; stats["lat"] += lat
 
-    th = [threading.Thread(target=reader, args=(k,)) for k in range(args.readers)]
+    # where the peak is: the daemon's resident memory sampled 4 times a second, split into
+    # anonymous (heap: slabs, decodes) and file-backed (the binary and its shared libraries)
+    peak = {"rss": 0, "anon": 0}
+    def sampler():
+        while time.time() < stop:
+            try:
+                f = {l.split(":")[0]: int(l.split()[1]) for l in open(f"/proc/{d.pid}/smaps_rollup") if l.split()[-1] == "kB"}
+            except (OSError, ValueError, IndexError):
+                break
+            if f.get("Rss", 0) > peak["rss"]: peak.update(rss=f["Rss"], anon=f.get("Anonymous", 0))
+            time.sleep(0.25)
+    th = [threading.Thread(target=reader, args=(k,)) for k in range(args.readers)] + [threading.Thread(target=sampler)]
     t0 = time.time()
     for x in th: x.start()
     for x in th: x.join()
@@ -90,11 +101,12 @@ for cs in args.cache_sizes.split(","):
     pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
     capacity = int(cap.split("capacity=")[1].split()[0]) / (1 << 20) if "capacity=" in cap else float("nan")
     row = (f"| {cs} | {capacity:.0f} | {args.readers} | {wall:.0f} | {stats['reads']} | {stats['errors']} | {stats['wrong']} | "
-           f"{pct(0.5):.1f} | {pct(0.99):.0f} | {lat[-1] * 1000:.0f} | {hwm:.0f} | {hwm - capacity:+.0f} |")
+           f"{pct(0.5):.1f} | {pct(0.99):.0f} | {lat[-1] * 1000:.0f} | {hwm:.0f} | {hwm - capacity:+.0f} | "
+           f"{peak['anon'] / 1024:.0f} / {(peak['rss'] - peak['anon']) / 1024:.0f} |")
     rows.append(row)
     print(row, flush=True)
-head = ("| -o cache_size | cache MiB | readers | s | reads | errors | wrong bytes | p50 ms | p99 ms | max ms | peak RSS MiB | RSS - cache MiB |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+head = ("| -o cache_size | cache MiB | readers | s | reads | errors | wrong bytes | p50 ms | p99 ms | max ms | peak RSS MiB | RSS - cache MiB | sampled peak: anon / file MiB |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 text = head + "\n" + "\n".join(rows) + "\n"
 print(text)
 if args.out:

@@ -6,6 +6,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <stdint.h>
 
 /* set while this thread is inside a guard; volatile, and fenced below, so that the compiler
  * neither drops the store (it is overwritten with NULL right after the guarded read) nor moves
@@ -60,6 +63,39 @@ int voxlmdb_get(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, void **
     }
     GUARD_END
     if (rc == 0) { *val = out; *len = v.mv_size; }
+    return rc;
+faulted:
+    free(out);
+    return VOXLMDB_FAULT;
+}
+
+/* The whole pages of a value, released from this process's page tables (the file's pages stay
+ * in the page cache; a later read faults them back in). Only for read-only transactions, whose
+ * values all lie in the file's read-only shared map. */
+static void drop_pages(const void *p, size_t n) {
+    if (n < VOXLMDB_ONCE_MIN) return;
+    const long pgs = sysconf(_SC_PAGESIZE);
+    const uintptr_t pg = pgs > 0 ? (uintptr_t)pgs : 0;
+    if (pg == 0 || (pg & (pg - 1)) != 0) return;
+    const uintptr_t a = ((uintptr_t)p + pg - 1) & ~(pg - 1), b = ((uintptr_t)p + n) & ~(pg - 1);
+    if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+int voxlmdb_get_once(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, void **val, size_t *len) {
+    void *volatile out = NULL;
+    *val = NULL; *len = 0;
+    MDB_val k = { klen, (void *)key }, v = { 0, NULL };
+    int rc;
+    GUARD_BEGIN
+    rc = mdb_get(txn, dbi, &k, &v);
+    if (rc == 0) {
+        if (v.mv_size > ((size_t)1 << 40)) { GUARD_END return VOXLMDB_FAULT; }
+        out = malloc(v.mv_size ? v.mv_size : 1);
+        if (!out) { GUARD_END return ENOMEM; }
+        memcpy(out, v.mv_data, v.mv_size);
+    }
+    GUARD_END
+    if (rc == 0) { drop_pages(v.mv_data, v.mv_size); *val = out; *len = v.mv_size; }
     return rc;
 faulted:
     free(out);

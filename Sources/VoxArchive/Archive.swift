@@ -668,7 +668,7 @@ public final class Archive: @unchecked Sendable {
         }
         let slabs = self.slabs
         return try VXZ.Decoder(header: h, name: "volume \(id)", extraModels: extra) { [self] i in
-            guard let s = try read({ t in try t.get(slabs, Archive.slabKey(id, i)) }) else {
+            guard let s = try read({ t in try t.get(slabs, Archive.slabKey(id, i), once: true) }) else {
                 throw VoxError(.corrupt, "volume \(id): slab \(i) is missing")
             }
             return s

@@ -117,7 +117,7 @@ public final class LMDBEnvironment: @unchecked Sendable {
         var t: OpaquePointer?
         try check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &t), "mdb_txn_begin (read)")
         let r: T
-        do { r = try body(Transaction(txn: t!)) } catch {
+        do { r = try body(Transaction(txn: t!, readOnly: true)) } catch {
             mdb_txn_abort(t)
             throw error
         }
@@ -136,7 +136,7 @@ public final class LMDBEnvironment: @unchecked Sendable {
             var t: OpaquePointer?
             try check(mdb_txn_begin(env, nil, 0, &t), "mdb_txn_begin (write)")
             let r: T
-            do { r = try body(Transaction(txn: t!)) } catch let e as LMDBError where e.isMapFull {
+            do { r = try body(Transaction(txn: t!, readOnly: false)) } catch let e as LMDBError where e.isMapFull {
                 mdb_txn_abort(t)
                 try grow()
                 continue
@@ -163,6 +163,9 @@ public final class LMDBEnvironment: @unchecked Sendable {
 /// A transaction: get, put, delete and ordered iteration on named databases.
 public struct Transaction {
     let txn: OpaquePointer
+    /// A read-only transaction: every value it returns lies in the file's map (a write
+    /// transaction's dirty pages are malloc'd memory, never released with madvise).
+    let readOnly: Bool
 
     /// This transaction's id (`mdb_txn_id`): a write transaction commits under it.
     public var id: UInt64 { UInt64(mdb_txn_id(txn)) }
@@ -173,11 +176,15 @@ public struct Transaction {
         return d
     }
 
-    /// The value stored under `key`, or nil (`mdb_get`, copied under the fault guard).
-    public func get(_ db: MDB_dbi, _ key: [UInt8]) throws -> [UInt8]? {
+    /// The value stored under `key`, or nil (`mdb_get`, copied under the fault guard). `once`:
+    /// a large value read once (a slab), whose map pages are released after the copy, so that
+    /// a long-running reader (the mount) does not keep every archive page it read resident.
+    public func get(_ db: MDB_dbi, _ key: [UInt8], once: Bool = false) throws -> [UInt8]? {
         var v: UnsafeMutableRawPointer? = nil
         var n = 0
-        let rc = key.withUnsafeBytes { kb in voxlmdb_get(txn, db, kb.baseAddress, kb.count, &v, &n) }
+        let rc = key.withUnsafeBytes { kb in
+            once && readOnly ? voxlmdb_get_once(txn, db, kb.baseAddress, kb.count, &v, &n) : voxlmdb_get(txn, db, kb.baseAddress, kb.count, &v, &n)
+        }
         if rc == MDB_NOTFOUND { return nil }
         try check(rc, "mdb_get")
         defer { free(v) }

@@ -658,6 +658,7 @@ public final class VoxFileSystem: @unchecked Sendable {
                 defer { self.lock.lock(); self.decodesPending -= 1; self.lock.unlock() }
                 decodeSlots.wait()
                 defer { self.decodeSlots.signal() }
+                cache.running(SlabCache.Key(volume: id, slab: s))
                 // a reader waits for this slab: when it is the only decode, it runs on every
                 // core (a wavefront over its slices); under load each decode takes one core
                 // (the wavefront's second thread is 80% efficient), as a prefetch always does

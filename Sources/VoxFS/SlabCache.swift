@@ -122,6 +122,19 @@ public final class SlabCache: @unchecked Sendable {
         throw err ?? VoxError(.corrupt, "slab \(key.slab) could not be decoded")
     }
 
+    /// The decode of `key` has its decode slot and starts filling its buffer: the buffer counts
+    /// against the capacity from now (idle slabs are evicted to make room), not only once it is
+    /// done, so that memory stays within the capacity plus the running decodes' working memory.
+    /// (Decodes still queued for a slot do not count: under many readers they would evict every
+    /// finished slab.)
+    public func running(_ key: Key) {
+        cond.lock(); defer { cond.unlock() }
+        guard let e = entries[key], !e.done, !e.counted, e.buffer.count <= capacity else { return }
+        e.counted = true
+        stats.bytes += e.buffer.count
+        evict()
+    }
+
     /// Waits until no decode is running (a reader returns as soon as its bytes are verified,
     /// while the rest of its slab may still be decoding on a thread of its own).
     public func waitIdle() {
@@ -166,10 +179,11 @@ public final class SlabCache: @unchecked Sendable {
                 drop(key)
             }
         }
-        // a slab counts against the capacity once decoded: counting decodes that are still
-        // queued for a decode slot would evict every finished slab under many readers (the
-        // soak's 32 readers on a 64 MiB cache fell to a third of the reads)
-        if entries[key] === e, e.buffer.count <= capacity {
+        // a slab counts against the capacity once its decode runs (running) or is done:
+        // counting decodes that are still queued for a decode slot would evict every finished
+        // slab under many readers (the soak's 32 readers on a 64 MiB cache fell to a third of
+        // the reads)
+        if entries[key] === e, !e.counted, e.buffer.count <= capacity {
             e.counted = true
             stats.bytes += e.buffer.count
         } else if entries[key] === e, !e.counted {

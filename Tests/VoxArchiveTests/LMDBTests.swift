@@ -2,6 +2,7 @@ import CLMDB
 import Foundation
 import XCTest
 import VoxArchive
+import VoxCore
 import VoxTestSupport
 
 final class LMDBTests: ScratchTestCase {
@@ -53,6 +54,36 @@ final class LMDBTests: ScratchTestCase {
             XCTAssertEqual(try t.count(db), 40)
             XCTAssertEqual(try t.get(db, [39]), blob)
         }
+    }
+
+    /// A value read `once` (a slab) comes back exact, and its map pages are released after the
+    /// copy (the mount's resident memory does not grow with the archive pages it has read); a
+    /// write transaction reads it the same way and releases nothing (its dirty pages are
+    /// malloc'd memory, not the map).
+    func testAValueReadOnceLeavesNoMapPagesResident() throws {
+        let path = dir.appendingPathComponent("once.voxfs").path
+        let env = try LMDBEnvironment(path: path)
+        let db = try env.database("slabs")
+        var rng = SystemRandomNumberGenerator()
+        let blobs = (0..<8).map { _ in (0..<(1 << 20)).map { _ in UInt8.random(in: 0...255, using: &rng) } }
+        try env.write { t in for (i, b) in blobs.enumerated() { try t.put(db, [UInt8(i)], b) } }
+        try env.write { t in XCTAssertEqual(try t.get(db, [0], once: true), blobs[0], "a write transaction reads it too") }
+        func resident() throws -> Int { // kB of the archive's map resident in this process
+            var kb = 0, inMap = false
+            // read to the end (a /proc file has no size: a one-shot read of its "size" stops short)
+            guard let f = FileHandle(forReadingAtPath: "/proc/self/smaps") else { throw VoxError(.io, "no /proc/self/smaps") }
+            defer { try? f.close() }
+            for line in String(decoding: f.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n") {
+                if let c = line.first, c.isHexDigit, line.contains("-") { inMap = line.hasSuffix(path) }
+                else if inMap, line.hasPrefix("Rss:") { kb += Int(line.split(separator: " ")[1]) ?? 0 }
+            }
+            return kb
+        }
+        try env.read { t in for i in 0..<8 { XCTAssertEqual(try t.get(db, [UInt8(i)]), blobs[i]) } }
+        let plain = try resident()
+        XCTAssertGreaterThan(plain, 7 << 10, "not vacuous: plain reads leave the 8 MiB of values resident")
+        try env.read { t in for i in 0..<8 { XCTAssertEqual(try t.get(db, [UInt8(i)], once: true), blobs[i]) } }
+        XCTAssertLessThan(try resident(), 1 << 10, "values read once leave their pages out of this process's memory")
     }
 
     func testErrorsCarryLMDBCodes() throws {

@@ -80,4 +80,28 @@ final class DamageTests: ScratchTestCase {
         }
         XCTAssertEqual(b.withUnsafeBytes(0..<3) { Array($0) }, [1, 2, 3], "other slabs still decode")
     }
+
+    /// A decode counts against the capacity from when it runs (it holds a decode slot), not
+    /// only once done: the idle slab it displaces is evicted before the new buffer is filled,
+    /// so cached and running slabs together stay within the capacity.
+    func testARunningDecodeCountsAgainstTheCapacity() throws {
+        let c = SlabCache(capacity: 3000)
+        let a = SlabCache.Key(volume: 1, slab: 0), b = SlabCache.Key(volume: 1, slab: 1)
+        _ = try c.get(a, need: 2000, size: 2000, prefetch: true) { buf, publish in publish(2000) }
+        XCTAssertEqual(c.snapshot.bytes, 2000)
+        let during = Locked(c.snapshot)
+        _ = try c.get(b, need: 1500, size: 1500, prefetch: true) { buf, publish in
+            let before = c.snapshot
+            c.running(b)
+            during.mutate { $0 = c.snapshot }
+            XCTAssertEqual(before.bytes, 2000, "a decode waiting for its slot does not count")
+            publish(1500)
+        }
+        XCTAssertEqual(during.value.bytes, 1500, "the running decode counts; the idle slab went to make room")
+        XCTAssertEqual(during.value.evictions, 1)
+        XCTAssertFalse(c.contains(a))
+        XCTAssertEqual(c.snapshot.bytes, 1500, "counted once, not again when done")
+        c.running(b) // a finished slab is not counted twice
+        XCTAssertEqual(c.snapshot.bytes, 1500)
+    }
 }

@@ -20,6 +20,13 @@
 
 /* mdb_get; on success *val is a malloc'd copy of the value (NULL for an empty one), *len its size. */
 int voxlmdb_get(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, void **val, size_t *len);
+/* voxlmdb_get for a value read once (a slab a decode copies out), in a read-only transaction
+ * only: after the copy, the whole
+ * pages of a value of VOXLMDB_ONCE_MIN bytes or more are released from this process's map
+ * (madvise MADV_DONTNEED on the read-only file mapping), so that a long-running reader's
+ * resident memory does not grow with the archive pages it has read. */
+#define VOXLMDB_ONCE_MIN 65536
+int voxlmdb_get_once(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, void **val, size_t *len);
 /* mdb_get without a copy: only the value's size. */
 int voxlmdb_size(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, size_t *len);
 /* mdb_cursor_get; with MDB_SET_RANGE, (key, klen) is the key to start at. On success *kout and
