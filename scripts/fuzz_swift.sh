@@ -17,6 +17,8 @@ SWIFT_BACKTRACE=enable=no $SWIFT build -c release --product voxfuzz --build-path
 SWIFT_BACKTRACE=enable=no $SWIFT build -c release --product voxfuzz
 rm -rf $B/seeds && python3 scripts/fuzz_seeds.py .build/release/voxfuzz $B/seeds
 J=$(nproc)
+failed=""
+echo "== $(date -u +%F\ %H:%M) $(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs), $J cores: $RUNS executions per target" >> $B/summary.txt
 for t in $TARGETS; do
   mkdir -p $B/corpus/$t
   extra=()
@@ -33,7 +35,13 @@ for t in $TARGETS; do
   done
   ok=1
   for p in "${pids[@]}"; do wait $p || ok=0; done
-  if [ $ok = 0 ]; then echo "$t: FAILED (see $B/fuzz-$t-*.log and $B/$t-*)"; grep -h -A25 "ERROR\|Fatal\|deadly\|timeout" $B/fuzz-$t-*.log | head -60; exit 1; fi
   execs=$(cat $B/fuzz-$t-*.log | awk '/stat::number_of_executed_units/ {s += $2} END {print s + 0}')
-  echo "$t: $execs executions in $(( $(date +%s) - start )) s on $J workers: no crash, no timeout, no broken property; corpus $(ls $B/corpus/$t | wc -l) inputs"
+  if [ $ok = 0 ]; then
+    echo "$t: FAILED after $execs executions (see $B/fuzz-$t-*.log and $B/$t-*)" | tee -a $B/summary.txt
+    grep -h -A25 "ERROR\|Fatal\|deadly\|timeout" $B/fuzz-$t-*.log | head -60
+    failed="$failed $t"
+    continue
+  fi
+  echo "$t: $execs executions in $(( $(date +%s) - start )) s on $J workers: no crash, no timeout, no broken property; corpus $(ls $B/corpus/$t | wc -l) inputs" | tee -a $B/summary.txt
 done
+[ -z "${failed:-}" ] || { echo "fuzz_swift: failed:$failed"; exit 1; }
