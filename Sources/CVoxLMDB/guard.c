@@ -48,27 +48,6 @@ static void install(void) {
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
 #define GUARD_END __atomic_signal_fence(__ATOMIC_SEQ_CST); guard_jmp = NULL;
 
-int voxlmdb_get(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, void **val, size_t *len) {
-    void *volatile out = NULL;
-    *val = NULL; *len = 0;
-    MDB_val k = { klen, (void *)key }, v = { 0, NULL };
-    int rc;
-    GUARD_BEGIN
-    rc = mdb_get(txn, dbi, &k, &v);
-    if (rc == 0) {
-        if (v.mv_size > ((size_t)1 << 40)) { GUARD_END return VOXLMDB_FAULT; }
-        out = malloc(v.mv_size ? v.mv_size : 1);
-        if (!out) { GUARD_END return ENOMEM; }
-        memcpy(out, v.mv_data, v.mv_size);
-    }
-    GUARD_END
-    if (rc == 0) { *val = out; *len = v.mv_size; }
-    return rc;
-faulted:
-    free(out);
-    return VOXLMDB_FAULT;
-}
-
 /* The whole pages of a value, released from this process's page tables (the file's pages stay
  * in the page cache; a later read faults them back in). Only for read-only transactions, whose
  * values all lie in the file's read-only shared map. */
@@ -81,7 +60,8 @@ static void drop_pages(const void *p, size_t n) {
     if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-int voxlmdb_get_once(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, void **val, size_t *len) {
+/* mdb_get and the copy out of the map under the guard; `once`: then release the value's pages */
+static int get_copy(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, void **val, size_t *len, int once) {
     void *volatile out = NULL;
     *val = NULL; *len = 0;
     MDB_val k = { klen, (void *)key }, v = { 0, NULL };
@@ -95,11 +75,22 @@ int voxlmdb_get_once(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, vo
         memcpy(out, v.mv_data, v.mv_size);
     }
     GUARD_END
-    if (rc == 0) { drop_pages(v.mv_data, v.mv_size); *val = out; *len = v.mv_size; }
+    if (rc == 0) {
+        if (once) drop_pages(v.mv_data, v.mv_size);
+        *val = out; *len = v.mv_size;
+    }
     return rc;
 faulted:
     free(out);
     return VOXLMDB_FAULT;
+}
+
+int voxlmdb_get(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, void **val, size_t *len) {
+    return get_copy(txn, dbi, key, klen, val, len, 0);
+}
+
+int voxlmdb_get_once(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, void **val, size_t *len) {
+    return get_copy(txn, dbi, key, klen, val, len, 1);
 }
 
 int voxlmdb_size(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, size_t *len) {
