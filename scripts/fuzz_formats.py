@@ -14,20 +14,15 @@ cache = os.environ.get("VOXFS_CACHE", os.path.expanduser("~/.cache/voxfs"))
 seeds = sorted(glob.glob(os.path.join(cache, "dicom", "**", "*.dcm"), recursive=True))[:80]
 seeds += sorted(glob.glob(os.path.join(cache, "series", "signed", "*.dcm")))[:2]
 raw = open(os.path.join(cache, "volumes", "ct_lung1.raw"), "rb").read()[: 64 * 64 * 2 * 2]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gzip
+from volume_files import metaimage, nifti1, nrrd
 made = {
-    "a.nrrd": b"NRRD0004\ntype: short\ndimension: 3\nsizes: 64 64 2\nendian: little\nencoding: raw\n\n" + raw,
-    "b.mha": b"ObjectType = Image\nNDims = 3\nDimSize = 64 64 2\nElementType = MET_SHORT\nElementDataFile = LOCAL\n" + raw,
+    "a.nrrd": nrrd(64, 64, 2, raw),
+    "b.mha": metaimage(64, 64, 2, raw),
+    "c.nii.gz": gzip.compress(nifti1(64, 64, 2, raw), compresslevel=6, mtime=0),
+    "d.mha": metaimage(64, 64, 2, raw, compressed=True),
 }
-import gzip, struct, zlib
-hdr = bytearray(348)
-struct.pack_into("<i", hdr, 0, 348)
-struct.pack_into("<8h", hdr, 40, 3, 64, 64, 2, 1, 1, 1, 1)
-struct.pack_into("<hh", hdr, 70, 4, 16)
-struct.pack_into("<f", hdr, 108, 352.0)
-hdr[344:348] = b"n+1\0"
-made["c.nii.gz"] = gzip.compress(bytes(hdr) + bytes(4) + raw, compresslevel=6, mtime=0)
-made["d.mha"] = (b"ObjectType = Image\nNDims = 3\nDimSize = 64 64 2\nElementType = MET_SHORT\nCompressedData = True\n"
-                 b"ElementDataFile = LOCAL\n" + zlib.compress(raw, 6))
 breast = os.path.join(cache, "src", "pyradiomics-3.0.1", "data", "breast1_image.nrrd")
 if os.path.exists(breast):
     made["e.nrrd"] = open(breast, "rb").read()

@@ -7,7 +7,10 @@ and model files, and the records of the committed seed archives (through
 `voxfuzz --seed-records`). Nothing here is committed; the corpus libFuzzer grows stays in OUT.
 
 usage: scripts/fuzz_seeds.py VOXFUZZ OUT"""
-import glob, gzip, os, shutil, struct, subprocess, sys, zlib
+import glob, gzip, os, subprocess, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from volume_files import metaimage, nifti1, nrrd
 
 voxfuzz, out = sys.argv[1], sys.argv[2]
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,22 +39,14 @@ for p in dicoms[:12]:  # series: [files, cut] + two files' bytes (the target cut
 vol = open(os.path.join(cache, "volumes", "ct_lung1.raw"), "rb").read()
 raw = b"".join(vol[(z * 512 * 512 + (200 + y) * 512 + 200) * 2:(z * 512 * 512 + (200 + y) * 512 + 232) * 2]
                for z in (20, 21) for y in range(32))
-hdr = bytearray(348)
-struct.pack_into("<i", hdr, 0, 348)
-struct.pack_into("<8h", hdr, 40, 3, 32, 32, 2, 1, 1, 1, 1)
-struct.pack_into("<hh", hdr, 70, 4, 16)
-struct.pack_into("<f", hdr, 108, 352.0)
-hdr[344:348] = b"n+1\0"
-nii = bytes(hdr) + bytes(4) + raw
+nii = nifti1(32, 32, 2, raw)
 put("nifti", "ct.nii", nii)
 put("gzip", "ct.nii.gz", gzip.compress(nii, compresslevel=6, mtime=0))
 put("gzip", "ct9.nii.gz", gzip.compress(nii, compresslevel=9, mtime=0))
-mha = b"ObjectType = Image\nNDims = 3\nDimSize = 32 32 2\nElementType = MET_SHORT\nElementDataFile = LOCAL\n"
-put("metaimage", "ct.mha", mha + raw)
-put("metaimage", "ctz.mha", mha.replace(b"ElementDataFile", b"CompressedData = True\nElementDataFile") + zlib.compress(raw, 6))
-nrrd = b"NRRD0004\ntype: short\ndimension: 3\nsizes: 32 32 2\nendian: little\nencoding: raw\n\n"
-put("nrrd", "ct.nrrd", nrrd + raw)
-put("nrrd", "ctgz.nrrd", nrrd.replace(b"encoding: raw", b"encoding: gzip") + gzip.compress(raw, 6, mtime=0))
+put("metaimage", "ct.mha", metaimage(32, 32, 2, raw))
+put("metaimage", "ctz.mha", metaimage(32, 32, 2, raw, compressed=True))
+put("nrrd", "ct.nrrd", nrrd(32, 32, 2, raw))
+put("nrrd", "ctgz.nrrd", nrrd(32, 32, 2, raw, gz=True))
 
 for p in sorted(glob.glob(os.path.join(root, "Tests", "VoxCodecTests", "golden", "*.vxz"))):
     if os.path.getsize(p) <= 65536:
