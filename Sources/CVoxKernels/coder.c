@@ -136,7 +136,7 @@ static void model_init(model_t *m) {
     for (size_t i = 0; i < sizeof(model_t) / sizeof(prob_t); i++) p[i] = init;
 }
 
-#define NALPHA 4 /* alpha_best() is written for four */
+#define NALPHA 4
 
 /* What a slice's coding leaves to the next: the adaptive probabilities and the alpha costs
  * (format v1: one state runs through the whole slab; v2: each slice starts from a copy of
@@ -222,6 +222,7 @@ static const int32_t ALPHA[NALPHA] = {0, 2, 4, 6}; /* left-residual correction, 
 
 /* The candidate with the smallest cost, the first of equal ones: a tournament over values in
  * registers (the same choice as a scan, without a chain of loads through the index). */
+_Static_assert(NALPHA == 4, "alpha_best() is written for four candidates");
 static inline __attribute__((always_inline)) int alpha_best(const uint32_t *cost) {
     const uint32_t c0 = cost[0], c1 = cost[1], c2 = cost[2], c3 = cost[3];
     const int b01 = c1 < c0 ? 1 : 0, b23 = c3 < c2 ? 3 : 2;
@@ -597,12 +598,19 @@ typedef struct {
     int stop, reported;
 } slab_t;
 
+/* The batch gather's neighbours from k0 on, in chunks of up to 8 with consecutive input slots;
+ * wide[c]: the slots after a short chunk, up to 8, are none an earlier chunk wrote (zeros may
+ * be stored there). Worked out once per k0 (it changes only in a slab's first slices). */
+#define BG_MAXNB 256
+typedef struct { int k0, nc; int start[BG_MAXNB], len[BG_MAXNB], wide[BG_MAXNB]; } bgchunks_t;
+
 /* Per-thread scratch: the row's anchors and predictions, LSTM inputs and workspace. */
 typedef struct {
     int32_t *anch, *p1s, *p2s, *preds, *ys;
     int16_t *X;
     void *ws;
     split_t S;
+    bgchunks_t chunks;
     int64_t nsplit, nmono;
 } scratch_t;
 
@@ -616,6 +624,7 @@ static int scratch_init(scratch_t *s, const slab_t *B) {
     const vox_slab_params *p = B->p;
     const int nx = p->nx;
     memset(s, 0, sizeof *s);
+    s->chunks.k0 = -1;
     s->anch = malloc(sizeof(int32_t) * nx); s->p1s = malloc(sizeof(int32_t) * nx);
     s->p2s = malloc(sizeof(int32_t) * nx); s->preds = malloc(sizeof(int32_t) * nx);
     s->ys = malloc(sizeof(int32_t) * nx);
@@ -804,30 +813,32 @@ __attribute__((target("avx2"))) static void split_row_avx2(split_t *S, const vox
  * slots are consecutive. Returns the first x it did not do (the caller does the rest, and the
  * voxels before xa, one by one).
  */
+static void bg_chunks(const vox_slab_params *p, int k0, int TI, bgchunks_t *ch) {
+    ch->k0 = k0; ch->nc = 0;
+    for (int k = k0; k < p->n_nb;) {
+        int len = 1;
+        while (len < 8 && k + len < p->n_nb && p->nb_slot[k + len] == p->nb_slot[k] + len) len++;
+        const int s0 = p->nb_slot[k];
+        int wide = s0 + 8 <= TI;
+        for (int j = k0; wide && j < k; j++) if (p->nb_slot[j] >= s0 + len && p->nb_slot[j] < s0 + 8) wide = 0;
+        ch->start[ch->nc] = k; ch->len[ch->nc] = len; ch->wide[ch->nc] = wide; ch->nc++;
+        k += len;
+    }
+}
+
 __attribute__((target("avx2"))) static int batch_gather_avx2(const vox_slab_params *p, const nbgeo_t *g, const int32_t *row, int y,
-                                                              int k0, int T, int I, const int32_t *anch, int16_t *X, int *xa_out) {
+                                                              int k0, int T, int I, const int32_t *anch, int16_t *X,
+                                                              bgchunks_t *ch, int *xa_out) {
     const int nx = p->nx, n = p->n_nb, TI = T * I, r = p->norm_shift;
     *xa_out = nx;
-    if (!g->on || y + g->dymin < 0 || y + g->dymax >= p->ny || n - k0 > 256) return nx;
+    if (!g->on || y + g->dymin < 0 || y + g->dymax >= p->ny || n - k0 > BG_MAXNB) return nx;
     int xa = -g->dxmin, xb = nx - g->dxmax;
     if (xa < 0) xa = 0;
     if (xb <= xa) return nx;
     *xa_out = xa;
-    /* chunks: [start, start + len) of the neighbours from k0, consecutive slots; `wide`: the
-     * slots after a short chunk, up to 8, are nobody's written earlier (zeros may go there) */
-    int cs[256], cl[256], cw[256], nc = 0;
-    for (int k = k0; k < n;) {
-        int len = 1;
-        while (len < 8 && k + len < n && p->nb_slot[k + len] == p->nb_slot[k] + len) len++;
-        cs[nc] = k; cl[nc] = len; nc++;
-        k += len;
-    }
-    for (int c = 0; c < nc; c++) {
-        const int s0 = p->nb_slot[cs[c]];
-        int ok = s0 + 8 <= TI;
-        for (int j = k0; ok && j < cs[c]; j++) if (p->nb_slot[j] >= s0 + cl[c] && p->nb_slot[j] < s0 + 8) ok = 0;
-        cw[c] = ok;
-    }
+    if (ch->k0 != k0) bg_chunks(p, k0, TI, ch);
+    const int nc = ch->nc;
+    const int *cs = ch->start, *cl = ch->len, *cw = ch->wide;
     const int up = r <= 12;
     const __m128i sh = _mm_cvtsi32_si128(up ? 12 - r : r - 12);
     const __m256i rnd = _mm256_set1_epi32(up ? 0 : 1 << (r - 13));
@@ -884,7 +895,7 @@ __attribute__((target("avx2"))) static int batch_gather_avx2(const vox_slab_para
 #define CS_NAME code_slice_avx2
 #define CS_ATTR __attribute__((target("avx2")))
 #define SPLIT_ROW split_row_avx2
-#define BATCH_GATHER(xa, xe) do { xe = batch_gather_avx2(p, geo, row, y, k0, T, I, s->anch, s->X, &xa); } while (0)
+#define BATCH_GATHER(xa, xe) do { xe = batch_gather_avx2(p, geo, row, y, k0, T, I, s->anch, s->X, &s->chunks, &xa); } while (0)
 #define LMS_DECL __m256i lw0 = _mm256_loadu_si256((const __m256i *)(const void *)C->st.lms), \
                          lw1 = _mm256_setr_epi32(C->st.lms[8], C->st.lms[9], 0, 0, 0, 0, 0, 0)
 #define LMS_TAPS_DECL __m256i lt0 = _mm256_setzero_si256(), lt1 = _mm256_setzero_si256()
