@@ -29,7 +29,7 @@ help:
 	@echo "make fuzz-archive damaged-archive corpus: FUZZ_ARCHIVE_CASES mutations of the seed archive through verify, unpack and the mount"
 	@echo "make fuzz-long    libFuzzer, FUZZ_RUNS executions (10000000) of each target: fuzz-slab, then fuzz-swift"
 	@echo "make fuzz-slab    libFuzzer on the C slab coder under ASan/UBSan"
-	@echo "make fuzz-swift   libFuzzer on the Swift parsers and decoders under ASan (FUZZ_TARGETS=\"dicom stream ...\")"
+	@echo "make fuzz-swift   libFuzzer on the Swift parsers and decoders under ASan (FUZZ_TARGETS=\"dicom stream ...\"; all: .build/release/voxfuzz --list)"
 	@echo "make soak         32 readers through the mount for SOAK_SECONDS per cache size, bytes checked, peak memory"
 	@echo "make fuzz         long fuzz runs of the .vxz decoder and the format parsers (FUZZ_ITERATIONS=...)"
 	@echo "make model        retrain the shipped models (models/*.vxm) from the real volumes and embed them"
@@ -70,7 +70,7 @@ test: deps data
 	  --voxfs .build/release/voxfs 2>&1 | tee .build/fuzz-archive-v3.log
 	set -o pipefail; $(PYTHON) scripts/reference_decoder.py --golden Tests/VoxCodecTests/golden $(CONFORMANCE_STREAMS) 2>&1 | tee .build/conformance.log
 	rm -rf .build/fuzz-seeds && $(PYTHON) scripts/fuzz_seeds.py .build/release/voxfuzz .build/fuzz-seeds
-	set -o pipefail; for t in $(FUZZ_SWIFT_TARGETS); do \
+	set -o pipefail; targets=$$(.build/release/voxfuzz --list) && [ -n "$$targets" ] && for t in $$targets; do \
 	  .build/release/voxfuzz $$t .build/fuzz-seeds/$$t $$([ -d Tests/Fuzz/corpus/swift/$$t ] && echo Tests/Fuzz/corpus/swift/$$t) || exit 1; \
 	done 2>&1 | tee .build/fuzz-replay.log
 	@awk '/Executed [0-9]+ tests?, with [0-9]+ failures?/ { n = $$2; f = $$5 } \
@@ -116,8 +116,7 @@ fuzz-slab:
 # The Swift targets (Sources/voxfuzz: DICOM, NIfTI, MetaImage, NRRD, gzip, series grouping, .vxz
 # streams, model files, archive records) under libFuzzer and ASan, seeded from real data, each for
 # FUZZ_RUNS executions on every core; `make test` replays the seeds and Tests/Fuzz/corpus/swift.
-FUZZ_SWIFT_TARGETS = dicom nifti metaimage nrrd gzip series stream model records
-FUZZ_TARGETS ?= $(FUZZ_SWIFT_TARGETS)
+FUZZ_TARGETS ?=
 fuzz-swift: deps data
 	SWIFT=$(SWIFT) scripts/fuzz_swift.sh $(FUZZ_RUNS) $(FUZZ_TARGETS)
 

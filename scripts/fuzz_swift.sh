@@ -8,13 +8,14 @@
 # usage: scripts/fuzz_swift.sh RUNS [TARGET...]   (default: every target)
 set -euo pipefail
 RUNS=${1:-10000000}; shift || true
-TARGETS=${*:-dicom nifti metaimage nrrd gzip series stream model records}
 SWIFT=${SWIFT:-swift}
 B=.build/fuzz-swift
 SWIFT_BACKTRACE=enable=no $SWIFT build -c release --product voxfuzz --build-path $B \
   -Xswiftc -sanitize=fuzzer,address -Xswiftc -DVOXFUZZ_LIBFUZZER -Xcc -fsanitize=fuzzer-no-link,address \
   -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld
-SWIFT_BACKTRACE=enable=no $SWIFT build -c release --product voxfuzz
+# the normal build: voxfuzz makes the record seeds, voxfs the stream seeds
+SWIFT_BACKTRACE=enable=no $SWIFT build -c release
+TARGETS=${*:-$(.build/release/voxfuzz --list)}
 rm -rf $B/seeds && python3 scripts/fuzz_seeds.py .build/release/voxfuzz $B/seeds
 J=$(nproc)
 failed=""

@@ -169,9 +169,11 @@ struct VoxFuzzReplay {
     static func main() {
         let args = Array(CommandLine.arguments.dropFirst())
         if args.count == 3, args[0] == "--seed-records" { seedRecords(archive: args[1], into: args[2]); return }
+        if args == ["--list"] { print(FuzzTargets.names.joined(separator: " ")); return }
         guard args.count >= 2, FuzzTargets.names.contains(args[0]) else {
             print("usage: voxfuzz TARGET FILE|DIR...   (targets: \(FuzzTargets.names.joined(separator: " ")))")
             print("       voxfuzz --seed-records ARCHIVE DIR   (the records target's seeds: each record of ARCHIVE)")
+            print("       voxfuzz --list   (the targets' names)")
             print("Replays inputs through a fuzz target; a broken property or a crash ends the run.")
             exit(2)
         }
