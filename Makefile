@@ -11,7 +11,7 @@ DEB_PACKAGES := pkg-config fuse3 libfuse3-dev libopenblas-dev liblmdb-dev libzst
                 xz-utils zstd python3 python3-venv python3-pip ca-certificates
 
 # golden streams the reference decoder (written from docs/format.md alone) checks in `make test`
-CONFORMANCE_STREAMS = ct.classical ct.fast ct.classical.v2 ct.classical-par.v2 ct.fast.v2 ct.fast-rows5.v2 mr.fast.v2 emri.default.v2 ct.classical.v3 mr.fast.v3 emri.default.v3 ct24.default-m2.v3 ct24.fast-m2.v3
+CONFORMANCE_STREAMS = ct.classical ct.fast ct.classical.v2 ct.classical-par.v2 ct.fast.v2 ct.fast-rows5.v2 mr.fast.v2 emri.default.v2 ct.classical.v3 mr.fast.v3 emri.default.v3 ct24.default-m2.v3 ct24.fast-m2.v3 ct24.default.v4 icbm8.classical.v4 icbm8.default-nofb.v4
 
 .PHONY: conformance all deps build data test demo install uninstall bench-codec bench-pack bench-mount compare fuzz fuzz-archive fuzz-long fuzz-slab fuzz-swift soak model experiments clean help
 
@@ -20,7 +20,7 @@ all: build
 help:
 	@echo "make demo         install what is missing, build, fetch a real CT scan, compress it and show the result"
 	@echo "make test         install what is missing, build, fetch the real test data, run every test"
-	@echo "make conformance  the reference decoder (docs/format.md alone, Python) on golden v1 and v2 streams"
+	@echo "make conformance  the reference decoder (docs/format.md alone, Python) on golden v1 to v4 streams"
 	@echo "make bench-codec  bpp and speed of every preset on the real volumes, beside xz -9 and zstd -19"
 	@echo "make bench-pack   pack/unpack throughput and ratio of the real data tree, beside tar | zstd -19 and tar | xz -9"
 	@echo "make bench-mount  reads through voxfs mount (cold, warm, first byte, random 4 KiB, header scan) beside the originals and squashfuse"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference .vxz decoder (formats v1 and v2), written from docs/format.md alone.
+"""Reference .vxz decoder (formats v1 to v4), written from docs/format.md alone.
 
 An independent implementation in the spirit of zstd's educational decoder: it was written by a
 session that read only docs/format.md (plus the normative activation tables in act_tables.h and
@@ -345,30 +345,37 @@ class RangeDecoder:
 
 # ---------------------------------------------------------------- coder state
 NCTX = 24
+NFLOOR = 12                             # v4: floor contexts f (v1-v3: f = 0 always)
+NSET = NCTX * NFLOOR                    # probability sets, one per (c, f), numbered c * NFLOOR + f
 KMAX = 17
 OFF_ZERO = 0
-OFF_SIGN = OFF_ZERO + NCTX
-OFF_EXPO = OFF_SIGN + NCTX * 9          # v3: 9 sign contexts (v1/v2 use 3 of them)
-OFF_MANT = OFF_EXPO + NCTX * 18
-NPROB = OFF_MANT + NCTX * 18 * 3
+OFF_SIGN = OFF_ZERO + NSET
+OFF_EXPO = OFF_SIGN + NSET * 9          # v3: 9 sign contexts (v1/v2 use 3 of them)
+OFF_MANT = OFF_EXPO + NSET * 18
+NPROB = OFF_MANT + NSET * 18 * 3
 ALPHA = (0, 2, 4, 6)
 
-def new_state():
-    # probabilities, alpha costs, v3 residual-filter weights
-    return [32768] * (2 * NPROB), [0] * (NCTX * 4), [0] * 10
+def new_state(version):
+    # probabilities (A, B, n: v4 counts updates from 0; v1-v3 start n at 255, the fixed rates),
+    # alpha costs, v3 residual-filter weights
+    return [32768, 32768, 0 if version >= 4 else 255] * NPROB, [0] * (NCTX * 4), [0] * 10
 
 def mbit(rd, P, idx):
-    A = P[2 * idx]; B = P[2 * idx + 1]
+    A = P[3 * idx]; B = P[3 * idx + 1]; n = P[3 * idx + 2]
     p = (A + B + 1) >> 1
     if p < 64: p = 64
     elif p > 65472: p = 65472
     bit = rd.bit(p)
     t = 65535 if bit else 0
-    P[2 * idx] = A + ((t - A) >> 4)
-    P[2 * idx + 1] = B + ((t - B) >> 7)
+    l = (n + 1).bit_length()            # 1 + floor(log2(n + 1))
+    P[3 * idx] = A + ((t - A) >> min(l, 4))
+    P[3 * idx + 1] = B + ((t - B) >> min(l, 7))
+    if n < 255:
+        P[3 * idx + 2] = n + 1
     return bit
 
 def decode_residual(rd, P, c, sc):
+    # c: the probability set (v1-v3: the activity context; v4: activity * NFLOOR + floor)
     if mbit(rd, P, OFF_ZERO + c):
         return 0
     neg = mbit(rd, P, OFF_SIGN + c * 9 + sc)
@@ -418,7 +425,7 @@ def decode_slab(hd, data, entry, lstm, sig_tanh):
     EX = [0] * N
     R = [0] * N
     RB = [0] * N
-    P, cost, lw = new_state()
+    P, cost, lw = new_state(version)
     stage = version >= 3
     if version == 1:
         slices = [(entry["offset"], entry["length"], 0, None)]
@@ -444,7 +451,7 @@ def decode_slab(hd, data, entry, lstm, sig_tanh):
             start, length, predictor, scrc = slices[z]
             rd = RangeDecoder(data, start, length)
             if z == 0:
-                P, cost, lw = new_state()
+                P, cost, lw = new_state(version)
             else:
                 P, cost, lw = snapshot
                 P, cost, lw = P[:], cost[:], lw[:]
@@ -576,7 +583,11 @@ def decode_slab(hd, data, entry, lstm, sig_tanh):
                             best = k
                     rbl = RB[idx - 1]
                     pr = min(max(pr + ((rbl * ALPHA[best] + 4) >> 3), vmin), vmax)
-                e = decode_residual(rd, P, c, sc)
+                cs = c * NFLOOR
+                if version >= 4:
+                    d = pr - pad
+                    cs += 0 if d < 0 else min(Q(d + 1), NFLOOR - 1)
+                e = decode_residual(rd, P, cs, sc)
                 v = pr + e
                 if v < vmin or v > vmax:
                     raise Corrupt("slab %d damaged: decoded values out of range (z=%d y=%d x=%d v=%d)"
@@ -625,7 +636,7 @@ def parse_header(data):
     if fs < 16:
         raise Corrupt("truncated")
     version, flags, hl = struct.unpack_from("<HHI", data, 8)
-    if version not in (1, 2, 3):
+    if version not in (1, 2, 3, 4):
         raise Corrupt("version")
     if flags & ~1:
         raise Corrupt("uses stream features this voxfs does not know")

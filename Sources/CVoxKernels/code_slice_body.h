@@ -120,13 +120,19 @@ CS_ATTR static int CS_NAME(slab_t *B, scratch_t *s, coder_t *C, int z, int use_m
                 const int best = alpha_best(alpha_cost[c]);
                 pr = clampv((int64_t)pr + (((int64_t)rl * ALPHA[best] + 4) >> 3), p->vmin, p->vmax);
             }
+            /* format v4: the probabilities also depend on the prediction's distance to the floor */
+            int cm = c;
+            if (stage >= 2) {
+                if (__builtin_expect((int64_t)pr - p->pad >= 47, 1)) { cm = c + NCTX * (NFLOOR - 1); __asm__("" : "+r"(cm)); }
+                else cm = c + NCTX * floor_ctx(pr, p->pad);
+            }
             int32_t v;
             if (C->mode == 0) {
                 v = row[x];
-                code_residual(C, c, sc, v - pr);
+                code_residual(C, cm, sc, v - pr);
                 if (C->enc.oom) { rc = VOX_ERR_NOMEM; break; }
             } else if (C->mode == 1) {
-                int64_t vv = (int64_t)pr + code_residual(C, c, sc, 0);
+                int64_t vv = (int64_t)pr + code_residual(C, cm, sc, 0);
                 if (vv < p->vmin || vv > p->vmax) { rc = VOX_ERR_CORRUPT; break; }
                 v = (int32_t)vv;
                 row[x] = v;

@@ -18,7 +18,9 @@
  *      unary, mantissa) and coded with an adaptive binary range coder; the context is the
  *      quantised magnitude of neighbouring residuals (including the left one, which the
  *      entropy decoder always has; v3 adds four more), the sign context the signs of the left
- *      (and, in v3, upper) residual.
+ *      (and, in v3, upper) residual; format v4 (stage 2) crosses the context with how far the
+ *      prediction lies above the volume's minimum (the header's pad), where a residual's
+ *      distribution is cut off below (MR background, zero-filled templates).
  */
 #include "voxkernels.h"
 #include <stdlib.h>
@@ -30,9 +32,16 @@
 
 /* ---- adaptive binary range coder (LZMA-style carry handling) ---- */
 
-typedef struct { uint16_t a, b; } prob_t; /* two estimates of P(bit = 1), rates 1/16 and 1/128 */
+/* Two estimates of P(bit = 1), rates 1/16 and 1/128, and n, the number of updates so far
+ * (saturating at 255). Format v4 starts n at 0: the k-th update (n = k - 1) uses rate
+ * 2^-min(l, 4) and 2^-min(l, 7), l = 1 + floor(log2(n + 1)), so a fresh estimate moves fast
+ * (1/2, 1/4, 1/4, 1/8, ...) and slows to the fixed rates once it has seen 64 bits. Formats
+ * v1-v3 start n at 255, where l = 9 gives the fixed rates from the first bit: one update rule
+ * for every version. */
+typedef struct { uint16_t a, b, n; } prob_t;
 
-#define PROB_INIT {32768, 32768}
+#define PROB_INIT_FIXED {32768, 32768, 255}
+#define PROB_INIT_COUNTED {32768, 32768, 0}
 
 static inline uint32_t prob_get(const prob_t *p) {
     uint32_t v = ((uint32_t)p->a + p->b + 1) >> 1;
@@ -42,8 +51,11 @@ static inline uint32_t prob_get(const prob_t *p) {
 }
 static inline void prob_update(prob_t *p, int bit) {
     int32_t target = bit ? 65535 : 0;
-    p->a = (uint16_t)((int32_t)p->a + ((target - (int32_t)p->a) >> 4));
-    p->b = (uint16_t)((int32_t)p->b + ((target - (int32_t)p->b) >> 7));
+    const int l = 32 - __builtin_clz((uint32_t)p->n + 1); /* 1 + floor(log2(n + 1)) */
+    const int sa = l < 4 ? l : 4, sb = l < 7 ? l : 7;
+    p->a = (uint16_t)((int32_t)p->a + ((target - (int32_t)p->a) >> sa));
+    p->b = (uint16_t)((int32_t)p->b + ((target - (int32_t)p->b) >> sb));
+    p->n = (uint16_t)(p->n + (p->n < 255));
 }
 
 typedef struct {
@@ -121,17 +133,19 @@ static inline int dec_bit_sel(rc_dec *d, prob_t *p) {
 /* ---- residual model ---- */
 
 #define NCTX 24   /* activity contexts */
+#define NFLOOR 12 /* v4: distance-to-floor contexts (v1-v3 use the first, 0) */
+#define NMCTX (NCTX * NFLOOR) /* probability sets: activity + NCTX * floor distance */
 #define KMAX 17   /* largest exponent: |e| < 2^18 covers every 16-bit residual */
 
 typedef struct {
-    prob_t zero[NCTX];
-    prob_t sign[NCTX][9];  /* v1/v2 use sign contexts 0..2, v3 0..8 */
-    prob_t expo[NCTX][KMAX + 1];
-    prob_t mant[NCTX][KMAX + 1][3];
+    prob_t zero[NMCTX];
+    prob_t sign[NMCTX][9];  /* v1/v2 use sign contexts 0..2, v3 and v4 0..8 */
+    prob_t expo[NMCTX][KMAX + 1];
+    prob_t mant[NMCTX][KMAX + 1][3];
 } model_t;
 
-static void model_init(model_t *m) {
-    prob_t init = PROB_INIT;
+static void model_init(model_t *m, int stage) {
+    const prob_t init = stage >= 2 ? (prob_t)PROB_INIT_COUNTED : (prob_t)PROB_INIT_FIXED;
     prob_t *p = (prob_t *)m;
     for (size_t i = 0; i < sizeof(model_t) / sizeof(prob_t); i++) p[i] = init;
 }
@@ -153,8 +167,8 @@ typedef struct {
     int32_t lms[NLMS];   /* v3: residual filter weights, Q20, |w| <= 1 */
 } cstate_t;
 
-static void cstate_init(cstate_t *s) {
-    model_init(&s->model);
+static void cstate_init(cstate_t *s, int stage) {
+    model_init(&s->model, stage);
     memset(s->alpha_cost, 0, sizeof s->alpha_cost);
     memset(s->lms, 0, sizeof s->lms);
 }
@@ -214,6 +228,17 @@ static inline int activity_ctx(uint32_t act) {
     int b = 31 - __builtin_clz(act);
     int q = b == 0 ? 1 : 2 * b + (int)((act >> (b - 1)) & 1); /* 1, 2, 3, 4-5, 6-7, 8-11, ... */
     return q < NCTX ? q : NCTX - 1;
+}
+
+/* Format v4: the floor context of a prediction pr, from d = pr - pad (pad = the volume's
+ * minimum): 0 for d < 0, else the activity quantiser of d + 1 capped at NFLOOR - 1
+ * (d = 0, 1, 2, 3-4, 5-6, 7-10, ..., >= 47). A residual below -d is impossible when pad is
+ * the minimum, so near the floor the distribution is one-sided. */
+static inline int floor_ctx(int32_t pr, int32_t pad) {
+    const int64_t d = (int64_t)pr - pad;
+    if (d < 0) return 0;
+    const int q = activity_ctx((uint32_t)(d + 1));
+    return q < NFLOOR ? q : NFLOOR - 1;
 }
 
 /* ---- prediction ---- */
@@ -417,7 +442,7 @@ static int check_params(const vox_slab_params *p) {
     if (p->nx < 1 || p->ny < 1 || p->nz < 1 || p->vmin > p->vmax) return 0;
     if ((int64_t)p->vmax - p->vmin > 65535 || p->vmin < -65536 || p->vmax > 65535) return 0;
     if (p->pad < p->vmin || p->pad > p->vmax) return 0;
-    if (p->stage < 0 || p->stage > 1) return 0;
+    if (p->stage < 0 || p->stage > 2) return 0;
     if (p->model) {
         if (p->norm_shift < 0 || p->norm_shift > 20 || p->out_shift < 1 || p->out_shift > 40) return 0;
         if (p->n_nb < 1 || !p->nb_dx || !p->nb_dy || !p->nb_dz || !p->nb_slot) return 0;
@@ -962,7 +987,7 @@ int64_t vox_encode_slab(const vox_slab_params *p, const int32_t *vox, uint8_t **
     if (!C) return VOX_ERR_NOMEM;
     memset(C, 0, sizeof *C);
     enc_start(C);
-    cstate_init(&C->st);
+    cstate_init(&C->st, p->stage);
     int rc = code_slab_v1(p, (int32_t *)vox, C, NULL, NULL); /* vox is only read in encode mode */
     if (rc == VOX_OK) for (int i = 0; i < 5; i++) enc_shift_low(&C->enc);
     if (rc == VOX_OK && C->enc.oom) rc = VOX_ERR_NOMEM;
@@ -979,7 +1004,7 @@ int vox_decode_slab(const vox_slab_params *p, const uint8_t *in, size_t len, int
     if (!C) return VOX_ERR_NOMEM;
     memset(C, 0, sizeof *C);
     dec_start(C, in, len);
-    cstate_init(&C->st);
+    cstate_init(&C->st, p->stage);
     int rc = code_slab_v1(p, vox, C, NULL, NULL);
     free(C);
     return rc;
@@ -990,7 +1015,7 @@ int vox_predict_slab(const vox_slab_params *p, const int32_t *vox, int32_t *anch
     if (!C) return VOX_ERR_NOMEM;
     memset(C, 0, sizeof *C);
     C->mode = 2;
-    cstate_init(&C->st);
+    cstate_init(&C->st, p->stage);
     int rc = code_slab_v1(p, (int32_t *)vox, C, anchor, pred);
     free(C);
     return rc;
@@ -1025,7 +1050,7 @@ static int64_t enc_v2_pass(const vox_slab_params *p, int32_t state_rows, int32_t
     size_t blen = 0, bcap = 0;
     if (!C || !st || (choose && p->model && !keep)) { rc = VOX_ERR_NOMEM; goto out; }
     if (!scratch_init(&s, &B)) { rc = VOX_ERR_NOMEM; goto out0; }
-    cstate_init(&st[0]);
+    cstate_init(&st[0], p->stage);
     for (int z = 0; z < p->nz && rc == VOX_OK; z++) {
         const size_t ci = (size_t)(z % B.np) * plane;
         int ncand = keep ? 2 : 1, best = 0;
@@ -1146,7 +1171,7 @@ static void *v2_worker(void *arg) {
     }
     for (int z = tid; z < p->nz; z += J->nthreads) {
         memset(C, 0, sizeof *C);
-        if (z == 0) cstate_init(&C->st);
+        if (z == 0) cstate_init(&C->st, B->p->stage);
         else {
             /* the previous slice's state after its first W rows */
             if (B->threaded) {

@@ -12,14 +12,15 @@ public final class SlabCoder: @unchecked Sendable {
     public let model: LSTMModel?
     public let kernel: Kernel
     /// Residual stage of the stream format: 0 for versions 1 and 2, 1 for version 3
-    /// (sign-pattern contexts, the residual filter on slices with left voxels).
+    /// (sign-pattern contexts, the residual filter on slices with left voxels), 2 for version 4
+    /// (version 3 and the floor-distance contexts).
     public let stage: Int
     let kmodel: KernelModel?
     let nb: Neighbourhood?
     let dx, dy, dz, slot: UnsafeMutableBufferPointer<Int32>
 
     public init(shape: Shape, dtype: DType, left: Bool, pad: Int32, model: LSTMModel?, kernel: Kernel = .best, stage: Int = 0) throws {
-        precondition(stage == 0 || stage == 1)
+        precondition((0...2).contains(stage))
         self.shape = shape; self.dtype = dtype; self.pad = pad; self.model = model; self.kernel = kernel; self.stage = stage
         if let m = model {
             self.left = m.neighbourhood.left

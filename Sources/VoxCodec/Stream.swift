@@ -2,16 +2,16 @@ import CVoxKernels
 import Foundation
 import VoxCore
 
-/// The `.vxz` stream header (formats v1, v2 and v3, docs/format.md; v3 has v2's layout).
+/// The `.vxz` stream header (formats v1 to v4, docs/format.md; v3 and v4 have v2's layout).
 public struct StreamHeader: Equatable, Sendable {
     public static let magic: [UInt8] = [0x89, 0x56, 0x58, 0x5A, 0x0D, 0x0A, 0x1A, 0x0A] // "\x89VXZ\r\n\x1a\n"
     /// The version this voxfs writes; it reads every version in `readableVersions`.
-    public static let version: UInt16 = 3
-    public static let readableVersions: ClosedRange<UInt16> = 1...3
+    public static let version: UInt16 = 4
+    public static let readableVersions: ClosedRange<UInt16> = 1...4
 
     /// The slab coder's residual stage for a format version (docs/format.md, "Slab coding,
-    /// version 3"): 1 from version 3 on, else 0.
-    public static func residualStage(version: UInt16) -> Int { version >= 3 ? 1 : 0 }
+    /// version 3" and "version 4"): 2 from version 4 on, 1 for version 3, else 0.
+    public static func residualStage(version: UInt16) -> Int { version >= 4 ? 2 : (version == 3 ? 1 : 0) }
 
     public enum Method: UInt8, Sendable { case coded = 0, stored = 1 }
 

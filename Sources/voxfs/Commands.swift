@@ -48,7 +48,7 @@ struct Compress: ParsableCommand {
     @Option(help: "Preset: \(Preset.all.map(\.name).joined(separator: ", ")).") var preset: String = Preset.defaultName
     @Option(help: "Model file (.vxm) to use instead of the preset's.") var model: String?
     @Option(help: "Slices per slab (random-access unit).") var slab: Int = 8
-    @Option(help: "Stream format version to write: 3 (v2 plus the residual filter and sign-pattern contexts), 2 (a stream and a checksum per slice) or 1.") var format: Int = Int(StreamHeader.version)
+    @Option(help: "Stream format version to write: 4 (v3 plus contexts from the prediction's distance to the volume's minimum), 3 (v2 plus the residual filter and sign-pattern contexts), 2 (a stream and a checksum per slice) or 1.") var format: Int = Int(StreamHeader.version)
     @Option(help: "Formats 2 and 3: rows of a slice after which the next slice's coder state is taken (the lag of parallel slice decoding; default: half the rows).") var stateRows: Int?
     @Flag(help: "Formats 2 and 3, LSTM presets: do not also try the classical predictor on each slice.") var noFallback = false
     @Option(help: "Fine-tune the preset's model on this volume for N epochs and store it in the stream (0: off; default: 2 for LSTM presets on volumes of 1M voxels or more). The adapted model's normalisation fits the volume's intensity range. Slower to compress, same decode speed.") var adapt: Int?
@@ -188,7 +188,7 @@ struct Info: ParsableCommand {
         let h = try StreamHeader(parsing: stream, fileSize: stream.count, name: input)
         let raw = h.shape.voxels * h.dtype.bytesPerVoxel
         print("file:          \(input)")
-        print("format:        vxz version \(h.formatVersion)\(h.formatVersion >= 2 ? " (a stream and a checksum per slice; next slice's state after \(h.stateRows) rows\(h.formatVersion >= 3 ? "; residual filter and sign-pattern contexts" : ""))" : "")")
+        print("format:        vxz version \(h.formatVersion)\(h.formatVersion >= 2 ? " (a stream and a checksum per slice; next slice's state after \(h.stateRows) rows\(h.formatVersion >= 3 ? "; residual filter and sign-pattern contexts" : "")\(h.formatVersion >= 4 ? "; floor contexts, counted adaptation" : ""))" : "")")
         print("shape:         \(h.shape) (\(h.shape.voxels) voxels)")
         print("dtype:         \(h.dtype)")
         print("preset:        \(h.preset)")

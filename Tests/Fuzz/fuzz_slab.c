@@ -2,7 +2,7 @@
  * libFuzzer target for the slab coder (make fuzz-long; built with clang's
  * -fsanitize=fuzzer,address,undefined). The first 8 bytes choose the slab shape, the voxel range,
  * left voxels or not, whether a small LSTM model predicts (table or quadratic activations), and the residual stage (format v3's
- * filter and contexts, or not); then
+ * filter and contexts, v4's floor contexts too, or neither); then
  *   mode 0: the rest is a coded slab: vox_decode_slab must return, never read outside its input,
  *           and every voxel it accepted lies in range;
  *   mode 1: the rest is voxels: encode, decode, and the result must equal the input (and encoding
@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
     p.pad = r == 1 ? 0 : p.vmin;
     p.left = d[4] & 1;
     p.model = (d[4] & 2) ? ((d[4] & 8) ? model_q : model) : NULL;
-    p.stage = (d[4] >> 2) & 1;
+    p.stage = (d[4] >> 2) & 1 ? 1 + ((d[4] >> 4) & 1) : 0;   /* 0: v1/v2, 1: v3, 2: v4 */
     p.norm_shift = 7; p.out_shift = 12 - 7;
     p.kernel = d[5] % 3;                       /* an unavailable kernel falls back to scalar */
     p.n_nb = 12; p.nb_dx = nb_dx; p.nb_dy = nb_dy; p.nb_dz = nb_dz; p.nb_slot = nb_slot;

@@ -26,7 +26,13 @@ final class GoldenStreamTests: XCTestCase {
          ("emri", "default.v3"), ("tiny", "paper.v3")]
     /// Model format 2 (issue 11): the shipped models with quadratic activations, stream format 3.
     static let streamsM2: [(crop: String, tag: String)] = ["fast", "parallel", "default", "large"].map { ("ct24", $0 + "-m2.v3") }
-    static var all: [(crop: String, tag: String)] { streams + streamsV2 + streamsV3 + streamsM2 }
+    /// Format v4 (issue 12): v3 plus the floor contexts, on two small crops: ct24 and icbm8 (the
+    /// 8-bit ICBM template at the head's edge, 69% zero background); icbm8's default stream is
+    /// coded with the LSTM on every slice (`--no-fallback`: on a crop this small the classical
+    /// fallback takes them all), ct24.fast has one fallback slice.
+    static let streamsV4: [(crop: String, tag: String)] =
+        ["classical", "fast", "default"].map { ("ct24", $0 + ".v4") } + [("icbm8", "classical.v4"), ("icbm8", "default-nofb.v4")]
+    static var all: [(crop: String, tag: String)] { streams + streamsV2 + streamsV3 + streamsM2 + streamsV4 }
 
     func load(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> [UInt8] {
         let p = GoldenStreamTests.dir.appendingPathComponent(name).path
@@ -42,8 +48,9 @@ final class GoldenStreamTests: XCTestCase {
         XCTAssertEqual(GoldenStreamTests.streamsV2.count, 12)
         XCTAssertEqual(GoldenStreamTests.streamsV3.count, 7)
         XCTAssertEqual(GoldenStreamTests.streamsM2.count, 4)
+        XCTAssertEqual(GoldenStreamTests.streamsV4.count, 5)
         var crops: [String: [UInt8]] = [:]
-        var fallbacks = 0, fallbacksV3 = 0
+        var fallbacks = 0, fallbacksV3 = 0, fallbacksV4 = 0
         for (crop, tag) in GoldenStreamTests.all {
             let name = "\(crop).\(tag).vxz"
             let stream = try load(name)
@@ -54,9 +61,10 @@ final class GoldenStreamTests: XCTestCase {
             XCTAssertGreaterThan(h.slabs.count, 1, "\(name): several slabs")
             XCTAssertTrue(h.slabs.allSatisfy { $0.method == .coded }, "\(name): every slab coded, none stored")
             XCTAssertEqual(h.embeddedModel != nil, tag.hasPrefix("default-adapted"), name)
-            XCTAssertEqual(h.formatVersion, tag.hasSuffix(".v3") ? 3 : tag.hasSuffix(".v2") ? 2 : 1, name)
+            XCTAssertEqual(h.formatVersion, tag.hasSuffix(".v4") ? 4 : tag.hasSuffix(".v3") ? 3 : tag.hasSuffix(".v2") ? 2 : 1, name)
             let fb = h.slabs.flatMap(\.slices).filter { $0.predictor == .classical }.count
-            if h.formatVersion == 3 { fallbacksV3 += fb } else { fallbacks += fb }
+            if h.formatVersion == 4 { fallbacksV4 += fb } else if h.formatVersion == 3 { fallbacksV3 += fb } else { fallbacks += fb }
+            if tag.contains("-nofb") { XCTAssertEqual(fb, 0, "\(name): coded without the classical fallback") }
             for k in Kernel.available {
                 let dec = try VXZ.Decoder(stream: stream, name: name, kernel: k)
                 XCTAssertEqual(try dec.decodeVolume(threads: 2), raw, "\(name): decode with kernel \(k)")
@@ -75,6 +83,7 @@ final class GoldenStreamTests: XCTestCase {
                 var opts = EncodeOptions(preset: try Preset.named(h.preset), model: named, slabThickness: h.slabThickness,
                                          threads: 2, kernel: k, embedModel: embedded != nil)
                 opts.formatVersion = h.formatVersion
+                if tag.contains("-nofb") { opts.classicalFallback = false }
                 if h.formatVersion >= 2 { opts.stateRows = h.stateRows }
                 let again = try raw.withUnsafeBytes { try VXZ.encode(raw: $0, shape: h.shape, dtype: h.dtype, options: opts) }
                 XCTAssertEqual(again.count, stream.count, "\(name): re-encoded size with kernel \(k)")
@@ -83,6 +92,7 @@ final class GoldenStreamTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(fallbacks, 3, "the v2 goldens include slices coded with the classical fallback")
         XCTAssertGreaterThanOrEqual(fallbacksV3, 5, "the v3 goldens include slices coded with the classical fallback")
+        XCTAssertGreaterThanOrEqual(fallbacksV4, 1, "the v4 goldens include a slice coded with the classical fallback")
     }
 
     func testGoldenChecksumsListEveryFile() throws {
@@ -92,7 +102,7 @@ final class GoldenStreamTests: XCTestCase {
             let f = line.split(separator: " ", omittingEmptySubsequences: true)
             if f.count == 2 { listed[String(f[1])] = String(f[0]) }
         }
-        let names = GoldenStreamTests.all.map { "\($0.crop).\($0.tag).vxz" } + ["ct.raw", "mr.raw", "emri.raw", "tiny.raw"]
+        let names = GoldenStreamTests.all.map { "\($0.crop).\($0.tag).vxz" } + ["ct.raw", "mr.raw", "emri.raw", "tiny.raw", "ct24.raw", "icbm8.raw"]
         for n in names {
             XCTAssertEqual(listed[n], Checksum.hex(Checksum.sha256(try load(n))), "\(n) changed since it was committed")
         }

@@ -153,7 +153,8 @@ typedef struct {
     int32_t reference;      /* 1: the monolithic path with the scalar kernel (what the split path must equal; tests) */
     int64_t *stats;         /* NULL, or receives [0] voxels predicted by the split path, [1] by the monolithic one */
     int32_t stage;          /* residual stage: 0 = format v1/v2 rules; 1 = format v3 (sign-pattern contexts and,
-                               on slices with left voxels, a sign-sign LMS filter over neighbouring residuals) */
+                               on slices with left voxels, a sign-sign LMS filter over neighbouring residuals);
+                               2 = format v4 (v3 and the floor-distance contexts) */
 } vox_slab_params;
 
 enum {

@@ -8,6 +8,7 @@ v1 streams were written by the encoder of commit 5715dbb and must keep decoding 
   python3 make_golden.py --voxfs .build/release/voxfs --v2 [--out DIR]   # adds CROP.TAG.v2.vxz only
   python3 make_golden.py --voxfs .build/release/voxfs --v3 [--out DIR]   # adds CROP.TAG.v3.vxz only
   python3 make_golden.py --voxfs .build/release/voxfs --m2 [--out DIR]   # adds CROP.PRESET-m2.v3.vxz only
+  python3 make_golden.py --voxfs .build/release/voxfs --v4 [--out DIR]   # adds CROP.TAG.v4.vxz only
 
 Standard library only: crops are cut from the raw volumes of the data cache (x fastest,
 little-endian), written as CROP.raw with a CROP.json sidecar, then coded with
@@ -26,7 +27,7 @@ PRESETS = ["classical", "classical-par", "fast", "parallel", "default", "large"]
 # (crop, preset, extra flags, file tag)
 EXTRA = [("ct", "default", ["--adapt", "1"], "default-adapted"), ("tiny", "paper", [], "paper")]
 SLAB = 4
-SLAB_OF = {"tiny": 2, "ct24": 3}  # the tiny crop has 4 slices: two slabs
+SLAB_OF = {"tiny": 2, "ct24": 3, "icbm8": 3}  # the tiny crop has 4 slices: two slabs
 # format v2 (issue 11): the crops above, not cut again; (crop, preset, extra flags, tag)
 V2 = [("ct", p, [], p) for p in PRESETS] + [
     ("ct", "default", ["--adapt", "1"], "default-adapted"),
@@ -48,6 +49,16 @@ V3 = [("ct", "classical", [], "classical"), ("ct", "default", [], "default"), ("
 M2_CROP = ("ct24", "ct_lung1", 220, 200, 20, 24, 24, 6)
 M2 = [("ct24", p, [], p + "-m2") for p in ["fast", "parallel", "default", "large"]]
 
+# format v4 (issue 12): v3 plus the floor contexts; small crops (the fixtures' 1 MB budget): ct24
+# and an 8-bit crop at the edge of the ICBM template's head (69% zero background), where the floor
+# contexts matter most
+V4_CROP = ("icbm8", "mr_icbm152_t1", 12, 100, 90, 24, 24, 6)
+V4 = [("ct24", p, [], p) for p in ["classical", "fast", "default"]] + \
+     [("icbm8", "classical", [], "classical"),
+      # on a crop this small the LSTM loses every slice to the classical fallback: forced here, so
+      # that a v4 LSTM stream over a zero background is among the golden files
+      ("icbm8", "default", ["--no-fallback"], "default-nofb")]
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -57,10 +68,13 @@ def main():
     ap.add_argument("--v2", action="store_true", help="add the format v2 streams (the crops must exist)")
     ap.add_argument("--v3", action="store_true", help="add the format v3 streams (the crops must exist)")
     ap.add_argument("--m2", action="store_true", help="add the model format 2 streams (the crops must exist)")
+    ap.add_argument("--v4", action="store_true", help="add the format v4 streams (cuts the icbm8 crop if missing)")
     a = ap.parse_args()
     if a.m2 and not os.path.exists(os.path.join(a.out, M2_CROP[0] + ".raw")):
         cut(a, *M2_CROP)
-    for version, wanted, todo in ((2, a.v2, V2), (3, a.v3, V3), (3, a.m2, M2)):
+    if a.v4 and not os.path.exists(os.path.join(a.out, V4_CROP[0] + ".raw")):
+        cut(a, *V4_CROP)
+    for version, wanted, todo in ((2, a.v2, V2), (3, a.v3, V3), (3, a.m2, M2), (4, a.v4, V4)):
         if not wanted:
             continue
         for name, preset, flags, tag in todo:
@@ -71,7 +85,7 @@ def main():
             subprocess.run([a.voxfs, "compress", rp, vp, "--preset", preset, "--slab", str(SLAB_OF.get(name, SLAB)),
                             "--format", str(version), "-q"] + flags, check=True)
             print(f"{name}.{tag}.v{version}.vxz {os.path.getsize(vp)} bytes", file=sys.stderr)
-    if a.v2 or a.v3 or a.m2:
+    if a.v2 or a.v3 or a.m2 or a.v4:
         return
     for name, vol, x0, y0, z0, nx, ny, nz in CROPS:
         rp = cut(a, name, vol, x0, y0, z0, nx, ny, nz)
