@@ -30,17 +30,16 @@ public final class Archive: @unchecked Sendable {
     /// what a pack adds; so the second one is refused with a message that says why.
     public func lock(exclusive: Bool) throws {
         guard lockFD < 0 else { return }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw VoxError(.io, "\(path): \(String(cString: strerror(errno)))") }
+        let fd = try Sys.open(path, O_RDONLY, operation: "open the archive")
         if flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
             let e = errno
-            close(fd)
+            Sys.closeQuietly(fd)
             if e == EWOULDBLOCK {
                 throw VoxError(.busy, exclusive
                     ? "\(path) is in use by another voxfs process (a pack writing it, or a mount or reader of it: unmount it first)"
                     : "\(path) is locked by a writer (a voxfs pack is running on it); try again when the pack has finished")
             }
-            throw VoxError(.io, "\(path): cannot lock: \(String(cString: strerror(e)))")
+            throw Sys.error(path, "lock the archive", e)
         }
         lockFD = fd
     }
@@ -99,13 +98,9 @@ public final class Archive: @unchecked Sendable {
     /// two 48-byte database records (40: the free DB, whose first u32 holds psize; 88: the main
     /// DB, root page at 128), last page u64 (136) and transaction id u64 (144).
     static func checkStructure(_ path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw VoxError(.io, "\(path): cannot open the archive: \(String(cString: strerror(errno)))")
-        }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw VoxError(.io, "\(path): \(String(cString: strerror(errno)))") }
+        let fd = try Sys.open(path, O_RDONLY, operation: "open the archive")
+        defer { Sys.closeQuietly(fd) }
+        let st = try Sys.fstat(fd, path: path)
         let size = UInt64(st.st_size)
         if size == 0 { return }                          // empty: a new archive
         func page(_ offset: UInt64) -> [UInt8]? {
@@ -147,7 +142,7 @@ public final class Archive: @unchecked Sendable {
     /// caught by the guard) become "damaged" errors naming the archive.
     func read<T>(_ body: (Transaction) throws -> T) throws -> T {
         do { return try env.read(body) } catch let e as LMDBError {
-            throw VoxError(e.code < 0 ? .corrupt : .io, "\(path): \(e.code < 0 ? "the archive is damaged: " : "")\(e)")
+            throw VoxError(e.code < 0 ? .corrupt : .io, "\(path): \(e.code < 0 ? "the archive is damaged: " : "")\(e)", errno: e.code > 0 ? e.code : nil)
         }
     }
 
@@ -162,7 +157,10 @@ public final class Archive: @unchecked Sendable {
             }
         } catch let e as LMDBError where e.isDiskFull || ((e.code == EIO || e.code == EDQUOT) && Archive.freeBytes(near: path) < 4 << 20) {
             // LMDB reports a short write on a full disk as EIO: the free space tells them apart
-            throw VoxError(.io, "\(path): disk full (no space left on device); the last file was not stored, everything packed before it is intact; free space and run pack again to resume")
+            throw VoxError(.io, "\(path): disk full (no space left on device); the last file was not stored, everything packed before it is intact; free space and run pack again to resume", errno: ENOSPC)
+        } catch let e as LMDBError {
+            // every other LMDB failure in the one error format too (the transaction was aborted)
+            throw VoxError(e.code < 0 ? .corrupt : .io, "\(path): \(e.code < 0 ? "the archive is damaged: " : "")\(e)", errno: e.code > 0 ? e.code : nil)
         }
     }
 

@@ -48,8 +48,7 @@ public struct Packer {
     }
 
     static func lstatEntry(_ path: String, name: String) throws -> Archive.Entry? {
-        var st = stat()
-        guard lstat(path, &st) == 0 else { throw VoxError(.io, "\(path): \(String(cString: strerror(errno)))") }
+        let st = try Sys.lstat(path)
         let fmt = st.st_mode & S_IFMT
         let kind: Archive.Kind
         var target = ""
@@ -58,10 +57,7 @@ public struct Packer {
         case S_IFREG: kind = .file
         case S_IFLNK:
             kind = .symlink
-            var buf = [CChar](repeating: 0, count: 4097)
-            let n = readlink(path, &buf, 4096)
-            guard n >= 0 else { throw VoxError(.io, "\(path): cannot read link") }
-            target = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            target = try Sys.readlink(path)
         default: return nil
         }
         return Archive.Entry(path: name, kind: kind, mode: UInt32(st.st_mode & 0o7777), uid: st.st_uid, gid: st.st_gid,
@@ -130,7 +126,7 @@ public struct Packer {
         case .directory:
             let names: [String]
             do { names = try FileManager.default.contentsOfDirectory(atPath: path).sorted() } catch {
-                run.warn("\(path): cannot list the folder (\(String(cString: strerror(errno == 0 ? EACCES : errno)))), not packed"); run.sum.failed += 1; return
+                run.warn("\(path): cannot list the folder (\(Sys.reason(errno == 0 ? EACCES : errno))), not packed"); run.sum.failed += 1; return
             }
             try run.archive.putEntry(e); run.sum.directories += 1
             // a folder's files are packed together (DICOM series are grouped per folder)
@@ -274,27 +270,29 @@ public struct Packer {
         let all = try select(scan.entries, paths)
         var result = UnpackResult()
         if paths.isEmpty { result.failed += scan.problems }
-        var st = stat()
-        if stat(dest, &st) == 0 {                     // (the destination itself may be a link to a folder)
+        if let st = try Sys.statIfExists(dest) {      // (the destination itself may be a link to a folder)
             guard (st.st_mode & S_IFMT) == S_IFDIR else { throw VoxError(.io, "\(dest) exists and is not a folder: give a folder to unpack into") }
         } else {
             var p = dest.hasPrefix("/") ? "" : "."
             for c in dest.split(separator: "/") {
                 p += "/" + c
-                if mkdir(p, 0o755) != 0 && errno != EEXIST {
-                    throw VoxError(.io, "\(dest): cannot create the destination folder: \(String(cString: strerror(errno)))")
-                }
+                do { try Sys.mkdir(p) } catch let e as VoxError where e.errno == EEXIST {}
             }
         }
         var cache: [UInt64: Archive.DecodedVolume] = [:]
         let asRoot = getuid() == 0
         func modeBits(_ e: Archive.Entry) -> mode_t { mode_t(keepSetID ? e.mode & 0o7777 : e.mode & 0o1777) }
         func fail(_ e: Archive.Entry, _ why: String) { result.failed.append(Archive.Problem(path: e.path, message: why)) }
-        func setTimes(_ p: String, _ e: Archive.Entry) {
-            var ts = [timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec)), timespec(tv_sec: Int(e.mtimeSec), tv_nsec: Int(e.mtimeNsec))]
-            utimensat(AT_FDCWD, p, &ts, AT_SYMLINK_NOFOLLOW)
+        /// Owner (as root), mode (not for symlinks) and times of what was just restored at `p`;
+        /// a failure is reported for the entry (it was restored, but not as it was packed).
+        func setAttributes(_ p: String, _ e: Archive.Entry) {
+            do {
+                if asRoot { try Sys.lchown(p, uid: e.uid, gid: e.gid) }
+                if e.kind != .symlink { try Sys.chmod(p, modeBits(e)) }
+                try Sys.setTimes(p, seconds: Int(e.mtimeSec), nanoseconds: Int(e.mtimeNsec))
+            } catch let err as VoxError { fail(e, err.message) } catch { fail(e, "\(error)") }
         }
-        func isDirectory(_ p: String) -> Bool { var st = stat(); return lstat(p, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR }
+        func isDirectory(_ p: String) -> Bool { Sys.isDirectory(p) }
 
         // folders first, then files grouped by volume (each volume is decoded once), then links
         func rank(_ e: Archive.Entry) -> (Int, UInt64, UInt32, String) {
@@ -316,18 +314,19 @@ public struct Packer {
             for c in comps.dropLast() {
                 parent += "/" + c
                 if isDirectory(parent) { continue }
-                if mkdir(parent, 0o755) != 0 && !isDirectory(parent) { safe = false; break }
+                if (try? Sys.mkdir(parent)) == nil && !isDirectory(parent) { safe = false; break }
             }
             guard safe else { fail(e, "not restored: \(parent) is not a folder (a file or a symlink is in the way)"); continue }
             let p = dest + "/" + e.path
             switch e.kind {
             case .directory:
-                if !isDirectory(p) && mkdir(p, 0o755) != 0 { fail(e, "cannot create the folder: \(String(cString: strerror(errno)))") }
+                if !isDirectory(p) { do { try Sys.mkdir(p) } catch let err as VoxError { fail(e, err.message) } }
             case .symlink:
-                if !isDirectory(p) { unlink(p) }
-                guard symlink(e.linkTarget, p) == 0 else { fail(e, "cannot create the symlink: \(String(cString: strerror(errno)))"); continue }
-                if asRoot { lchown(p, e.uid, e.gid) }
-                setTimes(p, e)
+                do {
+                    if !isDirectory(p) { try Sys.unlinkIfExists(p) }
+                    try Sys.symlink(e.linkTarget, at: p)
+                } catch let err as VoxError { fail(e, err.message); continue }
+                setAttributes(p, e)
             case .file:
                 // unpacking everything: all of a volume's slabs on all cores before its first file
                 // (a subset decodes only the slabs its files need, file by file)
@@ -338,9 +337,7 @@ public struct Packer {
                 do { b = try archive.contents(e, decoded: &cache) } catch let err as VoxError { fail(e, err.message); continue }
                 if isDirectory(p) { fail(e, "not restored: a folder of that name is in the way"); continue }
                 do { try FileIO.writeAtomically(p, b) } catch let err as VoxError { fail(e, err.message); continue }
-                if asRoot { lchown(p, e.uid, e.gid) }
-                chmod(p, modeBits(e))
-                setTimes(p, e)
+                setAttributes(p, e)
                 result.restored += 1
             }
         }
@@ -348,9 +345,7 @@ public struct Packer {
         for e in all.reversed() where e.kind == .directory {
             let p = dest + "/" + e.path
             guard isDirectory(p) else { continue }
-            if asRoot { lchown(p, e.uid, e.gid) }
-            chmod(p, modeBits(e))
-            setTimes(p, e)
+            setAttributes(p, e)
         }
         return result
     }

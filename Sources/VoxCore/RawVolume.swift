@@ -46,54 +46,45 @@ public struct Sidecar: Codable, Sendable {
 }
 
 public enum FileIO {
-    /// Reads a whole file (open, fstat, read; EINTR retried). Errors name the path and say
-    /// why in words (strerror), never a Foundation error domain.
+    /// Reads a whole file (open, fstat, read; through `Sys`, so EINTR is retried and errors name
+    /// the path and say why in words, never a Foundation error domain).
     public static func read(_ path: String) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw VoxError(.io, errno == ENOENT ? "\(path): no such file" : "\(path): \(String(cString: strerror(errno)))")
-        }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw VoxError(.io, "\(path): \(String(cString: strerror(errno)))") }
-        guard (st.st_mode & S_IFMT) != S_IFDIR else { throw VoxError(.io, "\(path) is a folder, not a file") }
+        let fd = try Sys.open(path, O_RDONLY)
+        defer { Sys.closeQuietly(fd) }
+        let st = try Sys.fstat(fd, path: path)
+        guard (st.st_mode & S_IFMT) != S_IFDIR else { throw VoxError(.io, "\(path) is a folder, not a file", errno: EISDIR) }
         var out = [UInt8]()
         out.reserveCapacity(max(0, Int(st.st_size)))
         var buf = [UInt8](repeating: 0, count: 1 << 20)
         while true {
-            let n = buf.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress, $0.count) }
-            if n > 0 { out += buf[0..<n]; continue }
+            let n = try buf.withUnsafeMutableBytes { try Sys.read(fd, into: $0, path: path) }
             if n == 0 { return out }
-            if errno == EINTR { continue }
-            throw VoxError(.io, "cannot read \(path): \(String(cString: strerror(errno)))")
+            out += buf[0..<n]
         }
     }
 
     /// Writes a file atomically (temporary file in the same folder, then rename), so that a
     /// failed or interrupted write never leaves a partial file under the final name.
     /// The file gets mode 0644 less the umask, as Foundation's atomic write gave it. Errors say
-    /// why with strerror ("No such file or directory", "No space left on device").
+    /// why in words ("no such file or directory", "no space left on device").
     public static func writeAtomically(_ path: String, _ bytes: [UInt8]) throws {
-        func fail() -> VoxError { VoxError(.io, "cannot write \(path): \(String(cString: strerror(errno)))") }
         let dir = (path as NSString).deletingLastPathComponent
         var template = Array(((dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).voxfs-XXXXXX").utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else { throw fail() }
+        guard fd >= 0 else { throw Sys.error(path, "write") }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         let tmp = String(cString: template)
-        var ok = false
-        defer { if !ok { unlink(tmp) } }
-        let mask = umask(0); umask(mask)
-        fchmod(fd, 0o644 & ~mask)
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeBytes { Foundation.write(fd, $0.baseAddress! + off, $0.count - off) }
-            if n > 0 { off += n; continue }
-            if n < 0 && errno == EINTR { continue }
-            let e = errno; close(fd); errno = e
-            throw fail()
+        var ok = false, open = true
+        defer {
+            if open { Sys.closeQuietly(fd) }
+            if !ok { try? Sys.unlinkIfExists(tmp) }
         }
-        guard close(fd) == 0 else { throw fail() }
-        guard rename(tmp, path) == 0 else { throw fail() }
+        let mask = umask(0); umask(mask)
+        try Sys.fchmod(fd, 0o644 & ~mask, path: path)
+        try bytes.withUnsafeBytes { try Sys.writeAll(fd, $0, path: path) }
+        open = false
+        try Sys.close(fd, path: path)
+        try Sys.rename(tmp, to: path)
         ok = true
     }
 }

@@ -14,10 +14,13 @@ public struct VoxError: Error, CustomStringConvertible, Equatable, Sendable {
 
     public let kind: Kind
     public let message: String
+    /// The system error behind an `.io` error, when there is one (`Sys` sets it).
+    public let errno: Int32?
 
-    public init(_ kind: Kind, _ message: String) {
+    public init(_ kind: Kind, _ message: String, errno: Int32? = nil) {
         self.kind = kind
         self.message = message
+        self.errno = errno
     }
 
     public var description: String { message }

@@ -305,7 +305,7 @@ public final class GNUGzipRecompressor: Recompressor, @unchecked Sendable {
         var off = 0
         while off < data.count {
             let n = Foundation.write(fd, data.baseAddress! + off, min(1 << 16, data.count - off))
-            if n < 0 { if errno == EINTR { continue }; throw VoxError(.io, "zgz: \(String(cString: strerror(errno)))") }
+            if n < 0 { if errno == EINTR { continue }; throw Sys.error("zgz", "write to the recompressor") }
             off += n
             try drain(final: false, sink: sink)
         }

@@ -139,12 +139,11 @@ struct Decompress: ParsableCommand {
         let dec = try VXZ.Decoder(stream: stream, name: input, kernel: try coding.resolvedKernel(), extraModels: extra)
         let h = dec.header
         let tmp = output + ".voxfs-tmp-\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw VoxError(.io, "cannot create \(output): \(String(cString: strerror(errno)))") }
-        var ok = false
+        let fd = try Sys.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644, operation: "create", name: output)
+        var ok = false, open = true
         defer {
-            close(fd)
-            if !ok { unlink(tmp) }
+            if open { Sys.closeQuietly(fd) }
+            if !ok { try? Sys.unlinkIfExists(tmp) }
         }
         let slabBytes = h.slabThickness * h.shape.sliceVoxels * h.dtype.bytesPerVoxel
         let bar = ProgressBar(label: "decompress", total: h.slabs.count, voxelsPerUnit: h.shape.sliceVoxels * h.slabThickness, enabled: !coding.quiet)
@@ -152,22 +151,14 @@ struct Decompress: ParsableCommand {
         let cores = try coding.resolvedThreads()
         let perSlab = sliceThreads ?? VXZ.Decoder.sliceThreads(cores: cores, slabs: h.slabs.count)
         try dec.decodeAll(threads: try coding.resolvedThreads(), sliceThreads: perSlab, progress: bar.update) { i, bytes in
-            var off = 0
-            while off < bytes.count {
-                let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + off, bytes.count - off, off_t(i * slabBytes + off)) }
-                if n == 0 { throw VoxError(.io, "cannot write \(output): no progress writing") }
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    let msg = errno == ENOSPC ? "no space left on device" : String(cString: strerror(errno))
-                    throw VoxError(.io, "cannot write \(output): \(msg)")
-                }
-                off += n
-            }
+            try bytes.withUnsafeBytes { try Sys.writeAll(fd, $0, at: i * slabBytes, path: output) }
         }
         let secs = Date().timeIntervalSince(t0)
         bar.finish()
-        guard fsync(fd) == 0 else { throw VoxError(.io, "cannot write \(output): \(String(cString: strerror(errno)))") }
-        guard rename(tmp, output) == 0 else { throw VoxError(.io, "cannot create \(output): \(String(cString: strerror(errno)))") }
+        try Sys.fsync(fd, path: output)
+        open = false
+        try Sys.close(fd, path: output)
+        try Sys.rename(tmp, to: output)
         ok = true
         if !coding.quiet {
             print(String(format: "%@: %@ %@, %.3f bpp, %.2f Mvox/s (%.2f s, %d threads), all %ld slab checksums match",

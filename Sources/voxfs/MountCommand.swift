@@ -71,8 +71,7 @@ final class MountLog: @unchecked Sendable {
     let lock = NSLock()
     init(path: String?, foreground: Bool) throws {
         if let path {
-            fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
-            guard fd >= 0 else { throw VoxError(.io, "\(path): cannot open the log file (\(String(cString: strerror(errno))))") }
+            fd = try Sys.open(path, O_WRONLY | O_APPEND | O_CREAT, 0o640, operation: "open the log file")
         } else if foreground {
             fd = 2
         } else {
@@ -165,7 +164,7 @@ struct Mount: ParsableCommand {
     /// pipe that is its stdout and stderr, or fails with what the child wrote.
     func daemonise() throws {
         var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw VoxError(.io, "pipe: \(String(cString: strerror(errno)))") }
+        guard pipe(&fds) == 0 else { throw VoxError(.io, "cannot create a pipe: \(Sys.reason(errno))", errno: errno) }
         var fa = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&fa)
         defer { posix_spawn_file_actions_destroy(&fa) }
@@ -195,7 +194,7 @@ struct Mount: ParsableCommand {
         let binary = n > 0 ? String(decoding: exe[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "/proc/self/exe"
         let rc = posix_spawn(&pid, binary, &fa, &attr, &argv, environ)
         close(fds[1])
-        guard rc == 0 else { close(fds[0]); throw VoxError(.io, "cannot start the mount daemon: \(String(cString: strerror(rc)))") }
+        guard rc == 0 else { close(fds[0]); throw VoxError(.io, "cannot start the mount daemon: \(Sys.reason(rc))", errno: rc) }
         var out = [UInt8]()
         var buf = [UInt8](repeating: 0, count: 4096)
         while true {
