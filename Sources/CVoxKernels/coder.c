@@ -51,11 +51,16 @@ static inline uint32_t prob_get(const prob_t *p) {
 }
 static inline void prob_update(prob_t *p, int bit) {
     int32_t target = bit ? 65535 : 0;
+    if (__builtin_expect(p->n >= 63, 1)) {   /* l >= 7: the fixed rates (v1-v3 always) */
+        p->a = (uint16_t)((int32_t)p->a + ((target - (int32_t)p->a) >> 4));
+        p->b = (uint16_t)((int32_t)p->b + ((target - (int32_t)p->b) >> 7));
+        return;
+    }
     const int l = 32 - __builtin_clz((uint32_t)p->n + 1); /* 1 + floor(log2(n + 1)) */
-    const int sa = l < 4 ? l : 4, sb = l < 7 ? l : 7;
+    const int sa = l < 4 ? l : 4;
     p->a = (uint16_t)((int32_t)p->a + ((target - (int32_t)p->a) >> sa));
-    p->b = (uint16_t)((int32_t)p->b + ((target - (int32_t)p->b) >> sb));
-    p->n = (uint16_t)(p->n + (p->n < 255));
+    p->b = (uint16_t)((int32_t)p->b + ((target - (int32_t)p->b) >> l));
+    p->n++;
 }
 
 typedef struct {
