@@ -177,17 +177,29 @@ final class V2StreamTests: XCTestCase {
         // few voxels to learn: -1.7% on 128x96x8)
         let (raw, shape, dt) = try TestData.crop("ct_lung1", x0: 128, y0: 128, z0: 16, nx: 256, ny: 256, nz: 8)
         for (preset, gain) in [("classical", 0.03), ("default", 0.03), ("fast", 0.007)] {
-            let s2 = try encode(raw, shape, dt, preset: preset, slab: 4, version: 2)
-            let s3 = try encode(raw, shape, dt, preset: preset, slab: 4, version: 3)
-            XCTAssertEqual(try StreamHeader(parsing: s2, fileSize: s2.count).formatVersion, 2)
-            XCTAssertEqual(try StreamHeader(parsing: s3, fileSize: s3.count).formatVersion, 3)
-            XCTAssertLessThan(Double(s3.count), Double(s2.count) * (1 - gain), "\(preset): v3 \(s3.count) bytes, v2 \(s2.count)")
-            for k in Kernel.available {
-                for s in [s2, s3] {
-                    let d = try VXZ.Decoder(stream: s, kernel: k)
-                    for t in [1, 2] {
-                        XCTAssertTrue(try (0..<d.slabCount).flatMap { try d.decodeSlab($0, threads: t) } == raw, "\(preset) kernel \(k) threads \(t)")
-                    }
+            try assertVersionCodesSmaller((raw, shape, dt), "lung1", preset: preset, from: 2, to: 3, by: gain)
+        }
+    }
+
+    /// Codes `vol` with `preset` as format `old` and as format `new`: each stream says its
+    /// version, the newer is at least `gain` smaller, and both decode exactly with every kernel
+    /// and 1 and 2 threads per slab.
+    func assertVersionCodesSmaller(_ vol: (bytes: [UInt8], shape: Shape, dtype: DType), _ name: String, preset: String,
+                                   from old: UInt16, to new: UInt16, by gain: Double,
+                                   file: StaticString = #filePath, line: UInt = #line) throws {
+        let (raw, shape, dt) = vol
+        let so = try encode(raw, shape, dt, preset: preset, slab: 4, version: old)
+        let sn = try encode(raw, shape, dt, preset: preset, slab: 4, version: new)
+        XCTAssertEqual(try StreamHeader(parsing: so, fileSize: so.count).formatVersion, old, file: file, line: line)
+        XCTAssertEqual(try StreamHeader(parsing: sn, fileSize: sn.count).formatVersion, new, file: file, line: line)
+        XCTAssertLessThan(Double(sn.count), Double(so.count) * (1 - gain),
+                          "\(name) \(preset): v\(new) \(sn.count) bytes, v\(old) \(so.count)", file: file, line: line)
+        for k in Kernel.available {
+            for s in [so, sn] {
+                let d = try VXZ.Decoder(stream: s, kernel: k)
+                for t in [1, 2] {
+                    XCTAssertTrue(try (0..<d.slabCount).flatMap { try d.decodeSlab($0, threads: t) } == raw,
+                                  "\(name) \(preset) kernel \(k) threads \(t)", file: file, line: line)
                 }
             }
         }
@@ -205,20 +217,7 @@ final class V2StreamTests: XCTestCase {
         let icbm = try TestData.crop("mr_icbm152_t1", x0: 0, y0: 40, z0: 70, nx: 197, ny: 150, nz: 8)
         for (name, vol, preset, gain) in [("brain1", brain, "default", 0.004), ("brain1", brain, "classical", 0.002),
                                           ("icbm", icbm, "classical", 0.007), ("icbm", icbm, "default", 0.008)] {
-            let (raw, shape, dt) = vol
-            let s3 = try encode(raw, shape, dt, preset: preset, slab: 4, version: 3)
-            let s4 = try encode(raw, shape, dt, preset: preset, slab: 4, version: 4)
-            XCTAssertEqual(try StreamHeader(parsing: s3, fileSize: s3.count).formatVersion, 3)
-            XCTAssertEqual(try StreamHeader(parsing: s4, fileSize: s4.count).formatVersion, 4)
-            XCTAssertLessThan(Double(s4.count), Double(s3.count) * (1 - gain), "\(name) \(preset): v4 \(s4.count) bytes, v3 \(s3.count)")
-            for k in Kernel.available {
-                for s in [s3, s4] {
-                    let d = try VXZ.Decoder(stream: s, kernel: k)
-                    for t in [1, 2] {
-                        XCTAssertTrue(try (0..<d.slabCount).flatMap { try d.decodeSlab($0, threads: t) } == raw, "\(name) \(preset) kernel \(k) threads \(t)")
-                    }
-                }
-            }
+            try assertVersionCodesSmaller(vol, name, preset: preset, from: 3, to: 4, by: gain)
         }
     }
 
