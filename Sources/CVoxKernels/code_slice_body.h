@@ -120,10 +120,12 @@ CS_ATTR static int CS_NAME(slab_t *B, scratch_t *s, coder_t *C, int z, int use_m
                 const int best = alpha_best(alpha_cost[c]);
                 pr = clampv((int64_t)pr + (((int64_t)rl * ALPHA[best] + 4) >> 3), p->vmin, p->vmax);
             }
-            /* format v4: the probabilities also depend on the prediction's distance to the floor */
+            /* format v4: the probabilities also depend on the prediction's distance to the floor;
+             * the common far case on a predicted branch (the CPU can speculate past pr), the
+             * empty asm keeps the compiler from turning it into a select */
             int cm = c;
             if (stage >= 2) {
-                if (__builtin_expect((int64_t)pr - p->pad >= 47, 1)) { cm = c + NCTX * (NFLOOR - 1); __asm__("" : "+r"(cm)); }
+                if (__builtin_expect((int64_t)pr - p->pad >= FLOOR_FAR, 1)) { cm = c + NCTX * (NFLOOR - 1); __asm__("" : "+r"(cm)); }
                 else cm = c + NCTX * floor_ctx(pr, p->pad);
             }
             int32_t v;

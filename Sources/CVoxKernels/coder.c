@@ -239,11 +239,12 @@ static inline int activity_ctx(uint32_t act) {
  * minimum): 0 for d < 0, else the activity quantiser of d + 1 capped at NFLOOR - 1
  * (d = 0, 1, 2, 3-4, 5-6, 7-10, ..., >= 47). A residual below -d is impossible when pad is
  * the minimum, so near the floor the distribution is one-sided. */
+#define FLOOR_FAR 47 /* d >= FLOOR_FAR: the last floor context (activity_ctx(48) = 11 = NFLOOR - 1) */
 static inline int floor_ctx(int32_t pr, int32_t pad) {
     const int64_t d = (int64_t)pr - pad;
     if (d < 0) return 0;
-    const int q = activity_ctx((uint32_t)(d + 1));
-    return q < NFLOOR ? q : NFLOOR - 1;
+    if (d >= FLOOR_FAR) return NFLOOR - 1;
+    return activity_ctx((uint32_t)(d + 1));
 }
 
 /* ---- prediction ---- */
