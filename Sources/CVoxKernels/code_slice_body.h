@@ -22,6 +22,7 @@ CS_ATTR static int CS_NAME(slab_t *B, scratch_t *s, coder_t *C, int z, int use_m
     walk_t w;
     memset(&w, 0, sizeof w);
     w.p = p; w.vox = vox; w.eI = B->eI; w.eX = B->eX; w.res = B->res; w.left = left;
+    w.e1b = s->e1b; w.e2b = s->e2b; w.a0 = s->a0; w.x0 = s->x0;
     w.ci = (size_t)(z % B->np) * plane;
     w.pi = z > 0 ? (size_t)((z - 1) % B->np) * plane : 0;
     const size_t ci = w.ci, pi = w.pi;
@@ -43,6 +44,8 @@ CS_ATTR static int CS_NAME(slab_t *B, scratch_t *s, coder_t *C, int z, int use_m
         const size_t o = (size_t)y * nx;
         const int tv = split_on ? split_tv(S, z) : 0;
         if (split_on) SPLIT_ROW(S, p, geo, vox, y, z, p->kernel);
+        row_prep(&w, y, z, stage);
+        if (lms_on) LMS_ROW;
         const int k0 = model && geo->on ? nbgeo_first(p, z) : 0;
         if (batch) {
             for (int x = 0; x < nx; x++) {
@@ -79,28 +82,16 @@ CS_ATTR static int CS_NAME(slab_t *B, scratch_t *s, coder_t *C, int z, int use_m
                 }
             }
             /* entropy context from neighbouring residuals (left one included) */
-            uint32_t act = 0;
+            uint32_t act = w.a0[x]; /* the upper row's and previous slice's terms (row_prep) */
             int sc = 0;
             if (x > 0) {
                 int32_t rw = w.res[ci + o + x - 1];
                 act += 2 * (uint32_t)iabs(rw);
                 sc = rw > 0 ? 1 : (rw < 0 ? 2 : 0);
             }
-            if (y > 0) {
-                const size_t u = o - nx;
-                act += (uint32_t)iabs(w.res[ci + u + x]);
-                act += ((uint32_t)iabs(w.res[ci + u + (x > 0 ? x - 1 : x)]) + (uint32_t)iabs(w.res[ci + u + (x < nx - 1 ? x + 1 : x)])) >> 1;
-            }
-            if (z > 0) act += (uint32_t)iabs(w.res[pi + o + x]);
             if (z > 0) act += (uint32_t)iabs(q1 - q2) >> 1;
-            if (stage) { /* format v3: four more residuals, at half weight, steady the estimate */
-                uint32_t ex = 0;
-                if (x > 1) ex += (uint32_t)iabs(w.res[ci + o + x - 2]);
-                if (y > 1) ex += (uint32_t)iabs(w.res[ci + o - 2 * (size_t)nx + x]);
-                if (z > 0 && x > 0) ex += (uint32_t)iabs(w.res[pi + o + x - 1]);
-                if (z > 0 && y > 0) ex += (uint32_t)iabs(w.res[pi + o - nx + x]);
-                act += ex >> 1;
-            }
+            if (stage) /* format v3: four more residuals, at half weight, steady the estimate */
+                act += (w.x0[x] + (x > 1 ? (uint32_t)iabs(w.res[ci + o + x - 2]) : 0)) >> 1;
             int c = activity_ctx(act);
             /* format v3: the sign context is the sign pattern of the left and upper residuals,
              * and with left voxels the residual filter corrects the prediction */
@@ -167,6 +158,7 @@ CS_ATTR static int CS_NAME(slab_t *B, scratch_t *s, coder_t *C, int z, int use_m
 #undef BATCH_GATHER
 #undef LMS_DECL
 #undef LMS_TAPS_DECL
+#undef LMS_ROW
 #undef LMS_PREDICT
 #undef LMS_UPDATE
 #undef LMS_STORE

@@ -295,7 +295,51 @@ typedef struct {
     int has_inter;
     int left;            /* this slice's predictor sees the left voxel */
     size_t ci, pi;       /* offsets of the current / previous slice's plane in eI, eX, res */
+    /* the row's terms that do not depend on the row itself (row_prep): */
+    int32_t *e1b, *e2b;  /* 1 + the previous slice's and the upper row's errors of each predictor */
+    uint32_t *a0, *x0;   /* the activity's upper-row and previous-slice terms; v3's extra ones */
 } walk_t;
+
+/* Fills the walk's row terms for row y of slice z: what the classical blend's error sums and the
+ * entropy context take from rows above and from the previous slice, for every x at once (loops
+ * the compiler vectorises), so the voxel-serial loop adds only the left neighbour's terms. */
+static inline __attribute__((always_inline)) void row_prep(walk_t *w, int y, int z, int stage) {
+    const int nx = w->p->nx;
+    const size_t o = (size_t)y * nx;
+    uint32_t *A0 = w->a0, *X0 = w->x0;
+    if (y > 0) {
+        const int32_t *u = w->res + w->ci + o - nx;
+        A0[0] = (uint32_t)iabs(u[0]) + (((uint32_t)iabs(u[0]) + (uint32_t)iabs(u[nx > 1 ? 1 : 0])) >> 1);
+        for (int x = 1; x < nx - 1; x++)
+            A0[x] = (uint32_t)iabs(u[x]) + (((uint32_t)iabs(u[x - 1]) + (uint32_t)iabs(u[x + 1])) >> 1);
+        if (nx > 1) A0[nx - 1] = (uint32_t)iabs(u[nx - 1]) + (((uint32_t)iabs(u[nx - 2]) + (uint32_t)iabs(u[nx - 1])) >> 1);
+    } else for (int x = 0; x < nx; x++) A0[x] = 0;
+    if (z > 0) {
+        const int32_t *pr = w->res + w->pi + o;
+        for (int x = 0; x < nx; x++) A0[x] += (uint32_t)iabs(pr[x]);
+    }
+    if (stage) {
+        if (y > 1) { const int32_t *uu = w->res + w->ci + o - 2 * (size_t)nx; for (int x = 0; x < nx; x++) X0[x] = (uint32_t)iabs(uu[x]); }
+        else for (int x = 0; x < nx; x++) X0[x] = 0;
+        if (z > 0) {
+            const int32_t *pr = w->res + w->pi + o;
+            for (int x = 1; x < nx; x++) X0[x] += (uint32_t)iabs(pr[x - 1]);
+            if (y > 0) { const int32_t *pu = pr - nx; for (int x = 0; x < nx; x++) X0[x] += (uint32_t)iabs(pu[x]); }
+        }
+    }
+    if (z > 0) {
+        const int32_t *pI = w->eI + w->pi + o, *pX = w->eX + w->pi + o;
+        int32_t *E1 = w->e1b, *E2 = w->e2b;
+        for (int x = 0; x < nx; x++) { E1[x] = 1 + pI[x]; E2[x] = 1 + pX[x]; }
+        if (y > 0) {
+            const int32_t *uI = w->eI + w->ci + o - nx, *uX = w->eX + w->ci + o - nx;
+            const int xr0 = nx > 1 ? 1 : 0;
+            E1[0] += uI[0] + uI[0] + uI[xr0]; E2[0] += uX[0] + uX[0] + uX[xr0];
+            for (int x = 1; x < nx - 1; x++) { E1[x] += uI[x] + uI[x - 1] + uI[x + 1]; E2[x] += uX[x] + uX[x - 1] + uX[x + 1]; }
+            if (nx > 1) { E1[nx - 1] += uI[nx - 1] + uI[nx - 2] + uI[nx - 1]; E2[nx - 1] += uX[nx - 1] + uX[nx - 2] + uX[nx - 1]; }
+        }
+    }
+}
 
 /* Classical prediction of (x, y, z); uses only causal voxels. Sets w->p1, w->p2. */
 static inline __attribute__((always_inline)) int32_t classical(walk_t *w, int x, int y, int z) {
@@ -330,14 +374,9 @@ static inline __attribute__((always_inline)) int32_t classical(walk_t *w, int x,
     }
     w->p2 = p2;
     /* error-weighted blend: weights 1/E^2 with E the summed recent errors */
-    const size_t ci = w->ci, pi = w->pi;
+    const size_t ci = w->ci;
     const size_t o = (size_t)y * nx;
-    int64_t E1 = 1 + w->eI[pi + o + x], E2 = 1 + w->eX[pi + o + x];
-    if (hasN) {
-        const size_t u = o - nx;
-        E1 += w->eI[ci + u + x] + w->eI[ci + u + xl] + w->eI[ci + u + xr];
-        E2 += w->eX[ci + u + x] + w->eX[ci + u + xl] + w->eX[ci + u + xr];
-    }
+    int64_t E1 = w->e1b[x], E2 = w->e2b[x]; /* row_prep's sums over the previous slice and the upper row */
     if (hasW) { E1 += 2 * w->eI[ci + o + x - 1]; E2 += 2 * w->eX[ci + o + x - 1]; }
     int64_t w1 = E2 * E2, w2 = E1 * E1; /* weight of p1 is 1/E1^2, i.e. E2^2 after scaling */
     int64_t den = w1 + w2;
@@ -638,6 +677,9 @@ typedef struct { int k0, nc; int start[BG_MAXNB], len[BG_MAXNB], wide[BG_MAXNB];
 /* Per-thread scratch: the row's anchors and predictions, LSTM inputs and workspace. */
 typedef struct {
     int32_t *anch, *p1s, *p2s, *preds, *ys;
+    int32_t *e1b, *e2b;  /* row_prep's terms */
+    uint32_t *a0, *x0;
+    int32_t *lt0, *lt1;  /* the AVX2 filter's taps of a row (lms_row_v): 8 and 2 per voxel */
     int16_t *X;
     void *ws;
     split_t S;
@@ -647,6 +689,7 @@ typedef struct {
 
 static void scratch_free(scratch_t *s) {
     free(s->anch); free(s->p1s); free(s->p2s); free(s->preds); free(s->ys); free(s->X); free(s->ws);
+    free(s->e1b); free(s->e2b); free(s->a0); free(s->x0); free(s->lt0); free(s->lt1);
     split_free(&s->S);
     memset(s, 0, sizeof *s);
 }
@@ -659,7 +702,10 @@ static int scratch_init(scratch_t *s, const slab_t *B) {
     s->anch = malloc(sizeof(int32_t) * nx); s->p1s = malloc(sizeof(int32_t) * nx);
     s->p2s = malloc(sizeof(int32_t) * nx); s->preds = malloc(sizeof(int32_t) * nx);
     s->ys = malloc(sizeof(int32_t) * nx);
-    int ok = s->anch && s->p1s && s->p2s && s->preds && s->ys;
+    s->e1b = malloc(sizeof(int32_t) * nx); s->e2b = malloc(sizeof(int32_t) * nx);
+    s->a0 = malloc(sizeof(uint32_t) * nx); s->x0 = malloc(sizeof(uint32_t) * nx);
+    s->lt0 = malloc(sizeof(int32_t) * 8 * (size_t)nx); s->lt1 = malloc(sizeof(int32_t) * 2 * (size_t)nx);
+    int ok = s->anch && s->p1s && s->p2s && s->preds && s->ys && s->e1b && s->e2b && s->a0 && s->x0 && s->lt0 && s->lt1;
     if (p->model) {
         s->X = malloc(sizeof(int16_t) * (size_t)nx * B->T * B->I);
         s->ws = malloc(vox_lstm_workspace_size(p->model, p->left ? 1 : nx));
@@ -750,6 +796,7 @@ static void publish_row(slab_t *B, int z, int rows) {
 #define BATCH_GATHER(xa, xe) do { } while (0)
 #define LMS_DECL int32_t lw[NLMS]; memcpy(lw, C->st.lms, sizeof lw)
 #define LMS_TAPS_DECL int32_t lr[NLMS]
+#define LMS_ROW do { } while (0)
 #define LMS_PREDICT(acc) do { lms_taps(&w, lr, x, y, z); acc = 0; \
         for (int j = 0; j < NLMS; j++) acc += (int64_t)lw[j] * lr[j]; } while (0)
 #define LMS_UPDATE(step) do { for (int j = 0; j < NLMS; j++) { \
@@ -759,20 +806,73 @@ static void publish_row(slab_t *B, int z, int rows) {
 #include "code_slice_body.h"
 
 #if defined(__x86_64__)
-/* The filter on vectors: taps 0..7 in one register, 8 and 9 in the low lanes of another (the
- * other lanes stay 0 in taps and weights, so they add nothing and never move). */
-__attribute__((target("avx2"))) static inline void lms_taps_v(const walk_t *w, int x, int y, int z, __m256i *t0, __m256i *t1) {
-    const int nx = w->p->nx;
-    const int32_t *cur = w->res + w->ci + (size_t)y * nx, *prv = w->res + w->pi + (size_t)y * nx;
-    if (x > 1 && x < nx - 1 && y > 1 && z > 0) {
-        *t0 = _mm256_setr_epi32(cur[x - 1], cur[x - nx], cur[x - 1 - nx], cur[x + 1 - nx], prv[x], cur[x - 2], prv[x - 1], prv[x + 1]);
-        *t1 = _mm256_setr_epi32(prv[x - nx], cur[x - 2 * nx], 0, 0, 0, 0, 0, 0);
-        return;
-    }
+/* The filter on vectors, lanes in the order W, WW, N, NW, NE, P, PW, PE (taps 0, 5, 1, 2, 3, 4, 6, 7)
+ * in one register and PN, NN (8, 9) in the low lanes of another (the other lanes stay 0 in taps
+ * and weights, so they add nothing and never move): the two left taps share one 64-bit lane
+ * pair, filled per voxel, and the rest of a row's taps are laid out by lms_row_v beforehand. */
+__attribute__((target("avx2"))) static inline void lms_taps_edge_v(const walk_t *w, int x, int y, int z, __m256i *t0, __m256i *t1) {
     int32_t r[NLMS];
     lms_taps(w, r, x, y, z);
-    *t0 = _mm256_setr_epi32(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
+    *t0 = _mm256_setr_epi32(r[0], r[5], r[1], r[2], r[3], r[4], r[6], r[7]);
     *t1 = _mm256_setr_epi32(r[8], r[9], 0, 0, 0, 0, 0, 0);
+}
+/* Taps N..PE (lanes 2-7, lanes 0-1 zero) and PN, NN of every voxel x in [2, nx - 1) of row y
+ * with y > 1, z > 0 (where every tap exists): 8 voxels at a time, an 8x8 transpose of the
+ * taps' rows into the voxels' vectors. */
+__attribute__((target("avx2"))) static void lms_row_v(const walk_t *w, int32_t *T0, int32_t *T1, int y) {
+    const int nx = w->p->nx;
+    const int32_t *cur = w->res + w->ci + (size_t)y * nx, *prv = w->res + w->pi + (size_t)y * nx;
+    const int32_t *up = cur - nx, *uu = cur - 2 * nx, *pu = prv - nx;
+    int x = 2;
+    for (; x + 8 <= nx - 1; x += 8) {
+        const __m256i z0 = _mm256_setzero_si256();
+#define LD(q) _mm256_loadu_si256((const __m256i *)(const void *)(q))
+        const __m256i N = LD(up + x), NW = LD(up + x - 1), NE = LD(up + x + 1), P = LD(prv + x);
+        const __m256i PW = LD(prv + x - 1), PE = LD(prv + x + 1), PN = LD(pu + x), NN = LD(uu + x);
+#undef LD
+        /* rows r0..r7 = (0, 0, N, NW, NE, P, PW, PE); transpose to voxel vectors */
+        const __m256i a0 = _mm256_unpacklo_epi32(z0, z0), a1 = _mm256_unpackhi_epi32(z0, z0);
+        const __m256i a2 = _mm256_unpacklo_epi32(N, NW), a3 = _mm256_unpackhi_epi32(N, NW);
+        const __m256i a4 = _mm256_unpacklo_epi32(NE, P), a5 = _mm256_unpackhi_epi32(NE, P);
+        const __m256i a6 = _mm256_unpacklo_epi32(PW, PE), a7 = _mm256_unpackhi_epi32(PW, PE);
+        const __m256i b0 = _mm256_unpacklo_epi64(a0, a2), b1 = _mm256_unpackhi_epi64(a0, a2);
+        const __m256i b2 = _mm256_unpacklo_epi64(a1, a3), b3 = _mm256_unpackhi_epi64(a1, a3);
+        const __m256i b4 = _mm256_unpacklo_epi64(a4, a6), b5 = _mm256_unpackhi_epi64(a4, a6);
+        const __m256i b6 = _mm256_unpacklo_epi64(a5, a7), b7 = _mm256_unpackhi_epi64(a5, a7);
+        /* b0: voxels 0 and 4 (first and second 128-bit half), b1: 1 and 5, b2: 2 and 6, b3: 3 and 7 */
+        __m256i *o = (__m256i *)(void *)(T0 + (size_t)x * 8);
+        _mm256_storeu_si256(o + 0, _mm256_permute2x128_si256(b0, b4, 0x20));
+        _mm256_storeu_si256(o + 1, _mm256_permute2x128_si256(b1, b5, 0x20));
+        _mm256_storeu_si256(o + 2, _mm256_permute2x128_si256(b2, b6, 0x20));
+        _mm256_storeu_si256(o + 3, _mm256_permute2x128_si256(b3, b7, 0x20));
+        _mm256_storeu_si256(o + 4, _mm256_permute2x128_si256(b0, b4, 0x31));
+        _mm256_storeu_si256(o + 5, _mm256_permute2x128_si256(b1, b5, 0x31));
+        _mm256_storeu_si256(o + 6, _mm256_permute2x128_si256(b2, b6, 0x31));
+        _mm256_storeu_si256(o + 7, _mm256_permute2x128_si256(b3, b7, 0x31));
+        /* (PN, NN) pairs of the 8 voxels */
+        const __m256i l = _mm256_unpacklo_epi32(PN, NN), h = _mm256_unpackhi_epi32(PN, NN);
+        __m256i *q = (__m256i *)(void *)(T1 + (size_t)x * 2);
+        _mm256_storeu_si256(q, _mm256_permute2x128_si256(l, h, 0x20));
+        _mm256_storeu_si256(q + 1, _mm256_permute2x128_si256(l, h, 0x31));
+    }
+    for (; x < nx - 1; x++) {
+        int32_t *o = T0 + (size_t)x * 8;
+        o[0] = 0; o[1] = 0; o[2] = up[x]; o[3] = up[x - 1]; o[4] = up[x + 1]; o[5] = prv[x]; o[6] = prv[x - 1]; o[7] = prv[x + 1];
+        T1[(size_t)x * 2] = pu[x]; T1[(size_t)x * 2 + 1] = uu[x];
+    }
+}
+__attribute__((target("avx2"))) static inline void lms_taps_v(const walk_t *w, const int32_t *T0, const int32_t *T1, int x, int y, int z,
+                                                              __m256i *t0, __m256i *t1) {
+    const int nx = w->p->nx;
+    if (x > 1 && x < nx - 1 && y > 1 && z > 0) {
+        const int32_t *cur = w->res + w->ci + (size_t)y * nx;
+        const uint64_t lw = (uint32_t)cur[x - 1] | (uint64_t)(uint32_t)cur[x - 2] << 32;
+        *t0 = _mm256_blend_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(T0 + (size_t)x * 8)),
+                                 _mm256_castsi128_si256(_mm_cvtsi64_si128((long long)lw)), 0x03);
+        *t1 = _mm256_zextsi128_si256(_mm_loadl_epi64((const __m128i *)(const void *)(T1 + (size_t)x * 2)));
+        return;
+    }
+    lms_taps_edge_v(w, x, y, z, t0, t1);
 }
 /* sum_j w_j t_j in int64: even lanes by vpmuldq, odd lanes shifted down first */
 __attribute__((target("avx2"))) static inline int64_t lms_dot_v(__m256i w0, __m256i w1, __m256i t0, __m256i t1) {
@@ -927,14 +1027,17 @@ __attribute__((target("avx2"))) static int batch_gather_avx2(const vox_slab_para
 #define CS_ATTR __attribute__((target("avx2")))
 #define SPLIT_ROW split_row_avx2
 #define BATCH_GATHER(xa, xe) do { xe = batch_gather_avx2(p, geo, row, y, k0, T, I, s->anch, s->X, &s->chunks, &xa); } while (0)
-#define LMS_DECL __m256i lw0 = _mm256_loadu_si256((const __m256i *)(const void *)C->st.lms), \
-                         lw1 = _mm256_setr_epi32(C->st.lms[8], C->st.lms[9], 0, 0, 0, 0, 0, 0)
+#define LMS_DECL const int32_t *Lw = C->st.lms; \
+    __m256i lw0 = _mm256_setr_epi32(Lw[0], Lw[5], Lw[1], Lw[2], Lw[3], Lw[4], Lw[6], Lw[7]), \
+            lw1 = _mm256_setr_epi32(Lw[8], Lw[9], 0, 0, 0, 0, 0, 0)
+#define LMS_ROW do { if (y > 1 && z > 0) lms_row_v(&w, s->lt0, s->lt1, y); } while (0)
 #define LMS_TAPS_DECL __m256i lt0 = _mm256_setzero_si256(), lt1 = _mm256_setzero_si256()
-#define LMS_PREDICT(acc) do { lms_taps_v(&w, x, y, z, &lt0, &lt1); acc = lms_dot_v(lw0, lw1, lt0, lt1); } while (0)
+#define LMS_PREDICT(acc) do { lms_taps_v(&w, s->lt0, s->lt1, x, y, z, &lt0, &lt1); acc = lms_dot_v(lw0, lw1, lt0, lt1); } while (0)
 #define LMS_UPDATE(step) do { const __m256i sv = _mm256_set1_epi32(step); \
         lw0 = lms_step_v(lw0, lt0, sv); lw1 = lms_step_v(lw1, lt1, sv); } while (0)
-#define LMS_STORE do { _mm256_storeu_si256((__m256i *)(void *)C->st.lms, lw0); \
-        C->st.lms[8] = _mm256_extract_epi32(lw1, 0); C->st.lms[9] = _mm256_extract_epi32(lw1, 1); } while (0)
+#define LMS_STORE do { int32_t lv_[8]; _mm256_storeu_si256((__m256i *)(void *)lv_, lw0); int32_t *Ls = C->st.lms; \
+        Ls[0] = lv_[0]; Ls[5] = lv_[1]; Ls[1] = lv_[2]; Ls[2] = lv_[3]; Ls[3] = lv_[4]; Ls[4] = lv_[5]; Ls[6] = lv_[6]; Ls[7] = lv_[7]; \
+        Ls[8] = _mm256_extract_epi32(lw1, 0); Ls[9] = _mm256_extract_epi32(lw1, 1); } while (0)
 #include "code_slice_body.h"
 #endif
 
