@@ -12,11 +12,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
-        // C libraries of the system (Debian: libfuse3-dev, liblmdb-dev, libopenblas-dev).
-        // Used by the archive, filesystem and training modules; declared here once.
+        // C libraries of the system (Debian: libfuse3-dev, liblmdb-dev; libopenblas0 is loaded at
+        // run time by CVoxBLAS). Used by the archive and filesystem modules; declared here once.
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .systemLibrary(name: "CLMDB", providers: [.apt(["liblmdb-dev"])]),
-        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         // zlib: gzip-wrapped volumes (.nii.gz, NRRD gzip) are rebuilt by recompressing with it
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
@@ -30,7 +29,10 @@ let package = Package(
         // LMDB reads under a fault guard (a damaged archive must not crash a reader)
         .target(name: "CVoxLMDB", dependencies: ["CLMDB"]),
         .target(name: "VoxArchive", dependencies: ["VoxCore", "VoxCodec", "VoxFormats", "CLMDB", "CVoxLMDB", "CZstd"]),
-        .target(name: "VoxTrain", dependencies: ["VoxCore", "VoxCodec", "COpenBLAS"]),
+        // OpenBLAS for training, loaded on first use (dlopen): no BLAS thread pool in the processes
+        // that only code, read or mount
+        .target(name: "CVoxBLAS", linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "VoxTrain", dependencies: ["VoxCore", "VoxCodec", "CVoxBLAS"]),
         // the filesystem without FUSE (testable in-process), and the only module that imports libfuse3
         .target(name: "VoxFS", dependencies: ["VoxCore", "VoxCodec", "VoxArchive", "VoxFormats", "CVoxKernels"]),
         .target(name: "VoxFuse", dependencies: ["VoxFS", "VoxArchive", "VoxCore", "CFuse3"]),

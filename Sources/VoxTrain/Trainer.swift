@@ -65,6 +65,7 @@ public final class Trainer {
         params = FloatParams(H: config.hidden, I: nb.stepInputs, T: nb.steps, seed: config.seed)
         adam = Adam(count: params.count, lr: config.lr, beta1: config.beta1, beta2: config.beta2)
         work = LSTMWorkspace(H: config.hidden, I: nb.stepInputs, T: nb.steps, B: config.batch, activation: config.act)
+        try BLAS.load()
         BLAS.setThreads(1) // small matrices: threads cost more than they give, and 1 thread is deterministic
     }
 

@@ -122,6 +122,27 @@ final class CLITests: ScratchTestCase {
         XCTAssertTrue(r.err.contains("LSTM preset"), r.err)
     }
 
+    /// OpenBLAS is loaded only where a model is trained or adapted: with the library missing,
+    /// coding without adaptation and decoding work, and adaptation fails with one clear line.
+    func testBLASIsLoadedOnlyToTrain() throws {
+        let raw = try writeCrop()
+        let env = ["VOXFS_BLAS_LIBRARY": path("no-such-dir/libopenblas.so.0")]
+        var r = try run(CLITests.binary, ["compress", raw, path("n.vxz"), "--adapt", "0", "-q"], env: env)
+        XCTAssertEqual(r.status, 0, r.err)
+        r = try run(CLITests.binary, ["decompress", path("n.vxz"), path("n.raw"), "-q"], env: env)
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(try FileIO.read(path("n.raw")), try FileIO.read(raw))
+        r = try run(CLITests.binary, ["compress", raw, path("m.vxz"), "--adapt", "1", "-q"], env: env)
+        XCTAssertEqual(r.status, 1, r.err)
+        XCTAssertTrue(r.err.contains("cannot load OpenBLAS"), r.err)
+        XCTAssertTrue(r.err.contains("no-such-dir"), r.err)
+        XCTAssertEqual(r.err.split(separator: "\n").count, 1, r.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("m.vxz")))
+        // and with the library there, adaptation runs
+        r = try voxfs(["compress", raw, path("m.vxz"), "--adapt", "1", "-q"])
+        XCTAssertEqual(r.status, 0, r.err)
+    }
+
     func testProbeRecognisesFormats() throws {
         let ct = try RealData.require("dicom/pydicom/CT_small.dcm"), jp = try RealData.require("dicom/pydicom/JPEG2000.dcm")
         try FileIO.writeAtomically(path("notes.txt"), Array("hello".utf8))
