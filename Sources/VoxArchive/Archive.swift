@@ -17,8 +17,8 @@ public final class Archive: @unchecked Sendable {
     /// The schema of this archive: 2, or 1 for an archive written by an older voxfs (read
     /// only; its records carry no seals, so readers check the whole file's SHA-256 instead).
     public let schema: UInt32
-    let env: LMDBEnvironment
-    let meta, tree, volumes, slabs, models, parts, blobs: MDB_dbi
+    /// Where the records are: the LMDB file, or memory (tests).
+    public let store: RecordStore
     public let path: String
     private var lockFD: Int32 = -1
 
@@ -29,7 +29,7 @@ public final class Archive: @unchecked Sendable {
     /// interleave their transactions safely, but not sensibly, and a mount would not see
     /// what a pack adds; so the second one is refused with a message that says why.
     public func lock(exclusive: Bool) throws {
-        guard lockFD < 0 else { return }
+        guard lockFD < 0, store.isFile else { return }
         let fd = try Sys.open(path, O_RDONLY, operation: "open the archive")
         if flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
             let e = errno
@@ -61,7 +61,7 @@ public final class Archive: @unchecked Sendable {
     /// After `path`'s entry was replaced inside transaction `t`: drops what its old content
     /// used when no entry refers to it any more (a volume's header, slabs and parts; a blob),
     /// so that re-packing changed files does not leave dead data behind.
-    func releaseIfUnused(_ old: Entry, _ t: Transaction) throws {
+    func releaseIfUnused(_ old: Entry, _ t: any StoreTransaction) throws {
         guard old.content != .none else { return }
         func shares(_ c: Content) -> Bool {
             switch (old.content, c) {
@@ -71,17 +71,17 @@ public final class Archive: @unchecked Sendable {
             }
         }
         var used = false
-        try t.scan(tree) { k, v in
+        try t.scan(.tree) { k, v in
             if let e = try? decodeEntry(k, v), shares(e.content) { used = true; return false }
             return true
         }
         guard !used else { return }
         switch old.content {
         case .none: break
-        case .blob(let h): try t.delete(blobs, h)
+        case .blob(let h): try t.delete(.blobs, h)
         case .volume(let id, _):
-            try t.delete(volumes, Archive.idKey(id))
-            for db in [slabs, parts] {
+            try t.delete(.volumes, Archive.idKey(id))
+            for db in [StoreTable.slabs, .parts] {
                 var keys: [[UInt8]] = []
                 try t.scan(db, prefix: Archive.idKey(id)) { k, _ in keys.append(k); return true }
                 for k in keys { try t.delete(db, k) }
@@ -140,19 +140,19 @@ public final class Archive: @unchecked Sendable {
 
     /// A read transaction; LMDB's failures on a damaged file (a page it cannot find, a fault
     /// caught by the guard) become "damaged" errors naming the archive.
-    func read<T>(_ body: (Transaction) throws -> T) throws -> T {
-        do { return try env.read(body) } catch let e as LMDBError {
+    func read<T>(_ body: (any StoreTransaction) throws -> T) throws -> T {
+        do { return try store.read(body) } catch let e as LMDBError {
             throw VoxError(e.code < 0 ? .corrupt : .io, "\(path): \(e.code < 0 ? "the archive is damaged: " : "")\(e)", errno: e.code > 0 ? e.code : nil)
         }
     }
 
     /// A write transaction whose disk-full failure says so (the transaction is aborted and the
     /// archive keeps everything committed before it).
-    func write<T>(_ body: (Transaction) throws -> T) throws -> T {
+    func write<T>(_ body: (any StoreTransaction) throws -> T) throws -> T {
         do {
-            return try env.write { t in
+            return try store.write { t in
                 let r = try body(t)
-                if schema >= 2 { try t.put(meta, Archive.transactionKey, Archive.transactionStamp(t)) }
+                if schema >= 2 { try t.put(.meta, Archive.transactionKey, Archive.transactionStamp(t)) }
                 return r
             }
         } catch let e as LMDBError where e.isDiskFull || ((e.code == EIO || e.code == EDQUOT) && Archive.freeBytes(near: path) < 4 << 20) {
@@ -164,35 +164,47 @@ public final class Archive: @unchecked Sendable {
         }
     }
 
-    public init(path: String, create: Bool) throws {
-        self.path = path
+    public convenience init(path: String, create: Bool) throws {
         var isDir: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
         if !create && !exists { throw VoxError(.io, "\(path): no such archive") }
         if exists && isDir.boolValue { throw VoxError(.badFormat, "\(path) is a folder, not a VoxFS archive") }
         if exists { try Archive.checkStructure(path) }
+        let env: LMDBEnvironment
         do { env = try LMDBEnvironment.shared(path: path, readOnly: !create) } catch let e as LMDBError {
             // an errno (no write permission in the folder, no space) is not a format problem
             if e.code > 0 { throw VoxError(.io, "\(path): cannot \(exists ? "open" : "create") the archive: \(e.message)") }
             throw VoxError(e.code == MDB_INVALID ? .badFormat : .io, "\(path) is not a VoxFS archive (\(e.message))")
         }
+        let store: LMDBStore
+        do { store = try LMDBStore(env) } catch let e as LMDBError { throw VoxError(.badFormat, "\(path) is not a VoxFS archive (\(e.message))") }
+        try self.init(store: store, path: path, create: create)
+    }
+
+    /// An archive on any record store (`MemoryStore` in tests); `path` names it in messages.
+    /// `create`: a new archive's schema record is written when the store has none.
+    public init(store: RecordStore, path: String, create: Bool) throws {
+        self.store = store
+        self.path = path
+        let environment = store
+        let v: [UInt8]?
         do {
-            meta = try env.database("meta"); tree = try env.database("tree"); volumes = try env.database("volumes")
-            slabs = try env.database("slabs"); models = try env.database("models"); parts = try env.database("parts")
-            blobs = try env.database("blobs")
-        } catch let e as LMDBError { throw VoxError(.badFormat, "\(path) is not a VoxFS archive (\(e.message))") }
-        let environment = env, metaDB = meta
-        if create {
-            try environment.write { t in
-                if try t.get(metaDB, Array("schema".utf8)) == nil {
-                    var w = ByteWriter(); w.u32(Archive.schemaVersion)
-                    try t.put(metaDB, Array("schema".utf8), w.bytes)
-                    try t.put(metaDB, Array("creator".utf8), Array("voxfs 0.1.0".utf8))
-                    try t.put(metaDB, Archive.transactionKey, Archive.transactionStamp(t))
+            if create {
+                // a store that already has a schema record is left as it is (no empty commit)
+                let has = try environment.read { t in try t.get(.meta, Array("schema".utf8)) } != nil
+                if !has {
+                    try environment.write { t in
+                        var w = ByteWriter(); w.u32(Archive.schemaVersion)
+                        try t.put(.meta, Array("schema".utf8), w.bytes)
+                        try t.put(.meta, Array("creator".utf8), Array("voxfs 0.1.0".utf8))
+                        try t.put(.meta, Archive.transactionKey, Archive.transactionStamp(t))
+                    }
                 }
             }
+            v = try environment.read { t in try t.get(.meta, Array("schema".utf8)) }
+        } catch let e as LMDBError {
+            throw VoxError(e.code < 0 ? .corrupt : .io, "\(path): cannot \(create ? "create" : "open") the archive: \(e)", errno: e.code > 0 ? e.code : nil)
         }
-        let v = try environment.read { t in try t.get(metaDB, Array("schema".utf8)) }
         guard let v, v.count == 4 else { throw VoxError(.badFormat, "\(path) is not a VoxFS archive (no schema record)") }
         var r = ByteReader(v)
         let ver = try r.u32()
@@ -216,24 +228,21 @@ public final class Archive: @unchecked Sendable {
     // MARK: raw records
 
     /// The archive's databases, for raw record access.
-    public enum Database: Sendable { case meta, tree, volumes, slabs, parts, models, blobs }
-    func dbi(_ d: Database) -> MDB_dbi {
-        switch d { case .meta: meta; case .tree: tree; case .volumes: volumes; case .slabs: slabs; case .parts: parts; case .models: models; case .blobs: blobs }
-    }
+    public typealias Database = StoreTable
     /// Key of a volume's record in `volumes`, and of its slab or file part `k` in `slabs`/`parts`.
     public static func recordKey(volume id: UInt64, index k: Int? = nil) -> [UInt8] { k.map { slabKey(id, $0) } ?? idKey(id) }
 
     /// A stored record exactly as it is (seal included), or nil. For repair tools and the
     /// damage tests; readers go through the checked accessors.
     public func rawRecord(_ d: Database, _ key: [UInt8]) throws -> [UInt8]? {
-        try read { t in try t.get(dbi(d), key) }
+        try read { t in try t.get(d, key) }
     }
 
     /// Every record of database `d` exactly as stored (seals included), in key order, and the
     /// archive's schema: what `voxfuzz` seeds its record target with. Not a read path.
     public func rawRecords(_ d: Database) throws -> (schema: UInt32, records: [(key: [UInt8], value: [UInt8])]) {
         var out: [(key: [UInt8], value: [UInt8])] = []
-        try read { t in try t.scan(dbi(d)) { k, v in out.append((k, v)); return true } }
+        try read { t in try t.scan(d) { k, v in out.append((k, v)); return true } }
         return (schema, out)
     }
 
@@ -242,7 +251,7 @@ public final class Archive: @unchecked Sendable {
     /// kept up to date, so the archive is otherwise sound). For the damage tests.
     public func setRawRecord(_ d: Database, _ key: [UInt8], _ value: [UInt8]?) throws {
         try write { t in
-            if let value { try t.put(dbi(d), key, value) } else { _ = try t.delete(dbi(d), key) }
+            if let value { try t.put(d, key, value) } else { _ = try t.delete(d, key) }
         }
     }
 
@@ -309,7 +318,7 @@ public final class Archive: @unchecked Sendable {
     /// Schema 2: every write transaction records its own LMDB transaction id, so that a reader
     /// can tell LMDB's newest meta page from a damaged old one that claims to be newer (LMDB's
     /// meta pages carry no checksum; it would silently show an older state of the archive).
-    static func transactionStamp(_ t: Transaction) -> [UInt8] {
+    static func transactionStamp(_ t: any StoreTransaction) -> [UInt8] {
         var w = ByteWriter(); w.u64(t.id)
         return sealed("meta", transactionKey, w.bytes)
     }
@@ -317,8 +326,8 @@ public final class Archive: @unchecked Sendable {
     /// Checks that the snapshot LMDB opened is the one the last transaction committed.
     func checkSnapshot() throws {
         guard schema >= 2 else { return }
-        let newest = env.lastTransactionID
-        let rec = try read { t in try t.get(meta, Archive.transactionKey) }
+        let newest = store.lastTransactionID
+        let rec = try read { t in try t.get(.meta, Archive.transactionKey) }
         var stamped: UInt64? = nil
         if let rec, let v = unseal("meta", Archive.transactionKey, rec), v.count == 8 { var r = ByteReader(v); stamped = try r.u64() }
         guard let stamped else { throw VoxError(.corrupt, "\(path): the archive is damaged: its transaction record is missing or damaged") }
@@ -328,9 +337,9 @@ public final class Archive: @unchecked Sendable {
     }
 
     /// The digest recorded for the tree (nil in a version 1 archive; an error when damaged).
-    func recordedDigest(_ t: Transaction) throws -> TreeDigest? {
+    func recordedDigest(_ t: any StoreTransaction) throws -> TreeDigest? {
         guard schema >= 2 else { return nil }
-        guard let rec = try t.get(meta, Archive.digestKey) else { return TreeDigest() }
+        guard let rec = try t.get(.meta, Archive.digestKey) else { return TreeDigest() }
         guard let v = unseal("meta", Archive.digestKey, rec), let d = TreeDigest(v) else {
             throw VoxError(.corrupt, "\(path): the tree digest record is damaged")
         }
@@ -340,15 +349,15 @@ public final class Archive: @unchecked Sendable {
     /// Stores `e` in the tree inside `t`, keeping the tree digest up to date; returns the entry
     /// it replaced (nil when there was none or it was unreadable).
     @discardableResult
-    func putTree(_ e: Entry, _ t: Transaction) throws -> Entry? {
+    func putTree(_ e: Entry, _ t: any StoreTransaction) throws -> Entry? {
         let key = Array(e.path.utf8)
         let record = seal("tree", key, e.encoded(schema: schema))
         var digest = try recordedDigest(t)
-        let old = try t.get(tree, key)
+        let old = try t.get(.tree, key)
         if let old { digest?.toggle(key, old, adding: false) }
         digest?.toggle(key, record, adding: true)
-        try t.put(tree, key, record)
-        if let digest { try t.put(meta, Archive.digestKey, seal("meta", Archive.digestKey, digest.encoded)) }
+        try t.put(.tree, key, record)
+        if let digest { try t.put(.meta, Archive.digestKey, seal("meta", Archive.digestKey, digest.encoded)) }
         return old.flatMap { try? decodeEntry(key, $0) }
     }
 
@@ -459,7 +468,7 @@ public final class Archive: @unchecked Sendable {
         var out = TreeScan()
         try read { t in
             var digest = TreeDigest()
-            try t.scan(tree) { k, v in
+            try t.scan(.tree) { k, v in
                 if checkDigest { digest.toggle(k, v, adding: true) }
                 do { out.entries.append(try decodeEntry(k, v)) } catch let e as VoxError {
                     out.damaged.append(Problem(path: String(decoding: k, as: UTF8.self), message: e.message))
@@ -478,7 +487,7 @@ public final class Archive: @unchecked Sendable {
 
     public func entry(_ path: String) throws -> Entry? {
         let key = Array(path.utf8)
-        return try read { t in try t.get(tree, key).map { try decodeEntry(key, $0) } }
+        return try read { t in try t.get(.tree, key).map { try decodeEntry(key, $0) } }
     }
 
     // MARK: writing (each call is one transaction)
@@ -503,8 +512,8 @@ public final class Archive: @unchecked Sendable {
         entry.content = .blob(sha256: b.sha256)
         return try write { t in
             var added = 0
-            if try t.get(blobs, b.sha256) == nil {
-                try t.put(blobs, b.sha256, b.record); added = b.record.count
+            if try t.get(.blobs, b.sha256) == nil {
+                try t.put(.blobs, b.sha256, b.record); added = b.record.count
             }
             if let old = try putTree(entry, t), old.content != entry.content { try releaseIfUnused(old, t) }
             return added
@@ -606,30 +615,30 @@ public final class Archive: @unchecked Sendable {
         return try write { t in
             var id: UInt64 = 1
             let nextKey = Array("next-volume".utf8)
-            if let n = try t.get(meta, nextKey) {
+            if let n = try t.get(.meta, nextKey) {
                 guard let v = unseal("meta", nextKey, n), v.count == 8 else { throw VoxError(.corrupt, "\(path): the next-volume record is damaged") }
                 var r = ByteReader(v); id = try r.u64()
                 // a damaged counter must never hand out the id of a stored volume
-                guard id >= 1, id < UInt64(1) << 62, try t.get(volumes, Archive.idKey(id)) == nil else {
+                guard id >= 1, id < UInt64(1) << 62, try t.get(.volumes, Archive.idKey(id)) == nil else {
                     throw VoxError(.corrupt, "\(path): the next-volume record names volume \(id), which is not free")
                 }
             }
             var w = ByteWriter(); w.u64(id + 1)
-            try t.put(meta, nextKey, seal("meta", nextKey, w.bytes))
+            try t.put(.meta, nextKey, seal("meta", nextKey, w.bytes))
             if files.contains(where: { $0.part.wrapper != nil }) {
                 // wrapped parts are schema 3: an older voxfs must refuse the archive, not misread it
                 var sv = ByteWriter(); sv.u32(3)
-                try t.put(meta, Array("schema".utf8), sv.bytes)
+                try t.put(.meta, Array("schema".utf8), sv.bytes)
             }
-            try t.put(volumes, Archive.idKey(id), seal("volumes", Archive.idKey(id), Array(stream[0..<h.headerLength])))
+            try t.put(.volumes, Archive.idKey(id), seal("volumes", Archive.idKey(id), Array(stream[0..<h.headerLength])))
             for (i, s) in h.slabs.enumerated() {
-                try t.put(slabs, Archive.slabKey(id, i), Array(stream[Int(s.offset)..<(Int(s.offset) + Int(s.length))]))
+                try t.put(.slabs, Archive.slabKey(id, i), Array(stream[Int(s.offset)..<(Int(s.offset) + Int(s.length))]))
             }
-            if let m = model, h.embeddedModel == nil, try t.get(models, m.hash) == nil { try t.put(models, m.hash, m.serialized()) }
+            if let m = model, h.embeddedModel == nil, try t.get(.models, m.hash) == nil { try t.put(.models, m.hash, m.serialized()) }
             var replaced: [Entry] = []
             for (k, f) in files.enumerated() {
                 let key = Archive.slabKey(id, k)
-                try t.put(parts, key, seal("parts", key, partRecords[k]))
+                try t.put(.parts, key, seal("parts", key, partRecords[k]))
                 var entry = f.entry
                 entry.content = .volume(id: id, part: UInt32(k))
                 entry.fileSHA256 = f.sha256
@@ -644,7 +653,7 @@ public final class Archive: @unchecked Sendable {
 
     /// The stored .vxz header of a volume.
     public func volumeHeader(_ id: UInt64) throws -> StreamHeader {
-        guard let rec = try read({ t in try t.get(volumes, Archive.idKey(id)) }) else { throw VoxError(.corrupt, "volume \(id) is missing") }
+        guard let rec = try read({ t in try t.get(.volumes, Archive.idKey(id)) }) else { throw VoxError(.corrupt, "volume \(id) is missing") }
         return try parseVolumeHeader(id, rec)
     }
 
@@ -658,15 +667,15 @@ public final class Archive: @unchecked Sendable {
     public func decoder(volume id: UInt64) throws -> VXZ.Decoder {
         let h = try volumeHeader(id)
         var extra: [LSTMModel] = []
-        if h.usesLSTM, h.embeddedModel == nil, let mb = try read({ t in try t.get(models, h.modelHash) }) {
+        if h.usesLSTM, h.embeddedModel == nil, let mb = try read({ t in try t.get(.models, h.modelHash) }) {
             let m: LSTMModel
             do { m = try LSTMModel(bytes: mb, name: "volume \(id): its model") } catch let e as VoxError { throw VoxError(.corrupt, e.message) }
             guard m.hash == h.modelHash else { throw VoxError(.corrupt, "volume \(id): its stored model is damaged (its hash differs from its key)") }
             extra.append(m)
         }
-        let slabs = self.slabs
+
         return try VXZ.Decoder(header: h, name: "volume \(id)", extraModels: extra) { [self] i in
-            guard let s = try read({ t in try t.get(slabs, Archive.slabKey(id, i), once: true) }) else {
+            guard let s = try read({ t in try t.get(.slabs, Archive.slabKey(id, i), once: true) }) else {
                 throw VoxError(.corrupt, "volume \(id): slab \(i) is missing")
             }
             return s
@@ -687,7 +696,7 @@ public final class Archive: @unchecked Sendable {
     public func part(volume id: UInt64, part k: UInt32, for entry: Entry? = nil) throws -> StoredPart {
         let key = Archive.slabKey(id, Int(k))
         let sp: StoredPart = try read { t in
-            guard let rec = try t.get(parts, key) else { throw VoxError(.corrupt, "volume \(id): file part \(k) is missing") }
+            guard let rec = try t.get(.parts, key) else { throw VoxError(.corrupt, "volume \(id): file part \(k) is missing") }
             guard let b = unseal("parts", key, rec) else { throw VoxError(.corrupt, "volume \(id) file part \(k) is damaged (seal mismatch)") }
             return try Archive.decodePart(b, volume: id, part: k, schema: schema, for: entry)
         }
@@ -790,7 +799,7 @@ public final class Archive: @unchecked Sendable {
         switch e.content {
         case .none: return []
         case .blob(let h):
-            guard let r = try read({ t in try t.get(blobs, h) }) else { throw VoxError(.corrupt, "\(e.path): blob missing") }
+            guard let r = try read({ t in try t.get(.blobs, h) }) else { throw VoxError(.corrupt, "\(e.path): blob missing") }
             let b = try Archive.unpackBlob(r, size: e.size, path: e.path)
             guard UInt64(b.count) == e.size else { throw VoxError(.corrupt, "\(e.path): stored content has \(b.count) bytes, the entry says \(e.size)") }
             guard Checksum.sha256(b) == h else { throw VoxError(.corrupt, "\(e.path): blob is damaged") }
@@ -835,7 +844,7 @@ public final class Archive: @unchecked Sendable {
 
     /// The stored bytes of one slab (read without touching any other record).
     public func slabRecord(volume id: UInt64, index i: Int) throws -> [UInt8]? {
-        try read { t in try t.get(slabs, Archive.slabKey(id, i)) }
+        try read { t in try t.get(.slabs, Archive.slabKey(id, i)) }
     }
 
     // MARK: verify and stats
@@ -851,7 +860,7 @@ public final class Archive: @unchecked Sendable {
     public func scanVolumes() throws -> (infos: [VolumeInfo], damaged: [Problem]) {
         var out: [VolumeInfo] = [], damaged: [Problem] = []
         try read { t in
-            try t.scan(volumes) { k, v in
+            try t.scan(.volumes) { k, v in
                 var id: UInt64 = 0
                 for b in k { id = id << 8 | UInt64(b) }
                 do {
@@ -879,10 +888,10 @@ public final class Archive: @unchecked Sendable {
     public func storedSize(_ e: Entry, volumes: [UInt64: VolumeInfo]) throws -> Int {
         switch e.content {
         case .none: return 0
-        case .blob(let h): return try read { t in try t.size(blobs, h) ?? 0 }
+        case .blob(let h): return try read { t in try t.size(.blobs, h) ?? 0 }
         case .volume(let id, let k):
             guard let v = volumes[id] else { return 0 }
-            let rec = try read { t in try t.get(parts, Archive.slabKey(id, Int(k))) }
+            let rec = try read { t in try t.get(.parts, Archive.slabKey(id, Int(k))) }
             guard let rec, rec.count >= 8 else { return 0 }   // first slice, then slices
             var r = ByteReader(rec)
             _ = try r.u32()
@@ -900,8 +909,8 @@ public final class Archive: @unchecked Sendable {
             for e in files {
                 switch e.content {
                 case .none: break
-                case .blob(let h): if seen.insert(h).inserted { total += UInt64(try t.size(blobs, h) ?? 0) }
-                case .volume(let id, let k): total += UInt64(try t.size(parts, Archive.slabKey(id, Int(k))) ?? 0)
+                case .blob(let h): if seen.insert(h).inserted { total += UInt64(try t.size(.blobs, h) ?? 0) }
+                case .volume(let id, let k): total += UInt64(try t.size(.parts, Archive.slabKey(id, Int(k))) ?? 0)
                 }
             }
         }
@@ -928,7 +937,7 @@ public final class Archive: @unchecked Sendable {
             case .none: problems.append(Problem(path: e.path, message: "file without content"))
             case .blob(let h):
                 if quick {
-                    if try read({ t in try t.size(blobs, h) }) == nil { problems.append(Problem(path: e.path, message: "stored content missing")) }
+                    if try read({ t in try t.size(.blobs, h) }) == nil { problems.append(Problem(path: e.path, message: "stored content missing")) }
                 } else {
                     var unused: [UInt64: DecodedVolume] = [:]
                     do { _ = try contents(e, decoded: &unused) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }
