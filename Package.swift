@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "VoxTrain", dependencies: ["VoxCore", "VoxCodec", "CVoxBLAS"]),
         // the filesystem without FUSE (testable in-process), and the only module that imports libfuse3
         .target(name: "VoxFS", dependencies: ["VoxCore", "VoxCodec", "VoxArchive", "VoxFormats", "CVoxKernels"]),
-        .target(name: "VoxFuse", dependencies: ["VoxFS", "VoxArchive", "VoxCore", "CFuse3"]),
+        .target(name: "VoxFuse", dependencies: ["VoxFS", "VoxCore", "CFuse3"]),
         .executableTarget(name: "voxfs", dependencies: [
             "VoxCore", "VoxCodec", "VoxTrain", "VoxFormats", "VoxArchive", "VoxFS", "VoxFuse",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

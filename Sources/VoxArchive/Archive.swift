@@ -808,28 +808,16 @@ public final class Archive: @unchecked Sendable {
             let sp = try part(volume: id, part: k, for: e)
             let p = sp.part
             let h = try cache[id]?.header ?? volumeHeader(id)
-            guard p.firstSlice >= 0, p.slices >= 0, p.firstSlice + p.slices <= h.shape.z else { throw VoxError(.corrupt, "\(e.path): file part outside its volume") }
-            let sliceBytes = h.shape.sliceVoxels * h.dtype.bytesPerVoxel
-            let slabBytes = h.slabThickness * sliceBytes
-            let lo = p.firstSlice * sliceBytes, hi = (p.firstSlice + p.slices) * sliceBytes
-            var voxels = [UInt8]()
-            voxels.reserveCapacity(hi - lo)
-            if hi > lo {
-                let need = Array((lo / slabBytes)...((hi - 1) / slabBytes))
-                try decode(volume: id, slabs: need, into: &cache)
-                for s in need {
-                    switch cache[id]!.slabs[s]! {
-                    case .failure(let err): throw VoxError(err.kind, "\(e.path): \(err.message)")
-                    case .success(let b):
-                        let s0 = s * slabBytes
-                        let from = max(lo, s0), to = min(hi, s0 + b.count)
-                        guard from < to else { throw VoxError(.corrupt, "\(e.path): volume \(id) slab \(s) is shorter than its slices") }
-                        voxels += b[(from - s0)..<(to - s0)]
-                    }
+            let L = try FileLayout(sp, header: h, path: e.path)
+            if let need = L.slabs(0, L.size, prefix: false) { try decode(volume: id, slabs: Array(need), into: &cache) }
+            // the content from the decoded voxels (not the stored prefix, which it must equal)
+            let inner = try L.bytes(0, L.size, prefix: false, slab: { s, _, use in
+                switch cache[id]!.slabs[s]! {
+                case .failure(let err): throw VoxError(err.kind, "\(e.path): \(err.message)")
+                case .success(let b): try b.withUnsafeBytes(use)
                 }
-            }
-            let inner = p.rebuild(voxels: voxels[...], dtype: h.dtype)
-            guard inner.count >= p.header.count + sp.prefix.count, inner[p.header.count..<(p.header.count + sp.prefix.count)].elementsEqual(sp.prefix) else {
+            }, path: e.path)
+            guard inner[L.pixStart..<L.preEnd].elementsEqual(sp.prefix) else {
                 throw VoxError(.corrupt, "\(e.path): its stored page prefix differs from its decoded voxels")
             }
             let out: [UInt8]

@@ -52,9 +52,15 @@ public final class VoxFileSystem: @unchecked Sendable {
         }
     }
 
+    /// What an inode is (the filesystem's own type: its users need not know the archive's).
+    public enum FileKind: Sendable, Equatable {
+        case directory, file, symlink
+        init(_ k: Archive.Kind) { self = switch k { case .directory: .directory; case .file: .file; case .symlink: .symlink } }
+    }
+
     public struct Attributes: Sendable, Equatable {
         public var ino: UInt64
-        public var kind: Archive.Kind
+        public var kind: FileKind
         /// Permission bits with the file type (S_IFDIR, S_IFREG, S_IFLNK).
         public var mode: UInt32
         public var nlink: UInt32
@@ -66,7 +72,7 @@ public final class VoxFileSystem: @unchecked Sendable {
     public struct DirEntry: Sendable, Equatable {
         public var name: String
         public var ino: UInt64
-        public var kind: Archive.Kind
+        public var kind: FileKind
     }
 
     struct Node {
@@ -190,7 +196,7 @@ public final class VoxFileSystem: @unchecked Sendable {
         let type: UInt32 = switch e.kind { case .directory: UInt32(S_IFDIR); case .file: UInt32(S_IFREG); case .symlink: UInt32(S_IFLNK) }
         let nlink: UInt32 = e.kind == .directory ? 2 + UInt32(n.children.filter { nodes[Int($0.ino - 1)].entry.kind == .directory }.count) : 1
         let size: UInt64 = e.kind == .symlink ? UInt64(e.linkTarget.utf8.count) : e.size
-        return Attributes(ino: ino, kind: e.kind, mode: type | (e.mode & 0o7777), nlink: nlink,
+        return Attributes(ino: ino, kind: FileKind(e.kind), mode: type | (e.mode & 0o7777), nlink: nlink,
                           uid: options.uid ?? e.uid, gid: options.gid ?? e.gid, size: size, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec)
     }
 
@@ -208,7 +214,7 @@ public final class VoxFileSystem: @unchecked Sendable {
         let n = try node(ino)
         guard n.entry.kind == .directory else { throw FSError.notDirectory }
         var out = [DirEntry(name: ".", ino: ino, kind: .directory), DirEntry(name: "..", ino: n.parent, kind: .directory)]
-        for c in n.children { out.append(DirEntry(name: c.name, ino: c.ino, kind: nodes[Int(c.ino - 1)].entry.kind)) }
+        for c in n.children { out.append(DirEntry(name: c.name, ino: c.ino, kind: FileKind(nodes[Int(c.ino - 1)].entry.kind))) }
         return out
     }
 
@@ -327,7 +333,8 @@ public final class VoxFileSystem: @unchecked Sendable {
 
     /// The rebuild of a compressed volume file, shared by every open handle of it; started on
     /// the first open.
-    private func streamedFile(id: UInt64, part p: Archive.StoredPart, header h: StreamHeader, entry: Archive.Entry) -> StreamedFile {
+    private func streamedFile(id: UInt64, layout L: FileLayout, header h: StreamHeader, entry: Archive.Entry) -> StreamedFile {
+        let p = L.part
         lock.lock()
         if let f = streams[p.sha256]?.file, !f.isCancelled { f.retain(); lock.unlock(); return f }
         let f = StreamedFile(size: Int(entry.size))
@@ -339,7 +346,7 @@ public final class VoxFileSystem: @unchecked Sendable {
         let rebuilds = self.rebuilds
         let t = Thread { [weak self] in
             if let self {
-                do { try self.recompress(f, id: id, part: p, header: h, path: entry.path); f.finish(nil) } catch {
+                do { try self.recompress(f, id: id, layout: L, header: h, path: entry.path); f.finish(nil) } catch {
                     if !f.isCancelled { self.options.log("read \(entry.path): \(error) -> EIO") }
                     f.finish(error)
                 }
@@ -351,8 +358,8 @@ public final class VoxFileSystem: @unchecked Sendable {
         return f
     }
 
-    private func recompress(_ f: StreamedFile, id: UInt64, part sp: Archive.StoredPart, header h: StreamHeader, path: String) throws {
-        let p = sp.part, w = p.wrapper!
+    private func recompress(_ f: StreamedFile, id: UInt64, layout L: FileLayout, header h: StreamHeader, path: String) throws {
+        let w = L.part.part.wrapper!
         var pos = 0, chunk = 0
         let shift = w.chunkShift
         func append(_ b: UnsafeRawBufferPointer) throws {
@@ -374,32 +381,15 @@ public final class VoxFileSystem: @unchecked Sendable {
         do { ds = try w.makeRecompressor() } catch let e as VoxError { throw VoxError(e.kind, "\(path): \(e.message)") }
         let out = w.limit { try append($0) }   // a corrected stream keeps only its matching prefix
         try w.outerHeader.withUnsafeBytes { try append($0) }
-        try p.header.withUnsafeBytes { try ds.write($0, sink: out) }
-        let sliceBytes = h.shape.sliceVoxels * h.dtype.bytesPerVoxel, slabBytes = h.slabThickness * sliceBytes
-        let lo = p.firstSlice * sliceBytes, hi = (p.firstSlice + p.slices) * sliceBytes
-        if hi > lo {
-            let first = lo / slabBytes, last = (hi - 1) / slabBytes
-            var swapped = [UInt8]()
-            for s in first...last {
-                // the next slab decodes in the background while this one is deflated
-                if s < last { prefetch(id: id, slab: s + 1, header: h, path: path) }
-                let size = h.byteCount(ofSlab: s)
-                let slab = try slabData(volume: id, slab: s, header: h, need: size, path: path)
-                let s0 = s * slabBytes, from = max(lo, s0) - s0, to = min(hi, s0 + size) - s0
-                guard from < to else { throw VoxError(.corrupt, "\(path): volume \(id) slab \(s) is shorter than its slices") }
-                try slab.withUnsafeBytes(from..<to) { b in
-                    if p.bigEndian && h.dtype.bytesPerVoxel == 2 {
-                        swapped = Array(b)
-                        var i = 0
-                        while i + 1 < swapped.count { swapped.swapAt(i, i + 1); i += 2 }
-                        try swapped.withUnsafeBytes { try ds.write($0, sink: out) }
-                    } else {
-                        try ds.write(b, sink: out)
-                    }
-                }
-            }
-        }
-        try p.trailer.withUnsafeBytes { try ds.write($0, sink: out) }
+        // the decompressed content front to back, from the decoded voxels (the chunk CRCs check
+        // the result); the next slab decodes in the background while this one is deflated
+        let last = L.slabs(0, L.size, prefix: false)?.upperBound
+        try L.visit(0, L.size, prefix: false, slab: { s, need, use in
+            if let last, s < last { prefetch(id: id, slab: s + 1, header: h, path: path) }
+            let slab = try slabData(volume: id, slab: s, header: h, need: L.slabSize(s), path: path)
+            guard slab.count >= L.slabSize(s) else { throw VoxError(.corrupt, "\(path): volume \(id) slab \(s) is shorter than its slices") }
+            try slab.withUnsafeBytes(0..<L.slabSize(s)) { try use($0) }
+        }, path: path) { try ds.write($0, sink: out) }
         try ds.finish(sink: out)
         try w.outerTrailer.withUnsafeBytes { try append($0) }
         guard pos == f.size, chunk == w.chunkCRCs.count else { throw VoxError(.corrupt, "\(path): rebuilt file has \(pos) bytes, the entry says \(f.size)") }
@@ -425,29 +415,18 @@ public final class VoxFileSystem: @unchecked Sendable {
 
     // MARK: open files and reads
 
-    /// Where a volume-backed file's bytes come from, worked out once at open: file bytes
-    /// [0, pixStart) are its header, [pixStart, preEnd) its page prefix, [preEnd, pixEnd) voxel
-    /// bytes at volume byte offset (file offset + base), [pixEnd, size) its trailer.
+    /// A volume-backed file open for reading: its volume and the layout of its bytes
+    /// (`FileLayout`, the one the unpack and verify paths read through too).
     struct VoxelMap {
         let id: UInt64
-        let part: Archive.StoredPart
         let header: StreamHeader
-        let pixStart: Int, preEnd: Int, pixEnd: Int
-        let base: Int
-        let slabBytes: Int
-        /// 16-bit voxels stored big-endian: file byte o is volume byte o ^ 1.
-        let swap: Bool
-
-        init(id: UInt64, part sp: Archive.StoredPart, header h: StreamHeader) {
-            self.id = id; part = sp; header = h
-            let sliceBytes = h.shape.sliceVoxels * h.dtype.bytesPerVoxel
-            pixStart = sp.part.header.count
-            preEnd = pixStart + sp.prefix.count
-            pixEnd = pixStart + sp.part.slices * sliceBytes
-            base = sp.part.firstSlice * sliceBytes - pixStart
-            slabBytes = h.slabThickness * sliceBytes
-            swap = sp.part.bigEndian && h.dtype.bytesPerVoxel == 2
-        }
+        let L: FileLayout
+        var part: Archive.StoredPart { L.part }
+        var base: Int { L.base }
+        var preEnd: Int { L.preEnd }
+        var pixEnd: Int { L.pixEnd }
+        var slabBytes: Int { L.slabBytes }
+        var swap: Bool { L.swap }
     }
 
     final class Handle: @unchecked Sendable {
@@ -483,18 +462,17 @@ public final class VoxFileSystem: @unchecked Sendable {
                 // a compressed file (.nii.gz, NRRD gzip): recompressed front to back by a
                 // background thread as its slabs decode (a deflate stream cannot be cut at an
                 // arbitrary byte), each chunk served once its CRC-32C from pack time matches
-                guard n.entry.size <= UInt64(1) << 31, p.part.firstSlice >= 0, p.part.slices >= 0, p.part.firstSlice + p.part.slices <= h.shape.z,
-                      w.chunkCRCs.count == (Int(n.entry.size) + (1 << w.chunkShift) - 1) >> w.chunkShift else {
+                let L = try FileLayout(p, header: h, path: n.entry.path)
+                guard n.entry.size <= UInt64(1) << 31, w.chunkCRCs.count == (Int(n.entry.size) + (1 << w.chunkShift) - 1) >> w.chunkShift else {
                     throw VoxError(.corrupt, "\(n.entry.path): its file part does not match its volume or its size")
                 }
-                layout = .stream(streamedFile(id: id, part: p, header: h, entry: n.entry))
+                layout = .stream(streamedFile(id: id, layout: L, header: h, entry: n.entry))
             } else {
-                let sliceBytes = h.shape.sliceVoxels * h.dtype.bytesPerVoxel
-                guard p.part.firstSlice >= 0, p.part.slices >= 0, p.part.firstSlice + p.part.slices <= h.shape.z, p.prefix.count <= p.part.slices * sliceBytes,
-                      UInt64(p.part.header.count + p.part.slices * sliceBytes + p.part.trailer.count) == n.entry.size else {
+                let L = try FileLayout(p, header: h, path: n.entry.path)
+                guard UInt64(L.size) == n.entry.size else {
                     throw VoxError(.corrupt, "\(n.entry.path): its file part does not match its volume or its size")
                 }
-                let m = VoxelMap(id: id, part: p, header: h)
+                let m = VoxelMap(id: id, header: h, L: L)
                 // schema 1: the part record's fields carry no seal, so no byte is served before the
                 // whole file's SHA-256 has matched (once per file and part record)
                 if archive.schema < 2 { try verifyWholeFile(m, entry: n.entry, ino: ino) }
@@ -598,37 +576,16 @@ public final class VoxFileSystem: @unchecked Sendable {
         try withRead(fh, offset: offset, length: length) { Array($0) }
     }
 
-    /// File bytes [lo, hi) of a volume-backed file: header, page prefix, voxel bytes from the
-    /// slabs (byte-swapped when the file is big-endian), trailer.
+    /// File bytes [lo, hi) of a volume-backed file (`FileLayout.visit`: header, page prefix,
+    /// voxel bytes from the slabs, byte-swapped when the file is big-endian, trailer).
     private func assemble(_ m: VoxelMap, _ lo: Int, _ hi: Int, path: String) throws -> [UInt8] {
-        let p = m.part.part
-        var out = [UInt8]()
-        out.reserveCapacity(hi - lo)
-        if lo < m.pixStart { out += p.header[lo..<min(hi, m.pixStart)] }
-        if max(lo, m.pixStart) < min(hi, m.preEnd) { out += m.part.prefix[(max(lo, m.pixStart) - m.pixStart)..<(min(hi, m.preEnd) - m.pixStart)] }
-        let a = max(lo, m.preEnd), b = min(hi, m.pixEnd)
-        if a < b {
-            let va = m.base + a, vb = m.base + b
-            let first = va / m.slabBytes, last = (vb - 1) / m.slabBytes
-            // before decoding: the slabs ahead start on the workers while this read decodes
-            notePosition(m, first: first, last: last, path: path)
-            for s in first...last {
-                let s0 = s * m.slabBytes
-                let size = m.header.byteCount(ofSlab: s)
-                let from = max(va, s0), to = min(vb, s0 + size)
-                guard from < to else { throw VoxError(.corrupt, "\(path): volume \(m.id) slab \(s) is shorter than its slices") }
-                // a swapped read touches byte o ^ 1: round the need up to whole voxels
-                let need = min(size, (to - s0 + 1) & ~1)
-                let slab = try slabData(volume: m.id, slab: s, header: m.header, need: m.swap ? need : to - s0, path: path)
-                if m.swap {
-                    slab.withUnsafeBytes(0..<need) { sb in for o in from..<to { out.append(sb[(o ^ 1) - s0]) } }
-                } else {
-                    slab.withUnsafeBytes((from - s0)..<(to - s0)) { out.append(contentsOf: $0) }
-                }
-            }
-        }
-        if hi > m.pixEnd { out += p.trailer[(max(lo, m.pixEnd) - m.pixEnd)..<(hi - m.pixEnd)] }
-        return out
+        // before decoding: the slabs ahead start on the workers while this read decodes
+        if let r = m.L.slabs(lo, hi) { notePosition(m, first: r.lowerBound, last: r.upperBound, path: path) }
+        return try m.L.bytes(lo, hi, slab: { s, need, use in
+            let slab = try slabData(volume: m.id, slab: s, header: m.header, need: need, path: path)
+            guard slab.count >= need else { throw VoxError(.corrupt, "\(path): volume \(m.id) slab \(s) is shorter than its slices") }
+            try slab.withUnsafeBytes(0..<need) { try use($0) }
+        }, path: path)
     }
 
     private func decoder(_ id: UInt64) throws -> VXZ.Decoder {

@@ -2,7 +2,6 @@ import CFuse3
 import Foundation
 import VoxCore
 import VoxFS
-import VoxArchive
 
 /// The FUSE3 low-level driver: the only code that imports libfuse. Each callback asks the
 /// FUSE-free `VoxFileSystem` and replies; `FSError`s become their errnos here, and anything
@@ -210,7 +209,7 @@ public final class FuseMount: @unchecked Sendable {
         else { v.withUnsafeBytes { p in _ = fuse_reply_buf(req, p.baseAddress?.assumingMemoryBound(to: CChar.self), p.count) } }
     }
 
-    static func typeBits(_ k: Archive.Kind) -> mode_t {
+    static func typeBits(_ k: VoxFileSystem.FileKind) -> mode_t {
         switch k { case .directory: mode_t(Glibc.S_IFDIR); case .file: mode_t(Glibc.S_IFREG); case .symlink: mode_t(Glibc.S_IFLNK) }
     }
 
