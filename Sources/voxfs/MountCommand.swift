@@ -149,9 +149,13 @@ struct Mount: ParsableCommand {
                 m.unmount()
                 throw ExitCode(1)
             }
-            let null = open("/dev/null", O_RDWR)
-            dup2(null, 0); dup2(null, 1); dup2(null, 2)
-            if null > 2 { close(null) }
+            // the parent has its answer: stdio goes to /dev/null (the log file has the rest); a
+            // failure here is logged, and the mount serves on regardless
+            do {
+                let null = try Sys.open("/dev/null", O_RDWR, operation: "open")
+                for fd in Int32(0)...2 where dup2(null, fd) < 0 { log("cannot redirect fd \(fd) to /dev/null: \(Sys.reason(errno))") }
+                if null > 2 { Sys.closeQuietly(null) }
+            } catch { log("\(error)") }
         }
         let rc = m.run(threads: opts.threads)
         let c = fs.cache.snapshot

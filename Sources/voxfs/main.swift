@@ -28,5 +28,24 @@ do {
     FileHandle.standardError.write(Data("voxfs: \(e.message)\n".utf8))
     exit(e.kind == .invalidArgument ? 2 : 1)
 } catch {
-    VoxFSCommand.exit(withError: error)
+    // --help and --version: ArgumentParser prints them (to stdout, status 0)
+    if VoxFSCommand.exitCode(for: error) == .success { VoxFSCommand.exit(withError: error) }
+    FileHandle.standardError.write(Data((userFacingError(error) + "\n").utf8))
+    exit(VoxFSCommand.exitCode(for: error) == .validationFailure ? 2 : 1)
+}
+
+/// Every failure in one format, "voxfs: what went wrong", on one line: a command line that
+/// ArgumentParser rejects gets its usage in the same line instead of its own "Error:/Usage:" block
+/// (and status 2, like every invalid argument).
+func userFacingError(_ error: Error) -> String {
+    let lines = VoxFSCommand.fullMessage(for: error).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+    var what = lines.first ?? "\(error)"
+    if what.hasPrefix("Error: ") { what.removeFirst("Error: ".count) }
+    var out = "voxfs: " + what
+    if let usage = lines.first(where: { $0.hasPrefix("Usage: ") }) {
+        out += " (usage: \(usage.dropFirst("Usage: ".count))"
+        if let see = lines.first(where: { $0.hasPrefix("See '") }), let q = see.split(separator: "'").dropFirst().first { out += "; see '\(q)'" }
+        out += ")"
+    }
+    return out
 }

@@ -287,6 +287,24 @@ final class CLITests: ScratchTestCase {
         XCTAssertEqual(try FileIO.read(path("back/src/note3.txt")), Array("note 3\n".utf8))
     }
 
+    /// A command line the parser rejects reads like every other failure: one "voxfs:" line with
+    /// the usage in it, status 2 (as an invalid value found later is).
+    func testUsageErrorsShareTheOneErrorFormat() throws {
+        for (args, fragment) in [(["compress"], "Missing expected argument '<input>'"), (["frob"], "Unexpected argument 'frob'"),
+                                 (["decompress", "a", "b", "--threads", "abc"], "'abc' is invalid for '--threads")] {
+            let r = try voxfs(args)
+            XCTAssertEqual(r.status, 2, "\(args): \(r.err)")
+            XCTAssertTrue(r.err.hasPrefix("voxfs: ") && r.err.contains(fragment), "\(args): \(r.err)")
+            XCTAssertTrue(r.err.contains("usage: voxfs"), "\(args): \(r.err)")
+            XCTAssertEqual(r.err.split(separator: "\n").count, 1, "\(args): \(r.err)")
+            XCTAssertEqual(r.out, "")
+        }
+        // help still goes to stdout with status 0
+        let h = try voxfs(["compress", "--help"])
+        XCTAssertEqual(h.status, 0)
+        XCTAssertTrue(h.out.contains("USAGE: voxfs compress"), h.out)
+    }
+
     func testHelpListsSubcommands() throws {
         let r = try voxfs(["--help"])
         XCTAssertEqual(r.status, 0)
