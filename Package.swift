@@ -33,11 +33,14 @@ let package = Package(
         // that only code, read or mount
         .target(name: "CVoxBLAS", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "VoxTrain", dependencies: ["VoxCore", "VoxCodec", "CVoxBLAS"]),
+        // ingest (walk a source tree through SourceTree, recognise formats, group series, pack)
+        // and extract (unpack to disk), above the archive
+        .target(name: "VoxIngest", dependencies: ["VoxCore", "VoxCodec", "VoxFormats", "VoxArchive"]),
         // the filesystem without FUSE (testable in-process), and the only module that imports libfuse3
         .target(name: "VoxFS", dependencies: ["VoxCore", "VoxCodec", "VoxArchive", "VoxFormats", "CVoxKernels"]),
         .target(name: "VoxFuse", dependencies: ["VoxFS", "VoxCore", "CFuse3"]),
         .executableTarget(name: "voxfs", dependencies: [
-            "VoxCore", "VoxCodec", "VoxTrain", "VoxFormats", "VoxArchive", "VoxFS", "VoxFuse",
+            "VoxCore", "VoxCodec", "VoxTrain", "VoxFormats", "VoxArchive", "VoxIngest", "VoxFS", "VoxFuse",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -51,10 +54,10 @@ let package = Package(
         .testTarget(name: "VoxCoreTests", dependencies: ["VoxCore"]),
         // golden/: v1 streams read through #filePath by GoldenStreamTests (not bundle resources)
         .testTarget(name: "VoxCodecTests", dependencies: ["VoxTestSupport", "VoxCodec", "VoxCore", "CVoxKernels"], exclude: ["golden"]),
-        .testTarget(name: "VoxArchiveTests", dependencies: ["VoxTestSupport", "VoxArchive", "VoxCore", "VoxCodec", "VoxFormats", "CVoxLMDB"]),
+        .testTarget(name: "VoxArchiveTests", dependencies: ["VoxTestSupport", "VoxArchive", "VoxIngest", "VoxCore", "VoxCodec", "VoxFormats", "CVoxLMDB"]),
         .testTarget(name: "VoxFormatsTests", dependencies: ["VoxTestSupport", "VoxFormats", "VoxCore"]),
         .testTarget(name: "VoxTrainTests", dependencies: ["VoxTestSupport", "VoxTrain", "VoxCodec", "VoxCore"]),
-        .testTarget(name: "VoxFSTests", dependencies: ["VoxTestSupport", "VoxFS", "VoxArchive", "VoxCodec", "VoxCore"]),
+        .testTarget(name: "VoxFSTests", dependencies: ["VoxTestSupport", "VoxFS", "VoxArchive", "VoxIngest", "VoxCodec", "VoxCore"]),
         .testTarget(name: "VoxCLITests", dependencies: ["VoxTestSupport", "VoxCore", "VoxArchive", "voxfs"]),
     ]
 )

@@ -909,6 +909,7 @@ public final class Archive: @unchecked Sendable {
         public var path: String
         public var message: String
         public var description: String { "\(path): \(message)" }
+        public init(path: String, message: String) { self.path = path; self.message = message }
     }
 
     /// Checks the archive. Quick: every record parses and every referenced record exists.

@@ -29,11 +29,16 @@ public struct Sidecar: Codable, Sendable {
             do { data = try Data(contentsOf: URL(fileURLWithPath: c)) } catch {
                 throw VoxError(.io, "cannot read sidecar \(c): \(error.localizedDescription)")
             }
-            do { return try JSONDecoder().decode(Sidecar.self, from: data) } catch {
-                throw VoxError(.badFormat, "sidecar \(c) is not valid: expected {\"shape\": [x, y, z], \"dtype\": \"int16\"}")
-            }
+            return try decode(Array(data), path: c)
         }
         return nil
+    }
+
+    /// A sidecar from its JSON bytes (`path` names it in the error).
+    public static func decode(_ bytes: [UInt8], path: String) throws -> Sidecar {
+        do { return try JSONDecoder().decode(Sidecar.self, from: Data(bytes)) } catch {
+            throw VoxError(.badFormat, "sidecar \(path) is not valid: expected {\"shape\": [x, y, z], \"dtype\": \"int16\"}")
+        }
     }
 
     public func parsed() throws -> (Shape, DType) {

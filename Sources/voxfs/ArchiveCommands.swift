@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VoxArchive
+import VoxIngest
 import VoxCodec
 import VoxCore
 import VoxTrain

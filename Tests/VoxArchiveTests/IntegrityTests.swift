@@ -2,6 +2,7 @@ import CVoxLMDB
 import Foundation
 import XCTest
 import VoxArchive
+import VoxIngest
 import VoxCore
 import VoxTestSupport
 

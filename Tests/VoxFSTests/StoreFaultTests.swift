@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import VoxArchive
+import VoxIngest
 import VoxCodec
 import VoxCore
 import VoxFS

@@ -1,4 +1,5 @@
 import Foundation
+import VoxArchive
 import VoxCodec
 import VoxCore
 import VoxFormats
@@ -39,6 +40,8 @@ public struct Packer {
     /// Adapts the preset's model to a volume (VoxTrain's Adapter), or nil for no adaptation.
     public var adapt: ((LoadedVolume, LSTMModel) throws -> LSTMModel)?
     public var threads: Int
+    /// Where the sources are read from (the local file system; tests give a faulty one).
+    public var tree: SourceTree = LocalTree()
     /// Called after each commit (and each skipped file) with where the pack is.
     public var progress: ((Progress) -> Void)?
 
@@ -47,8 +50,8 @@ public struct Packer {
         self.preset = preset; self.threads = threads; self.adapt = adapt
     }
 
-    static func lstatEntry(_ path: String, name: String) throws -> Archive.Entry? {
-        let st = try Sys.lstat(path)
+    func lstatEntry(_ path: String, name: String) throws -> Archive.Entry? {
+        let st = try tree.lstat(path)
         let fmt = st.st_mode & S_IFMT
         let kind: Archive.Kind
         var target = ""
@@ -57,7 +60,7 @@ public struct Packer {
         case S_IFREG: kind = .file
         case S_IFLNK:
             kind = .symlink
-            target = try Sys.readlink(path)
+            target = try tree.readlink(path)
         default: return nil
         }
         return Archive.Entry(path: name, kind: kind, mode: UInt32(st.st_mode & 0o7777), uid: st.st_uid, gid: st.st_gid,
@@ -67,14 +70,13 @@ public struct Packer {
 
     /// Regular files and their bytes under `sources` (for the progress totals; errors are
     /// left to the pack itself, which reports them).
-    static func survey(_ sources: [String]) -> (files: Int, bytes: UInt64) {
+    func survey(_ sources: [String]) -> (files: Int, bytes: UInt64) {
         var files = 0, bytes: UInt64 = 0
         func visit(_ p: String) {
-            var st = stat()
-            guard lstat(p, &st) == 0 else { return }
+            guard let st = try? tree.lstat(p) else { return }
             switch st.st_mode & S_IFMT {
             case S_IFREG: files += 1; bytes += UInt64(st.st_size)
-            case S_IFDIR: for n in (try? FileManager.default.contentsOfDirectory(atPath: p)) ?? [] { visit(p + "/" + n) }
+            case S_IFDIR: for n in (try? tree.list(p)) ?? [] { visit(p + "/" + n) }
             default: break
             }
         }
@@ -97,7 +99,7 @@ public struct Packer {
     /// are warnings in the summary and do not stop the pack; a full disk or a damaged archive does.
     public func pack(_ sources: [String], into archive: Archive, archivePath: String) throws -> Summary {
         let run = Run(archive: archive, archiveReal: URL(fileURLWithPath: archivePath).standardizedFileURL.path)
-        let t = Packer.survey(sources)
+        let t = survey(sources)
         run.progress.filesTotal = t.files; run.progress.bytesTotal = t.bytes
         for src in sources {
             let base = URL(fileURLWithPath: src).standardizedFileURL
@@ -111,7 +113,7 @@ public struct Packer {
     func entry(_ path: String, name: String, _ run: Run) -> Archive.Entry? {
         if path == run.archiveReal || path == run.archiveReal + "-lock" { run.warn("\(path): the archive itself, skipped"); return nil }
         do {
-            guard let e = try Packer.lstatEntry(path, name: name) else { run.warn("\(path): special file (device, socket or pipe), skipped"); return nil }
+            guard let e = try lstatEntry(path, name: name) else { run.warn("\(path): special file (device, socket or pipe), skipped"); return nil }
             return e
         } catch let err as VoxError { run.warn(err.message); run.sum.failed += 1; return nil }
         catch { run.warn("\(path): \(error)"); run.sum.failed += 1; return nil }
@@ -125,9 +127,9 @@ public struct Packer {
             try packFiles([(path, e)], run)
         case .directory:
             let names: [String]
-            do { names = try FileManager.default.contentsOfDirectory(atPath: path).sorted() } catch {
-                run.warn("\(path): cannot list the folder (\(Sys.reason(errno == 0 ? EACCES : errno))), not packed"); run.sum.failed += 1; return
-            }
+            do { names = try tree.list(path).sorted() } catch let err as VoxError {
+                run.warn("\(err.message), not packed"); run.sum.failed += 1; return
+            } catch { run.warn("\(path): cannot list the folder (\(error)), not packed"); run.sum.failed += 1; return }
             try run.archive.putEntry(e); run.sum.directories += 1
             // a folder's files are packed together (DICOM series are grouped per folder)
             var files: [(String, Archive.Entry)] = []
@@ -145,15 +147,25 @@ public struct Packer {
     func readStable(_ p: String, _ e: inout Archive.Entry, _ run: Run) -> [UInt8]? {
         for _ in 0..<3 {
             let b: [UInt8]
-            do { b = try FileIO.read(p) } catch let err as VoxError { run.warn("\(err.message), not packed"); run.sum.failed += 1; return nil }
+            do { b = try tree.read(p) } catch let err as VoxError { run.warn("\(err.message), not packed"); run.sum.failed += 1; return nil }
             catch { run.warn("\(p): \(error), not packed"); run.sum.failed += 1; return nil }
-            guard let now = try? Packer.lstatEntry(p, name: e.path), now.kind == .file else {
+            guard let now = try? lstatEntry(p, name: e.path), now.kind == .file else {
                 run.warn("\(p): vanished while packing, not packed"); run.sum.failed += 1; return nil
             }
             if UInt64(b.count) == now.size, now.size == e.size, now.mtimeSec == e.mtimeSec, now.mtimeNsec == e.mtimeNsec { return b }
             e = now
         }
         run.warn("\(p): kept changing while being read, not packed"); run.sum.failed += 1
+        return nil
+    }
+
+    /// The JSON sidecar of a raw volume (NAME.json or NAME.raw.json), read through the tree;
+    /// nil when there is none or it is not valid (the file is then packed as it is).
+    func sidecar(forRaw p: String) -> Sidecar? {
+        for c in Sidecar.candidates(for: p) where c != p {
+            guard let st = try? tree.lstat(c), st.st_mode & S_IFMT == S_IFREG, let b = try? tree.read(c) else { continue }
+            return try? Sidecar.decode(b, path: c)
+        }
         return nil
     }
 
@@ -181,7 +193,7 @@ public struct Packer {
         var opaque: [(Archive.Entry, [UInt8])] = []
         for (p, e, b) in todo {
             entryByPath[p] = e; bytesByPath[p] = b
-            if p.hasSuffix(".raw"), let sc = try? Sidecar.load(forRaw: p) {
+            if p.hasSuffix(".raw"), let sc = sidecar(forRaw: p) {
                 let r = Formats.raw(path: p, bytes: b, sidecar: sc)
                 if let s = r.source { try storeVolume(s, entries: [p: e], bytes: bytesByPath, run); continue }
             }
