@@ -7,7 +7,8 @@
  * the end; not a header of its own.
  */
 /*
- * Codes slice z with the coder C: with the slab's model when use_model (else the classical
+ * Codes slice z with the coder C (CS_MODE: 0 encodes, 1 decodes, 2 only predicts; one walk,
+ * compiled once per use, so that encoder and decoder cannot see different predictions): with the slab's model when use_model (else the classical
  * predictor alone), seeing left voxels when `left`. When snap is set, the coder state after
  * the first snap_rows rows is copied there (before those rows are published).
  */
@@ -120,20 +121,20 @@ CS_ATTR static int CS_NAME(slab_t *B, scratch_t *s, coder_t *C, int z, int use_m
                 else cm = c + NCTX * floor_ctx(pr, p->pad);
             }
             int32_t v;
-            if (C->mode == 0) {
-                v = row[x];
-                code_residual(C, cm, sc, v - pr);
-                if (C->enc.oom) { rc = VOX_ERR_NOMEM; break; }
-            } else if (C->mode == 1) {
-                int64_t vv = (int64_t)pr + code_residual(C, cm, sc, 0);
-                if (vv < p->vmin || vv > p->vmax) { rc = VOX_ERR_CORRUPT; break; }
-                v = (int32_t)vv;
-                row[x] = v;
-            } else {
-                v = row[x];
-                if (B->anchor_out) B->anchor_out[(size_t)z * plane + o + x] = a;
-                if (B->pred_out) B->pred_out[(size_t)z * plane + o + x] = pr;
-            }
+#if CS_MODE == 0 /* encode */
+            v = row[x];
+            enc_residual(&C->enc, &C->st.model, cm, sc, v - pr);
+            if (C->enc.oom) { rc = VOX_ERR_NOMEM; break; }
+#elif CS_MODE == 1 /* decode */
+            const int64_t vv = (int64_t)pr + dec_residual(&C->dec, &C->st.model, cm, sc);
+            if (vv < p->vmin || vv > p->vmax) { rc = VOX_ERR_CORRUPT; break; }
+            v = (int32_t)vv;
+            row[x] = v;
+#else /* predict only */
+            v = row[x];
+            if (B->anchor_out) B->anchor_out[(size_t)z * plane + o + x] = a;
+            if (B->pred_out) B->pred_out[(size_t)z * plane + o + x] = pr;
+#endif
             if (!left && x > 0) alpha_update(alpha_cost[c], v - base, rl);
             if (lms_on && v != pr) {
                 const int32_t step = v > pr ? lmu : -lmu;
@@ -153,12 +154,4 @@ CS_ATTR static int CS_NAME(slab_t *B, scratch_t *s, coder_t *C, int z, int use_m
 }
 
 #undef CS_NAME
-#undef CS_ATTR
-#undef SPLIT_ROW
-#undef BATCH_GATHER
-#undef LMS_DECL
-#undef LMS_TAPS_DECL
-#undef LMS_ROW
-#undef LMS_PREDICT
-#undef LMS_UPDATE
-#undef LMS_STORE
+#undef CS_MODE

@@ -30,132 +30,12 @@
 #include <immintrin.h>
 #endif
 
-/* ---- adaptive binary range coder (LZMA-style carry handling) ---- */
+#include "rangecoder.h"
+#include "residual.h"
+#include "predict.h"
 
-/* Two estimates of P(bit = 1), rates 1/16 and 1/128, and n, the number of updates so far
- * (saturating at 255). Format v4 starts n at 0: the k-th update (n = k - 1) uses rate
- * 2^-min(l, 4) and 2^-min(l, 7), l = 1 + floor(log2(n + 1)), so a fresh estimate moves fast
- * (1/2, 1/4, 1/4, 1/8, ...) and slows to the fixed rates once it has seen 64 bits. Formats
- * v1-v3 start n at 255, where l = 9 gives the fixed rates from the first bit: one update rule
- * for every version. */
-typedef struct { uint16_t a, b, n; } prob_t;
+/* ---- the coder state a slice leaves to the next ---- */
 
-#define PROB_INIT_FIXED {32768, 32768, 255}
-#define PROB_INIT_COUNTED {32768, 32768, 0}
-
-static inline uint32_t prob_get(const prob_t *p) {
-    uint32_t v = ((uint32_t)p->a + p->b + 1) >> 1;
-    if (v < 64) v = 64;
-    if (v > 65472) v = 65472;
-    return v;
-}
-static inline void prob_update(prob_t *p, int bit) {
-    int32_t target = bit ? 65535 : 0;
-    if (__builtin_expect(p->n >= 63, 1)) {   /* l >= 7: the fixed rates (v1-v3 always) */
-        p->a = (uint16_t)((int32_t)p->a + ((target - (int32_t)p->a) >> 4));
-        p->b = (uint16_t)((int32_t)p->b + ((target - (int32_t)p->b) >> 7));
-        return;
-    }
-    const int l = 32 - __builtin_clz((uint32_t)p->n + 1); /* 1 + floor(log2(n + 1)) */
-    const int sa = l < 4 ? l : 4;
-    p->a = (uint16_t)((int32_t)p->a + ((target - (int32_t)p->a) >> sa));
-    p->b = (uint16_t)((int32_t)p->b + ((target - (int32_t)p->b) >> l));
-    p->n++;
-}
-
-typedef struct {
-    uint64_t low;
-    uint32_t range;
-    uint8_t cache;
-    uint64_t cache_size;
-    uint8_t *buf;
-    size_t len, cap;
-    int oom;
-} rc_enc;
-
-typedef struct {
-    uint32_t range, code;
-    const uint8_t *p, *end;
-} rc_dec;
-
-static void enc_put(rc_enc *e, uint8_t b) {
-    if (e->len == e->cap) {
-        size_t nc = e->cap ? e->cap * 2 : 65536;
-        uint8_t *nb = realloc(e->buf, nc);
-        if (!nb) { e->oom = 1; return; }
-        e->buf = nb; e->cap = nc;
-    }
-    e->buf[e->len++] = b;
-}
-
-static void enc_shift_low(rc_enc *e) {
-    if ((uint32_t)e->low < 0xFF000000u || (e->low >> 32) != 0) {
-        uint8_t carry = (uint8_t)(e->low >> 32);
-        uint8_t temp = e->cache;
-        do { enc_put(e, (uint8_t)(temp + carry)); temp = 0xFF; } while (--e->cache_size != 0);
-        e->cache = (uint8_t)(e->low >> 24);
-    }
-    e->cache_size++;
-    e->low = (e->low & 0x00FFFFFFu) << 8;
-}
-
-static inline void enc_bit_p(rc_enc *e, uint32_t p1, int bit) {
-    uint32_t bound = (e->range >> 16) * p1;
-    if (bit) e->range = bound;
-    else { e->low += bound; e->range -= bound; }
-    while (e->range < (1u << 24)) { e->range <<= 8; enc_shift_low(e); }
-}
-static inline void enc_bit(rc_enc *e, prob_t *p, int bit) { enc_bit_p(e, prob_get(p), bit); prob_update(p, bit); }
-
-static inline uint8_t dec_byte(rc_dec *d) { return d->p < d->end ? *d->p++ : 0; }
-
-static inline int dec_bit_p(rc_dec *d, uint32_t p1) {
-    uint32_t bound = (d->range >> 16) * p1;
-    int bit;
-    if (d->code < bound) { d->range = bound; bit = 1; }
-    else { d->code -= bound; d->range -= bound; bit = 0; }
-    while (d->range < (1u << 24)) { d->range <<= 8; d->code = (d->code << 8) | dec_byte(d); }
-    return bit;
-}
-static inline int dec_bit(rc_dec *d, prob_t *p) { int b = dec_bit_p(d, prob_get(p)); prob_update(p, b); return b; }
-/* The same decisions without a data-dependent branch (selects instead), for bits the caller
- * does not branch on (mantissa bits): a mispredicted branch per bit costs more than the selects. */
-static inline int dec_bit_p_sel(rc_dec *d, uint32_t p1) {
-    uint32_t bound = (d->range >> 16) * p1;
-    uint32_t bit = d->code < bound;
-    uint32_t keep = 0u - bit; /* all ones when bit = 1 */
-    d->code -= bound & ~keep;
-    d->range = (bound & keep) | ((d->range - bound) & ~keep);
-    while (d->range < (1u << 24)) { d->range <<= 8; d->code = (d->code << 8) | dec_byte(d); }
-    return (int)bit;
-}
-static inline int dec_bit_sel(rc_dec *d, prob_t *p) {
-    int b = dec_bit_p_sel(d, prob_get(p));
-    prob_update(p, b);
-    return b;
-}
-
-/* ---- residual model ---- */
-
-#define NCTX 24   /* activity contexts */
-#define NFLOOR 12 /* v4: distance-to-floor contexts (v1-v3 use the first, 0) */
-#define NMCTX (NCTX * NFLOOR) /* probability sets: activity + NCTX * floor distance */
-#define KMAX 17   /* largest exponent: |e| < 2^18 covers every 16-bit residual */
-
-typedef struct {
-    prob_t zero[NMCTX];
-    prob_t sign[NMCTX][9];  /* v1/v2 use sign contexts 0..2, v3 and v4 0..8 */
-    prob_t expo[NMCTX][KMAX + 1];
-    prob_t mant[NMCTX][KMAX + 1][3];
-} model_t;
-
-static void model_init(model_t *m, int stage) {
-    const prob_t init = stage >= 2 ? (prob_t)PROB_INIT_COUNTED : (prob_t)PROB_INIT_FIXED;
-    prob_t *p = (prob_t *)m;
-    for (size_t i = 0; i < sizeof(model_t) / sizeof(prob_t); i++) p[i] = init;
-}
-
-#define NALPHA 4
 
 /* What a slice's coding leaves to the next: the adaptive probabilities and the alpha costs
  * (format v1: one state runs through the whole slab; v2: each slice starts from a copy of
@@ -178,8 +58,6 @@ static void cstate_init(cstate_t *s, int stage) {
     memset(s->lms, 0, sizeof s->lms);
 }
 
-static inline int sgn3(int32_t v) { return v > 0 ? 1 : (v < 0 ? 2 : 0); }
-
 typedef struct {
     int mode; /* 0 encode, 1 decode, 2 predict only */
     rc_enc enc;
@@ -187,301 +65,6 @@ typedef struct {
     cstate_t st;
 } coder_t;
 
-/* Codes (or decodes) residual e in context c, sign context sc. Returns e. */
-static inline int32_t code_residual(coder_t *C, int c, int sc, int32_t e) {
-    model_t *M = &C->st.model;
-    if (C->mode == 0) {
-        rc_enc *E = &C->enc;
-        enc_bit(E, &M->zero[c], e == 0);
-        if (e == 0) return 0;
-        enc_bit(E, &M->sign[c][sc], e < 0);
-        uint32_t m = (uint32_t)(e < 0 ? -e : e);
-        int k = 31 - __builtin_clz(m);
-        for (int j = 0; j < k; j++) enc_bit(E, &M->expo[c][j], 1);
-        if (k < KMAX) enc_bit(E, &M->expo[c][k], 0);
-        int node = 0;
-        for (int j = k - 1; j >= 0; j--) {
-            int bit = (m >> j) & 1;
-            if (j >= k - 2) {
-                enc_bit(E, &M->mant[c][k][node], bit);
-                node = 1 + bit;
-            } else enc_bit_p(E, 32768, bit);
-        }
-        return e;
-    } else {
-        rc_dec *D = &C->dec;
-        if (dec_bit(D, &M->zero[c])) return 0;
-        int neg = dec_bit(D, &M->sign[c][sc]);
-        int k = 0;
-        while (k < KMAX && dec_bit(D, &M->expo[c][k])) k++;
-        uint32_t m = 1;
-        int node = 0;
-        for (int j = k - 1; j >= 0; j--) {
-            int bit;
-            if (j >= k - 2) {
-                bit = dec_bit_sel(D, &M->mant[c][k][node]);
-                node = 1 + bit;
-            } else bit = dec_bit_p_sel(D, 32768);
-            m = (m << 1) | (uint32_t)bit;
-        }
-        return neg ? -(int32_t)m : (int32_t)m;
-    }
-}
-
-static inline int activity_ctx(uint32_t act) {
-    if (act == 0) return 0;
-    int b = 31 - __builtin_clz(act);
-    int q = b == 0 ? 1 : 2 * b + (int)((act >> (b - 1)) & 1); /* 1, 2, 3, 4-5, 6-7, 8-11, ... */
-    return q < NCTX ? q : NCTX - 1;
-}
-
-/* Format v4: the floor context of a prediction pr, from d = pr - pad (pad = the volume's
- * minimum): 0 for d < 0, else the activity quantiser of d + 1 capped at NFLOOR - 1
- * (d = 0, 1, 2, 3-4, 5-6, 7-10, ..., >= 47). A residual below -d is impossible when pad is
- * the minimum, so near the floor the distribution is one-sided. */
-#define FLOOR_FAR 47 /* d >= FLOOR_FAR: the last floor context (activity_ctx(48) = 11 = NFLOOR - 1) */
-static inline int floor_ctx(int32_t pr, int32_t pad) {
-    const int64_t d = (int64_t)pr - pad;
-    if (d < 0) return 0;
-    if (d >= FLOOR_FAR) return NFLOOR - 1;
-    return activity_ctx((uint32_t)(d + 1));
-}
-
-/* ---- prediction ---- */
-
-static const int32_t ALPHA[NALPHA] = {0, 2, 4, 6}; /* left-residual correction, in eighths */
-
-/* The candidate with the smallest cost, the first of equal ones: a tournament over values in
- * registers (the same choice as a scan, without a chain of loads through the index). */
-_Static_assert(NALPHA == 4, "alpha_best() is written for four candidates");
-static inline __attribute__((always_inline)) int alpha_best(const uint32_t *cost) {
-    const uint32_t c0 = cost[0], c1 = cost[1], c2 = cost[2], c3 = cost[3];
-    const int b01 = c1 < c0 ? 1 : 0, b23 = c3 < c2 ? 3 : 2;
-    const uint32_t m01 = c1 < c0 ? c1 : c0, m23 = c3 < c2 ? c3 : c2;
-    return m23 < m01 ? b23 : b01;
-}
-
-/* Each candidate's cost after a voxel whose residual before the correction was e, the left
- * one's rl: cost += min(|e - corr_k|, 65535) - cost / 32. |e| <= 131071 and |corr_k| < 2^17,
- * so int32 holds every term (four independent lanes the compiler may put in one vector). */
-static inline __attribute__((always_inline)) void alpha_update(uint32_t *cost, int32_t e, int32_t rl) {
-    for (int k = 0; k < NALPHA; k++) {
-        int32_t ek = e - ((rl * ALPHA[k] + 4) >> 3);
-        uint32_t a = (uint32_t)(ek < 0 ? -ek : ek);
-        cost[k] += (a > 65535 ? 65535 : a) - (cost[k] >> 5);
-    }
-}
-
-static inline int32_t med(int32_t a, int32_t b, int32_t c) {
-    int32_t mx = a > b ? a : b, mn = a < b ? a : b;
-    if (c >= mx) return mn;
-    if (c <= mn) return mx;
-    return a + b - c;
-}
-static inline int32_t median3(int32_t a, int32_t b, int32_t c) {
-    int32_t mx = a > b ? a : b, mn = a < b ? a : b;
-    return c > mx ? mx : (c < mn ? mn : c);
-}
-static inline int32_t iabs(int32_t v) { return v < 0 ? -v : v; }
-static inline int32_t clampv(int64_t v, int32_t lo, int32_t hi) { return v < lo ? lo : (v > hi ? hi : (int32_t)v); }
-static inline int64_t floordiv(int64_t a, int64_t b) { int64_t q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q; }
-
-typedef struct {
-    const vox_slab_params *p;
-    int32_t *vox;        /* slab voxels (filled progressively when decoding) */
-    int32_t *eI, *eX;    /* [2][ny][nx] abs errors of the intra / inter predictors */
-    int32_t *res;        /* [2][ny][nx] residuals of the final prediction */
-    int32_t p1, p2;      /* last intra / inter predictions */
-    int has_inter;
-    int left;            /* this slice's predictor sees the left voxel */
-    size_t ci, pi;       /* offsets of the current / previous slice's plane in eI, eX, res */
-    /* the row's terms that do not depend on the row itself (row_prep): */
-    int32_t *e1b, *e2b;  /* 1 + the previous slice's and the upper row's errors of each predictor */
-    uint32_t *a0, *x0;   /* the activity's upper-row and previous-slice terms; v3's extra ones */
-} walk_t;
-
-/* Fills the walk's row terms for row y of slice z: what the classical blend's error sums and the
- * entropy context take from rows above and from the previous slice, for every x at once (loops
- * the compiler vectorises), so the voxel-serial loop adds only the left neighbour's terms. */
-static inline __attribute__((always_inline)) void row_prep(walk_t *w, int y, int z, int stage) {
-    const int nx = w->p->nx;
-    const size_t o = (size_t)y * nx;
-    uint32_t *A0 = w->a0, *X0 = w->x0;
-    if (y > 0) {
-        const int32_t *u = w->res + w->ci + o - nx;
-        A0[0] = (uint32_t)iabs(u[0]) + (((uint32_t)iabs(u[0]) + (uint32_t)iabs(u[nx > 1 ? 1 : 0])) >> 1);
-        for (int x = 1; x < nx - 1; x++)
-            A0[x] = (uint32_t)iabs(u[x]) + (((uint32_t)iabs(u[x - 1]) + (uint32_t)iabs(u[x + 1])) >> 1);
-        if (nx > 1) A0[nx - 1] = (uint32_t)iabs(u[nx - 1]) + (((uint32_t)iabs(u[nx - 2]) + (uint32_t)iabs(u[nx - 1])) >> 1);
-    } else for (int x = 0; x < nx; x++) A0[x] = 0;
-    if (z > 0) {
-        const int32_t *pr = w->res + w->pi + o;
-        for (int x = 0; x < nx; x++) A0[x] += (uint32_t)iabs(pr[x]);
-    }
-    if (stage) {
-        if (y > 1) { const int32_t *uu = w->res + w->ci + o - 2 * (size_t)nx; for (int x = 0; x < nx; x++) X0[x] = (uint32_t)iabs(uu[x]); }
-        else for (int x = 0; x < nx; x++) X0[x] = 0;
-        if (z > 0) {
-            const int32_t *pr = w->res + w->pi + o;
-            for (int x = 1; x < nx; x++) X0[x] += (uint32_t)iabs(pr[x - 1]);
-            if (y > 0) { const int32_t *pu = pr - nx; for (int x = 0; x < nx; x++) X0[x] += (uint32_t)iabs(pu[x]); }
-        }
-    }
-    if (z > 0) {
-        const int32_t *pI = w->eI + w->pi + o, *pX = w->eX + w->pi + o;
-        int32_t *E1 = w->e1b, *E2 = w->e2b;
-        for (int x = 0; x < nx; x++) { E1[x] = 1 + pI[x]; E2[x] = 1 + pX[x]; }
-        if (y > 0) {
-            const int32_t *uI = w->eI + w->ci + o - nx, *uX = w->eX + w->ci + o - nx;
-            const int xr0 = nx > 1 ? 1 : 0;
-            E1[0] += uI[0] + uI[0] + uI[xr0]; E2[0] += uX[0] + uX[0] + uX[xr0];
-            for (int x = 1; x < nx - 1; x++) { E1[x] += uI[x] + uI[x - 1] + uI[x + 1]; E2[x] += uX[x] + uX[x - 1] + uX[x + 1]; }
-            if (nx > 1) { E1[nx - 1] += uI[nx - 1] + uI[nx - 2] + uI[nx - 1]; E2[nx - 1] += uX[nx - 1] + uX[nx - 2] + uX[nx - 1]; }
-        }
-    }
-}
-
-/* Classical prediction of (x, y, z); uses only causal voxels. Sets w->p1, w->p2. */
-static inline __attribute__((always_inline)) int32_t classical(walk_t *w, int x, int y, int z) {
-    const vox_slab_params *p = w->p;
-    const int nx = p->nx, ny = p->ny;
-    const size_t plane = (size_t)nx * ny;
-    const int32_t *cur = w->vox + (size_t)z * plane;
-    const int32_t *row = cur + (size_t)y * nx, *up = row - nx;
-    const int hasN = y > 0, hasW = w->left && x > 0;
-    const int xl = x > 0 ? x - 1 : 0, xr = x < nx - 1 ? x + 1 : nx - 1;
-    int32_t p1;
-    if (w->left) {
-        if (hasN && hasW) p1 = med(row[x - 1], up[x], up[xl]);
-        else if (hasW) p1 = row[x - 1];
-        else if (hasN) p1 = up[x];
-        else p1 = p->pad;
-    } else p1 = hasN ? up[x] : p->pad;
-    w->p1 = p1;
-    w->has_inter = z > 0;
-    if (z == 0) { w->p2 = p1; return clampv(p1, p->vmin, p->vmax); }
-    const int32_t *prev = cur - plane;
-    const int32_t *prow = prev + (size_t)y * nx, *pup = prow - nx;
-    int32_t P = prow[x], p2;
-    if (w->left) {
-        if (hasN && hasW) p2 = P + med(row[x - 1] - prow[x - 1], up[x] - pup[x], up[xl] - pup[xl]);
-        else if (hasW) p2 = P + row[x - 1] - prow[x - 1];
-        else if (hasN) p2 = P + up[x] - pup[x];
-        else p2 = P;
-    } else {
-        if (hasN) p2 = P + median3(up[x] - pup[x], up[xl] - pup[xl], up[xr] - pup[xr]);
-        else p2 = P;
-    }
-    w->p2 = p2;
-    /* error-weighted blend: weights 1/E^2 with E the summed recent errors */
-    const size_t ci = w->ci;
-    const size_t o = (size_t)y * nx;
-    int64_t E1 = w->e1b[x], E2 = w->e2b[x]; /* row_prep's sums over the previous slice and the upper row */
-    if (hasW) { E1 += 2 * w->eI[ci + o + x - 1]; E2 += 2 * w->eX[ci + o + x - 1]; }
-    int64_t w1 = E2 * E2, w2 = E1 * E1; /* weight of p1 is 1/E1^2, i.e. E2^2 after scaling */
-    int64_t den = w1 + w2;
-    int64_t num = (int64_t)p1 * w1 + (int64_t)p2 * w2;
-    return clampv(floordiv(2 * num + den, 2 * den), p->vmin, p->vmax);
-}
-
-/* Format v3: the residual filter's inputs, the final residuals R around (x, y, z) in tap order
- * W, N, NW, NE, P, WW, PW, PE, PN, NN (0 where the neighbour is outside the slab or slice). */
-static inline void lms_taps(const walk_t *w, int32_t *r, int x, int y, int z) {
-    const int nx = w->p->nx;
-    const int32_t *cur = w->res + w->ci + (size_t)y * nx, *prv = w->res + w->pi + (size_t)y * nx;
-    if (x > 1 && x < nx - 1 && y > 1 && z > 0) { /* every tap exists: no tests */
-        r[0] = cur[x - 1]; r[1] = cur[x - nx]; r[2] = cur[x - 1 - nx]; r[3] = cur[x + 1 - nx]; r[4] = prv[x];
-        r[5] = cur[x - 2]; r[6] = prv[x - 1]; r[7] = prv[x + 1]; r[8] = prv[x - nx]; r[9] = cur[x - 2 * nx];
-        return;
-    }
-    const int xr = x < nx - 1 ? x + 1 : nx - 1;
-    r[0] = x > 0 ? cur[x - 1] : 0;
-    r[1] = y > 0 ? cur[x - nx] : 0;
-    r[2] = y > 0 && x > 0 ? cur[x - 1 - nx] : 0;
-    r[3] = y > 0 ? cur[xr - nx] : 0;
-    r[4] = z > 0 ? prv[x] : 0;
-    r[5] = x > 1 ? cur[x - 2] : 0;
-    r[6] = z > 0 && x > 0 ? prv[x - 1] : 0;
-    r[7] = z > 0 && x < nx - 1 ? prv[x + 1] : 0;
-    r[8] = z > 0 && y > 0 ? prv[x - nx] : 0;
-    r[9] = y > 1 ? cur[x - 2 * nx] : 0;
-}
-
-static inline void gather(const vox_slab_params *p, const int32_t *vox, int T, int I, int x, int y, int z,
-                          int32_t anchor, int16_t *X) {
-    const int nx = p->nx, ny = p->ny, r = p->norm_shift;
-    memset(X, 0, sizeof(int16_t) * (size_t)T * I);
-    for (int i = 0; i < p->n_nb; i++) {
-        int xx = x + p->nb_dx[i], yy = y + p->nb_dy[i], zz = z + p->nb_dz[i];
-        int32_t v = (xx >= 0 && xx < nx && yy >= 0 && yy < ny && zz >= 0)
-                        ? vox[((size_t)zz * ny + yy) * nx + xx] : anchor;
-        int64_t d = (int64_t)v - anchor;
-        int64_t s = r <= 12 ? d * ((int64_t)1 << (12 - r)) : ((d + ((int64_t)1 << (r - 13))) >> (r - 12));
-        X[p->nb_slot[i]] = (int16_t)(s > 32767 ? 32767 : (s < -32767 ? -32767 : s));
-    }
-}
-
-/* Where a slab's neighbours are, for voxels away from its x/y edges (no bounds checks). */
-typedef struct {
-    int on;                   /* neighbours in slice order (dz ascending): the fast gathers apply */
-    int dxmin, dxmax, dymin, dymax;
-    ptrdiff_t *off;           /* [n_nb] dz * plane + dy * nx + dx */
-} nbgeo_t;
-
-static int nbgeo_init(nbgeo_t *g, const vox_slab_params *p) {
-    memset(g, 0, sizeof *g);
-    if (!p->model) return 1;
-    g->off = malloc(sizeof(ptrdiff_t) * (size_t)p->n_nb);
-    if (!g->off) return 0;
-    g->on = 1;
-    for (int i = 0; i < p->n_nb; i++) {
-        int dx = p->nb_dx[i], dy = p->nb_dy[i], dz = p->nb_dz[i];
-        g->off[i] = ((ptrdiff_t)dz * p->ny + dy) * p->nx + dx;
-        if (i == 0 || dx < g->dxmin) g->dxmin = dx;
-        if (i == 0 || dx > g->dxmax) g->dxmax = dx;
-        if (i == 0 || dy < g->dymin) g->dymin = dy;
-        if (i == 0 || dy > g->dymax) g->dymax = dy;
-        if (i > 0 && dz < p->nb_dz[i - 1]) g->on = 0;
-    }
-    return 1;
-}
-
-/* First neighbour whose slice exists at slice z (the earlier ones are missing: input 0). */
-static inline int nbgeo_first(const vox_slab_params *p, int z) {
-    int k = 0;
-    while (k < p->n_nb && z + p->nb_dz[k] < 0) k++;
-    return k;
-}
-
-static inline int nbgeo_inside(const nbgeo_t *g, const vox_slab_params *p, int x, int y) {
-    return g->on && x + g->dxmin >= 0 && x + g->dxmax < p->nx && y + g->dymin >= 0 && y + g->dymax < p->ny;
-}
-
-/* gather() for a voxel inside the x/y edges: the same inputs (in-bounds neighbours from k0 on). */
-static inline void gather_inside(const vox_slab_params *p, const nbgeo_t *g, const int32_t *at, int k0, int T, int I,
-                                 int32_t anchor, int16_t *X) {
-    const int r = p->norm_shift;
-    memset(X, 0, sizeof(int16_t) * (size_t)T * I);
-    if (r > 12) {
-        for (int i = k0; i < p->n_nb; i++) {
-            int64_t d = (int64_t)at[g->off[i]] - anchor;
-            int64_t s = (d + ((int64_t)1 << (r - 13))) >> (r - 12);
-            X[p->nb_slot[i]] = (int16_t)(s > 32767 ? 32767 : (s < -32767 ? -32767 : s));
-        }
-        return;
-    }
-    const int sh = 12 - r; /* |d| < 2^17, so d << sh fits in int32 */
-    for (int i = k0; i < p->n_nb; i++) {
-        int32_t s = (at[g->off[i]] - anchor) * (1 << sh);
-        X[p->nb_slot[i]] = (int16_t)(s > 32767 ? 32767 : (s < -32767 ? -32767 : s));
-    }
-}
-
-static inline int32_t lstm_pred(const vox_slab_params *p, int32_t anchor, int32_t y) {
-    int s = p->out_shift;
-    int64_t delta = ((int64_t)y + ((int64_t)1 << (s - 1))) >> s;
-    return clampv((int64_t)anchor + delta, p->vmin, p->vmax);
-}
 
 static int check_params(const vox_slab_params *p) {
     if (p->nx < 1 || p->ny < 1 || p->nz < 1 || p->vmin > p->vmax) return 0;
@@ -790,7 +373,6 @@ static void publish_row(slab_t *B, int z, int rows) {
 
 /* ---- code_slice: the generic build and the AVX2 build of code_slice_body.h ---- */
 
-#define CS_NAME code_slice_generic
 #define CS_ATTR
 #define SPLIT_ROW split_row
 #define BATCH_GATHER(xa, xe) do { } while (0)
@@ -803,7 +385,24 @@ static void publish_row(slab_t *B, int z, int rows) {
         int32_t nw = lw[j] + ((lr[j] > 0) - (lr[j] < 0)) * (step); \
         lw[j] = nw > LMS_MAX ? LMS_MAX : (nw < -LMS_MAX ? -LMS_MAX : nw); } } while (0)
 #define LMS_STORE memcpy(C->st.lms, lw, sizeof lw)
+#define CS_NAME code_slice_generic_enc
+#define CS_MODE 0
 #include "code_slice_body.h"
+#define CS_NAME code_slice_generic_dec
+#define CS_MODE 1
+#include "code_slice_body.h"
+#define CS_NAME code_slice_generic_pred
+#define CS_MODE 2
+#include "code_slice_body.h"
+#undef CS_ATTR
+#undef SPLIT_ROW
+#undef BATCH_GATHER
+#undef LMS_DECL
+#undef LMS_TAPS_DECL
+#undef LMS_ROW
+#undef LMS_PREDICT
+#undef LMS_UPDATE
+#undef LMS_STORE
 
 #if defined(__x86_64__)
 /* The filter on vectors, lanes in the order W, WW, N, NW, NE, P, PW, PE (taps 0, 5, 1, 2, 3, 4, 6, 7)
@@ -1023,7 +622,6 @@ __attribute__((target("avx2"))) static int batch_gather_avx2(const vox_slab_para
     return x;
 }
 
-#define CS_NAME code_slice_avx2
 #define CS_ATTR __attribute__((target("avx2")))
 #define SPLIT_ROW split_row_avx2
 #define BATCH_GATHER(xa, xe) do { xe = batch_gather_avx2(p, geo, row, y, k0, T, I, s->anch, s->X, &s->chunks, &xa); } while (0)
@@ -1038,7 +636,21 @@ __attribute__((target("avx2"))) static int batch_gather_avx2(const vox_slab_para
 #define LMS_STORE do { int32_t lv_[8]; _mm256_storeu_si256((__m256i *)(void *)lv_, lw0); int32_t *Ls = C->st.lms; \
         Ls[0] = lv_[0]; Ls[5] = lv_[1]; Ls[1] = lv_[2]; Ls[2] = lv_[3]; Ls[3] = lv_[4]; Ls[4] = lv_[5]; Ls[6] = lv_[6]; Ls[7] = lv_[7]; \
         Ls[8] = _mm256_extract_epi32(lw1, 0); Ls[9] = _mm256_extract_epi32(lw1, 1); } while (0)
+#define CS_NAME code_slice_avx2_enc
+#define CS_MODE 0
 #include "code_slice_body.h"
+#define CS_NAME code_slice_avx2_dec
+#define CS_MODE 1
+#include "code_slice_body.h"
+#undef CS_ATTR
+#undef SPLIT_ROW
+#undef BATCH_GATHER
+#undef LMS_DECL
+#undef LMS_TAPS_DECL
+#undef LMS_ROW
+#undef LMS_PREDICT
+#undef LMS_UPDATE
+#undef LMS_STORE
 #endif
 
 /* The AVX2 build of the coder runs where the LSTM kernel chosen is a SIMD one this CPU has
@@ -1051,9 +663,16 @@ static int coder_avx2(int kernel) {
 static int code_slice(slab_t *B, scratch_t *s, coder_t *C, int z, int use_model, int left, cstate_t *snap, int snap_rows) {
     const int kern = B->p->reference ? VOX_KERNEL_SCALAR : B->p->kernel;
 #if defined(__x86_64__)
-    if (coder_avx2(kern)) return code_slice_avx2(B, s, C, z, use_model, left, snap, snap_rows);
+    if (coder_avx2(kern) && C->mode != 2) {
+        return C->mode == 0 ? code_slice_avx2_enc(B, s, C, z, use_model, left, snap, snap_rows)
+                            : code_slice_avx2_dec(B, s, C, z, use_model, left, snap, snap_rows);
+    }
 #endif
-    return code_slice_generic(B, s, C, z, use_model, left, snap, snap_rows);
+    switch (C->mode) {
+    case 0: return code_slice_generic_enc(B, s, C, z, use_model, left, snap, snap_rows);
+    case 1: return code_slice_generic_dec(B, s, C, z, use_model, left, snap, snap_rows);
+    default: return code_slice_generic_pred(B, s, C, z, use_model, left, snap, snap_rows);
+    }
 }
 
 static void enc_start(coder_t *C) {
