@@ -1,10 +1,16 @@
 /*
- * The slab coder (docs/format.md, "Slab coding").
- *
- * One function, code_slab, walks the slab in decode order (slice by slice, row by row,
- * x ascending) for all three uses: encode, decode and predict-only. Sharing the walk is
- * what guarantees that the decoder sees exactly the predictions and contexts the encoder
- * used. Per voxel:
+ * The slab coder (docs/format.md, "Slab coding"), split by role as CharLS splits JPEG-LS:
+ *   rangecoder.h       the adaptive binary range coder (bits in, bits out);
+ *   residual.h         the residual model: probability sets by context, a residual's binarisation;
+ *   predict.h          prediction: the classical predictor, its row pre-pass, the residual
+ *                      filter's taps, the left-residual correction, the LSTM's inputs;
+ *   code_slice_body.h  the walk that ties them, compiled once per use (encode, decode,
+ *                      predict-only) and per build (generic, AVX2): one walk shared by all uses
+ *                      is what guarantees the decoder sees exactly the encoder's predictions and
+ *                      contexts, and compiling it per use leaves no mode switch in the loops;
+ *   this file          the slab and slice drivers (formats v1 and v2-v4), the threads of the
+ *                      slice wavefront, and the LSTM split by dependency (split_t).
+ * The walk visits the slab in decode order (slice by slice, row by row, x ascending). Per voxel:
  *   1. classical prediction: blend of an intra-slice MED and an inter-slice MED on slice
  *      differences, weighted by their recent errors (the "anchor");
  *   2. optionally the LSTM: inputs are causal neighbours minus the anchor (normalised),
