@@ -28,8 +28,9 @@ do {
     FileHandle.standardError.write(Data("voxfs: \(e.message)\n".utf8))
     exit(e.kind == .invalidArgument ? 2 : 1)
 } catch {
-    // --help and --version: ArgumentParser prints them (to stdout, status 0)
-    if VoxFSCommand.exitCode(for: error) == .success { VoxFSCommand.exit(withError: error) }
+    // --help and --version: ArgumentParser prints them (to stdout, status 0); a command that
+    // has said what went wrong itself (verify's problems, pack's failed files) ends with its status
+    if error is ExitCode || VoxFSCommand.exitCode(for: error) == .success { VoxFSCommand.exit(withError: error) }
     FileHandle.standardError.write(Data((userFacingError(error) + "\n").utf8))
     exit(VoxFSCommand.exitCode(for: error) == .validationFailure ? 2 : 1)
 }

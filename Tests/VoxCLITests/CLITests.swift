@@ -299,6 +299,11 @@ final class CLITests: ScratchTestCase {
             XCTAssertEqual(r.err.split(separator: "\n").count, 1, "\(args): \(r.err)")
             XCTAssertEqual(r.out, "")
         }
+        // a command that reports its own failures ends with status 1 and adds no line of its own
+        let p = try voxfs(["probe", path("no-such-file.dcm")])
+        XCTAssertEqual(p.status, 1, p.err)
+        XCTAssertTrue(p.out.contains("no-such-file.dcm: unreadable"), p.out)
+        XCTAssertEqual(p.err, "", "nothing after the command's own report")
         // help still goes to stdout with status 0
         let h = try voxfs(["compress", "--help"])
         XCTAssertEqual(h.status, 0)
