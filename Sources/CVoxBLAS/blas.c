@@ -33,7 +33,9 @@ static void load(void) {
     p_set_threads = (void (*)(int))dlsym(h, "openblas_set_num_threads");
     if (!p_sgemm || !p_corename || !p_config || !p_set_threads) {
         p_sgemm = NULL;
-        load_error = "libopenblas.so.0 lacks cblas_sgemm or the openblas_* functions";
+        snprintf(load_error_buf, sizeof load_error_buf, "%s lacks cblas_sgemm or the openblas_* functions", name);
+        load_error = load_error_buf;
+        dlclose(h);
     }
 }
 

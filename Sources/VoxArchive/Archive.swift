@@ -194,6 +194,7 @@ public final class Archive: @unchecked Sendable {
                 let has = try environment.read { t in try t.get(.meta, Array("schema".utf8)) } != nil
                 if !has {
                     try environment.write { t in
+                        guard try t.get(.meta, Array("schema".utf8)) == nil else { return } // another creator was first
                         var w = ByteWriter(); w.u32(Archive.schemaVersion)
                         try t.put(.meta, Array("schema".utf8), w.bytes)
                         try t.put(.meta, Array("creator".utf8), Array("voxfs 0.1.0".utf8))

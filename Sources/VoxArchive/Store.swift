@@ -117,10 +117,13 @@ public final class MemoryStore: RecordStore, @unchecked Sendable {
     public func clearFaults() { lock.lock(); faults = []; failing = 0; tornAfter = nil; lock.unlock() }
     /// The next `n` commits fail with EIO and change nothing.
     public func failNextCommits(_ n: Int) { lock.lock(); failing = n; lock.unlock() }
-    /// The next commit applies only its first `n` puts and deletes, then fails with EIO.
+    /// The next commit applies only its first `n` puts and deletes, then fails with EIO (with n at
+    /// least its number of operations: all applied, and the writer still told it failed, as a
+    /// crash between the write and its acknowledgement would leave it).
     public func tearNextCommit(after n: Int) { lock.lock(); tornAfter = n; lock.unlock() }
     /// Reads so far (for tests that check what a path touched).
-    public private(set) var reads = 0
+    public var reads: Int { lock.lock(); defer { lock.unlock() }; return readCount }
+    private var readCount = 0
 
     final class Txn: StoreTransaction {
         var tables: Tables
@@ -167,7 +170,7 @@ public final class MemoryStore: RecordStore, @unchecked Sendable {
         func count(_ table: StoreTable) throws -> Int { tables[table]?.count ?? 0 }
     }
 
-    private func countRead() { lock.lock(); reads += 1; lock.unlock() }
+    private func countRead() { lock.lock(); readCount += 1; lock.unlock() }
 
     public func read<T>(_ body: (any StoreTransaction) throws -> T) throws -> T {
         lock.lock()

@@ -159,11 +159,13 @@ public struct Packer {
         return nil
     }
 
-    /// The JSON sidecar of a raw volume (NAME.json or NAME.raw.json), read through the tree;
-    /// nil when there is none or it is not valid (the file is then packed as it is).
+    /// The JSON sidecar of a raw volume (NAME.json or NAME.raw.json), read through the tree (a
+    /// symlink to it is followed): the first candidate that exists decides; nil when there is
+    /// none or it cannot be read or is not valid (the file is then packed as it is).
     func sidecar(forRaw p: String) -> Sidecar? {
         for c in Sidecar.candidates(for: p) where c != p {
-            guard let st = try? tree.lstat(c), st.st_mode & S_IFMT == S_IFREG, let b = try? tree.read(c) else { continue }
+            guard (try? tree.lstat(c)) != nil else { continue }
+            guard let b = try? tree.read(c) else { return nil }
             return try? Sidecar.decode(b, path: c)
         }
         return nil

@@ -37,6 +37,10 @@ struct Pack: ParsableCommand {
         guard (0...1000).contains(adapt) else { throw VoxError(.invalidArgument, "--adapt must be 0 to 1000") }
         if let j = jobs, !(1...256).contains(j) { throw VoxError(.invalidArgument, "--jobs must be 1 to 256") }
         let epochs = adapt
+        // adaptation trains: a missing OpenBLAS is an error before anything is packed, not at the first big volume
+        if epochs > 0, try pr.builtinModel() != nil {
+            do { try BLAS.load() } catch let e as VoxError { throw VoxError(e.kind, e.message + "; or pack with --adapt 0 (no adaptation)") }
+        }
         var packer = Packer(preset: pr, threads: jobs ?? ProcessInfo.processInfo.activeProcessorCount,
                             adapt: epochs == 0 ? nil : { vol, base in try Adapter.adapt(base, to: vol, epochs: epochs) })
         let tty = isatty(2) != 0

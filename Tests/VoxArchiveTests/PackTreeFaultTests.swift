@@ -51,6 +51,9 @@ final class PackTreeFaultTests: ScratchTestCase {
         let all = try FileIO.read(cache + "/volumes/ct_lung1.raw")
         try FileIO.writeAtomically(src + "/crop.raw", Array(all[(512 * 512 * 2 * 20)..<(512 * 512 * 2 * 24)]))
         try FileIO.writeAtomically(src + "/crop.json", Array("{\"shape\":[512,512,4],\"dtype\":\"int16\"}".utf8))
+        // a second crop whose sidecar is a symlink to the first one's (followed, as compress does)
+        try FileIO.writeAtomically(src + "/crop2.raw", Array(all[(512 * 512 * 2 * 30)..<(512 * 512 * 2 * 34)]))
+        try fm.createSymbolicLink(atPath: src + "/crop2.json", withDestinationPath: "crop.json")
         for n in ["notes.txt", "growing.log", "gone.txt", "locked/inside.txt"] { try FileIO.writeAtomically(src + "/" + n, Array("real data, see the test: \(n)\n".utf8)) }
         let slices = try fm.contentsOfDirectory(atPath: src + "/ct").sorted()
         XCTAssertGreaterThan(slices.count, 4)
@@ -77,13 +80,17 @@ final class PackTreeFaultTests: ScratchTestCase {
         let out = self.path("out")
         let r = try Packer.unpack(a, to: out)
         XCTAssertEqual(r.failed.map(\.message), [])
-        var expected = ["study/notes.txt", "study/crop.raw", "study/crop.json"]
+        var expected = ["study/notes.txt", "study/crop.raw", "study/crop.json", "study/crop2.raw"]
         expected += slices.enumerated().filter { $0.offset != 2 }.map { "study/ct/" + $0.element }
         for p in expected { XCTAssertEqual(try FileIO.read(out + "/" + p), try FileIO.read(dir.path + "/" + p), p) }
         for p in ["study/ct/" + slices[2], "study/growing.log", "study/gone.txt", "study/locked/inside.txt"] {
             XCTAssertFalse(fm.fileExists(atPath: out + "/" + p), "\(p) should not have been packed")
         }
-        XCTAssertGreaterThanOrEqual(sum.volumes, 2, "the series (less one slice) and the raw crop are still coded as volumes")
+        XCTAssertGreaterThanOrEqual(sum.volumes, 3, "the series (less one slice) and both raw crops are still coded as volumes")
+        for p in ["study/crop.raw", "study/crop2.raw", "study/ct/" + slices[0]] {
+            guard case .volume? = try a.entry(p)?.content else { XCTFail("\(p) is not coded as a volume"); continue }
+        }
+        XCTAssertEqual(try fm.destinationOfSymbolicLink(atPath: out + "/study/crop2.json"), "crop.json")
         // a second pack with the faults gone adds exactly what was missing
         tree.unreadable = []; tree.unlistable = []; tree.changing = []; tree.vanishing = []
         let again = try packer.pack([src], into: a, archivePath: path)

@@ -138,6 +138,16 @@ final class CLITests: ScratchTestCase {
         XCTAssertTrue(r.err.contains("no-such-dir"), r.err)
         XCTAssertEqual(r.err.split(separator: "\n").count, 1, r.err)
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("m.vxz")))
+        // a pack that would adapt says so before it packs anything; without adaptation it packs
+        try FileManager.default.createDirectory(atPath: path("tree"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: raw, toPath: path("tree/crop.raw"))
+        try FileManager.default.copyItem(atPath: path("crop.json"), toPath: path("tree/crop.json"))
+        r = try run(CLITests.binary, ["pack", path("tree"), path("p.voxfs"), "-q"], env: env)
+        XCTAssertEqual(r.status, 1, r.err)
+        XCTAssertTrue(r.err.contains("cannot load OpenBLAS") && r.err.contains("--adapt 0"), r.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("p.voxfs")))
+        r = try run(CLITests.binary, ["pack", "--adapt", "0", path("tree"), path("p.voxfs"), "-q"], env: env)
+        XCTAssertEqual(r.status, 0, r.err)
         // and with the library there, adaptation runs
         r = try voxfs(["compress", raw, path("m.vxz"), "--adapt", "1", "-q"])
         XCTAssertEqual(r.status, 0, r.err)
