@@ -400,15 +400,7 @@ static void publish_row(slab_t *B, int z, int rows) {
 #define CS_NAME code_slice_generic_pred
 #define CS_MODE 2
 #include "code_slice_body.h"
-#undef CS_ATTR
-#undef SPLIT_ROW
-#undef BATCH_GATHER
-#undef LMS_DECL
-#undef LMS_TAPS_DECL
-#undef LMS_ROW
-#undef LMS_PREDICT
-#undef LMS_UPDATE
-#undef LMS_STORE
+#include "code_slice_build_end.h"
 
 #if defined(__x86_64__)
 /* The filter on vectors, lanes in the order W, WW, N, NW, NE, P, PW, PE (taps 0, 5, 1, 2, 3, 4, 6, 7)
@@ -648,15 +640,7 @@ __attribute__((target("avx2"))) static int batch_gather_avx2(const vox_slab_para
 #define CS_NAME code_slice_avx2_dec
 #define CS_MODE 1
 #include "code_slice_body.h"
-#undef CS_ATTR
-#undef SPLIT_ROW
-#undef BATCH_GATHER
-#undef LMS_DECL
-#undef LMS_TAPS_DECL
-#undef LMS_ROW
-#undef LMS_PREDICT
-#undef LMS_UPDATE
-#undef LMS_STORE
+#include "code_slice_build_end.h"
 #endif
 
 /* The AVX2 build of the coder runs where the LSTM kernel chosen is a SIMD one this CPU has
