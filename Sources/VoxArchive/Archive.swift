@@ -12,11 +12,18 @@ import VoxFormats
 /// of the file its part record rebuilds, and a digest over the whole tree finds a missing or
 /// added entry. Version 1 archives stay readable (with less protection: see `schema`).
 public final class Archive: @unchecked Sendable {
-    /// The schema this voxfs writes.
-    public static let schemaVersion: UInt32 = 3
-    /// The schema of this archive: 2, or 1 for an archive written by an older voxfs (read
+    /// The newest schema this voxfs reads (and writes once a read-write mount changes an archive).
+    public static let schemaVersion: UInt32 = 4
+    /// The schema a new archive starts with (pack); the first record that needs a newer one
+    /// (a wrapped part: 3; a chunked file, access and change times, the root's record: 4) turns it up.
+    public static let createdSchema: UInt32 = 3
+    /// The schema of this archive: 2 to 4, or 1 for an archive written by an older voxfs (read
     /// only; its records carry no seals, so readers check the whole file's SHA-256 instead).
-    public let schema: UInt32
+    public var schema: UInt32 { schemaLock.lock(); defer { schemaLock.unlock() }; return schemaValue }
+    private var schemaValue: UInt32
+    private let schemaLock = NSLock()
+    func raiseSchema(to v: UInt32) { schemaLock.lock(); schemaValue = max(schemaValue, v); schemaLock.unlock() }
+    func resetSchema(_ v: UInt32) { schemaLock.lock(); schemaValue = v; schemaLock.unlock() }
     /// Where the records are: the LMDB file, or memory (tests).
     public let store: RecordStore
     public let path: String
@@ -37,7 +44,7 @@ public final class Archive: @unchecked Sendable {
             if e == EWOULDBLOCK {
                 throw VoxError(.busy, exclusive
                     ? "\(path) is in use by another voxfs process (a pack writing it, or a mount or reader of it: unmount it first)"
-                    : "\(path) is locked by a writer (a voxfs pack is running on it); try again when the pack has finished")
+                    : "\(path) is locked by a writer (a voxfs pack running on it, or a read-write mount of it); try again when the pack has finished, or unmount it")
             }
             throw Sys.error(path, "lock the archive", e)
         }
@@ -63,29 +70,27 @@ public final class Archive: @unchecked Sendable {
     /// so that re-packing changed files does not leave dead data behind.
     func releaseIfUnused(_ old: Entry, _ t: any StoreTransaction) throws {
         guard old.content != .none else { return }
-        func shares(_ c: Content) -> Bool {
-            switch (old.content, c) {
-            case (.blob(let a), .blob(let b)): return a == b
-            case (.volume(let a, _), .volume(let b, _)): return a == b
-            default: return false
-            }
-        }
-        var used = false
+        // blob records are shared by identical files and chunks: drop those no entry names
+        var blobs = Set(old.content.blobKeys)
+        var volume: UInt64? = nil
+        if case .volume(let id, _) = old.content { volume = id }
         try t.scan(.tree) { k, v in
-            if let e = try? decodeEntry(k, v), shares(e.content) { used = true; return false }
-            return true
+            guard let e = try? decodeEntry(k, v) else { return true }
+            if case .volume(let id, _) = e.content, id == volume { volume = nil }
+            if !blobs.isEmpty { for h in e.content.blobKeys { blobs.remove(h) } }
+            return !blobs.isEmpty || volume != nil
         }
-        guard !used else { return }
-        switch old.content {
-        case .none: break
-        case .blob(let h): try t.delete(.blobs, h)
-        case .volume(let id, _):
-            try t.delete(.volumes, Archive.idKey(id))
-            for db in [StoreTable.slabs, .parts] {
-                var keys: [[UInt8]] = []
-                try t.scan(db, prefix: Archive.idKey(id)) { k, _ in keys.append(k); return true }
-                for k in keys { try t.delete(db, k) }
-            }
+        for h in blobs { try t.delete(.blobs, h) }
+        if let id = volume { try deleteVolume(id, t) }
+    }
+
+    /// Deletes a volume's header, slab and part records inside `t`.
+    func deleteVolume(_ id: UInt64, _ t: any StoreTransaction) throws {
+        try t.delete(.volumes, Archive.idKey(id))
+        for db in [StoreTable.slabs, .parts] {
+            var keys: [[UInt8]] = []
+            try t.scan(db, prefix: Archive.idKey(id)) { k, _ in keys.append(k); return true }
+            for k in keys { try t.delete(db, k) }
         }
     }
 
@@ -195,7 +200,7 @@ public final class Archive: @unchecked Sendable {
                 if !has {
                     try environment.write { t in
                         guard try t.get(.meta, Array("schema".utf8)) == nil else { return } // another creator was first
-                        var w = ByteWriter(); w.u32(Archive.schemaVersion)
+                        var w = ByteWriter(); w.u32(Archive.createdSchema)
                         try t.put(.meta, Array("schema".utf8), w.bytes)
                         try t.put(.meta, Array("creator".utf8), Array("voxfs 0.1.0".utf8))
                         try t.put(.meta, Archive.transactionKey, Archive.transactionStamp(t))
@@ -212,7 +217,7 @@ public final class Archive: @unchecked Sendable {
         guard (1...Archive.schemaVersion).contains(ver) else {
             throw VoxError(.badFormat, "\(path) has archive schema \(ver); this voxfs reads schemas 1 to \(Archive.schemaVersion)")
         }
-        schema = ver
+        schemaValue = ver
         try checkSnapshot()
         // schema 2 archives are added to as they are (schema 3 only adds wrapped file parts,
         // and the first one stored turns the archive's schema record to 3)
@@ -351,8 +356,19 @@ public final class Archive: @unchecked Sendable {
     /// it replaced (nil when there was none or it was unreadable).
     @discardableResult
     func putTree(_ e: Entry, _ t: any StoreTransaction) throws -> Entry? {
-        let key = Array(e.path.utf8)
-        let record = seal("tree", key, e.encoded(schema: schema))
+        let key = Archive.treeKey(e.path)
+        var value = e.encoded(schema: schema)
+        if key.first == 0xFF {
+            // a path longer than an LMDB key: schema 4 (the record carries the path)
+            raiseSchema(to: 4)
+            var sv = ByteWriter(); sv.u32(4)
+            try t.put(.meta, Array("schema".utf8), sv.bytes)
+            var w = ByteWriter()
+            let p = Array(e.path.utf8)
+            w.u32(UInt32(p.count)); w.raw(p)
+            value = w.bytes + e.encoded(schema: 4)
+        }
+        let record = seal("tree", key, value)
         var digest = try recordedDigest(t)
         let old = try t.get(.tree, key)
         if let old { digest?.toggle(key, old, adding: false) }
@@ -364,18 +380,59 @@ public final class Archive: @unchecked Sendable {
 
     /// A tree record as an entry; throws when its seal or its fields are damaged.
     func decodeEntry(_ key: [UInt8], _ record: [UInt8]) throws -> Entry {
+        if key.first == 0xFF && schema >= 4 {
+            // a long path's record: u32 length, the path, then the entry
+            let name = "archive entry with key \(Checksum.hex(Array(key.dropFirst())).prefix(16))..."
+            guard key.count == 33, let v = unseal("tree", key, record) else { throw VoxError(.corrupt, "\(name) is damaged (its seal does not match)") }
+            var r = ByteReader(v, what: name)
+            let n = Int(try r.u32())
+            guard n > Archive.maxKeyPath, n <= 1 << 16 else { throw VoxError(.corrupt, "\(name): impossible path length \(n)") }
+            let p = try r.raw(n)
+            guard Checksum.sha256(p) == Array(key.dropFirst()) else { throw VoxError(.corrupt, "\(name): its path does not match its key") }
+            return try Entry.decode(path: String(decoding: p, as: UTF8.self), Array(v[(4 + n)...]), schema: schema)
+        }
         let path = String(decoding: key, as: UTF8.self)
         guard let v = unseal("tree", key, record) else { throw VoxError(.corrupt, "archive entry \(path) is damaged (its seal does not match)") }
         return try Entry.decode(path: path, v, schema: schema)
     }
 
+    /// Paths up to this many bytes are their own tree key (LMDB keys are at most 511 bytes).
+    static let maxKeyPath = 511
+
+    /// A path's key in `tree`: its UTF-8, or for a longer path (schema 4) 0xFF (never the first
+    /// byte of UTF-8) then the path's SHA-256.
+    static func treeKey(_ path: String) -> [UInt8] {
+        let b = Array(path.utf8)
+        return b.count <= maxKeyPath ? b : [0xFF] + Checksum.sha256(b)
+    }
+
     // MARK: entries
 
-    public enum Kind: UInt8, Sendable { case directory = 1, file = 2, symlink = 3 }
+    /// special (v4): a FIFO, socket or device node (its type and device number are its content).
+    public enum Kind: UInt8, Sendable { case directory = 1, file = 2, symlink = 3, special = 4 }
     public enum Content: Sendable, Equatable {
         case none
         case blob(sha256: [UInt8])                       // opaque file, content-addressed
         case volume(id: UInt64, part: UInt32)            // volume-backed file
+        /// v4: a file written through a read-write mount, stored as is: 2^shift-byte chunks
+        /// (the last one shorter), each a content-addressed record in `blobs`.
+        case chunks(shift: UInt8, hashes: [[UInt8]])
+        /// v4, a special file: S_IFIFO, S_IFSOCK, S_IFCHR or S_IFBLK, and the device number.
+        case special(type: UInt32, rdev: UInt64)
+
+        /// The `blobs` records this content refers to (with repeats).
+        public var blobKeys: [[UInt8]] {
+            switch self { case .blob(let h): [h]; case .chunks(_, let hs): hs; default: [] }
+        }
+    }
+
+    /// v4: access and change times (without them both read as the modification time).
+    public struct Times: Sendable, Equatable {
+        public var atimeSec: Int64, atimeNsec: Int32
+        public var ctimeSec: Int64, ctimeNsec: Int32
+        public init(atimeSec: Int64, atimeNsec: Int32, ctimeSec: Int64, ctimeNsec: Int32) {
+            self.atimeSec = atimeSec; self.atimeNsec = atimeNsec; self.ctimeSec = ctimeSec; self.ctimeNsec = ctimeNsec
+        }
     }
 
     public struct Entry: Sendable, Equatable {
@@ -390,6 +447,8 @@ public final class Archive: @unchecked Sendable {
         /// name too (this ties the entry to its own part: a damaged part index cannot make it
         /// read another file's bytes). Nil otherwise.
         public var fileSHA256: [UInt8]?
+        /// v4: access and change times; nil: both equal the modification time.
+        public var times: Times?
 
         public init(path: String, kind: Kind, mode: UInt32, uid: UInt32, gid: UInt32, mtimeSec: Int64, mtimeNsec: Int32,
                     size: UInt64, linkTarget: String, content: Content) {
@@ -408,13 +467,26 @@ public final class Archive: @unchecked Sendable {
             case .volume(let id, let part):
                 w.u8(2); w.u64(id); w.u32(part)
                 if schema >= 2 { precondition(fileSHA256?.count == 32, "a volume entry needs its file's SHA-256"); w.raw(fileSHA256!) }
+            case .chunks(let shift, let hs):
+                precondition(schema >= 4, "a chunked file needs schema 4")
+                w.u8(3); w.u8(shift); w.u32(UInt32(hs.count))
+                for h in hs { w.raw(h) }
+            case .special(let type, let rdev):
+                precondition(schema >= 4, "a special file needs schema 4")
+                w.u8(4); w.u32(type); w.u64(rdev)
+            }
+            if let t = times {
+                precondition(schema >= 4, "access and change times need schema 4")
+                w.u8(1)
+                w.u64(UInt64(bitPattern: t.atimeSec)); w.i32(t.atimeNsec)
+                w.u64(UInt64(bitPattern: t.ctimeSec)); w.i32(t.ctimeNsec)
             }
             return w.bytes
         }
 
         static func decode(path: String, _ b: [UInt8], schema: UInt32) throws -> Entry {
             var r = ByteReader(b, what: "archive entry \(path)")
-            guard let k = Kind(rawValue: try r.u8()) else { throw VoxError(.corrupt, "archive entry \(path): unknown kind") }
+            guard let k = Kind(rawValue: try r.u8()), k != .special || schema >= 4 else { throw VoxError(.corrupt, "archive entry \(path): unknown kind") }
             let mode = try r.u32(), uid = try r.u32(), gid = try r.u32()
             let ms = Int64(bitPattern: try r.u64()), mn = try r.i32(), size = try r.u64()
             let tl = Int(try r.u32())
@@ -428,15 +500,37 @@ public final class Archive: @unchecked Sendable {
             case 2:
                 c = .volume(id: try r.u64(), part: try r.u32())
                 if schema >= 2 { sha = try r.raw(32) }
+            case 3 where schema >= 4:
+                let shift = try r.u8(), n = Int(try r.u32())
+                guard (12...26).contains(shift), k == .file, UInt64(n) == (size + (UInt64(1) << shift) - 1) >> shift, n <= r.remaining / 32 else {
+                    throw VoxError(.corrupt, "archive entry \(path): its chunk list does not match its size")
+                }
+                c = .chunks(shift: shift, hashes: try (0..<n).map { _ in try r.raw(32) })
+            case 4 where schema >= 4:
+                let type = try r.u32(), rdev = try r.u64()
+                guard [S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK].map({ UInt32($0) }).contains(type) else {
+                    throw VoxError(.corrupt, "archive entry \(path): unknown special file type")
+                }
+                c = .special(type: type, rdev: rdev)
             default: throw VoxError(.corrupt, "archive entry \(path): unknown content kind")
+            }
+            var times: Times? = nil
+            if schema >= 4 && r.remaining > 0 {
+                guard try r.u8() == 1 else { throw VoxError(.corrupt, "archive entry \(path): unknown extension") }
+                let asec = Int64(bitPattern: try r.u64()), ans = try r.i32()
+                let csec = Int64(bitPattern: try r.u64()), cns = try r.i32()
+                guard ans >= 0, ans < 1_000_000_000, cns >= 0, cns < 1_000_000_000 else {
+                    throw VoxError(.corrupt, "archive entry \(path): impossible access or change time")
+                }
+                times = Times(atimeSec: asec, atimeNsec: ans, ctimeSec: csec, ctimeNsec: cns)
             }
             guard r.remaining == 0 else { throw VoxError(.corrupt, "archive entry \(path): \(r.remaining) stray bytes") }
             // what each kind may hold: a file has content, a folder or symlink none; a symlink a target
-            switch (k, c) {
-            case (.file, .none), (.directory, .blob), (.directory, .volume), (.symlink, .blob), (.symlink, .volume):
-                throw VoxError(.corrupt, "archive entry \(path): its kind and content disagree")
-            default: break
+            let agree: Bool = switch (k, c) {
+            case (.file, .blob), (.file, .volume), (.file, .chunks), (.directory, .none), (.symlink, .none), (.special, .special): true
+            default: false
             }
+            guard agree else { throw VoxError(.corrupt, "archive entry \(path): its kind and content disagree") }
             guard (k == .symlink) == !target.isEmpty else {
                 throw VoxError(.corrupt, "archive entry \(path): a link target on a non-link, or a link without one")
             }
@@ -445,6 +539,7 @@ public final class Archive: @unchecked Sendable {
             }
             var e = Entry(path: path, kind: k, mode: mode, uid: uid, gid: gid, mtimeSec: ms, mtimeNsec: mn, size: size, linkTarget: target, content: c)
             e.fileSHA256 = sha
+            e.times = times
             return e
         }
     }
@@ -487,7 +582,7 @@ public final class Archive: @unchecked Sendable {
     public func entries() throws -> [Entry] { try scanTree(digest: false).entries }
 
     public func entry(_ path: String) throws -> Entry? {
-        let key = Array(path.utf8)
+        let key = Archive.treeKey(path)
         return try read { t in try t.get(.tree, key).map { try decodeEntry(key, $0) } }
     }
 
@@ -522,12 +617,12 @@ public final class Archive: @unchecked Sendable {
     }
 
     /// Blob record: u8 method (0 stored, 1 zstd level 19) then the data.
-    static func packBlob(_ b: [UInt8]) -> [UInt8] {
+    static func packBlob(_ b: [UInt8], level: Int32 = 19) -> [UInt8] {
         if b.count >= 64 {
             let cap = ZSTD_compressBound(b.count)
             var out = [UInt8](repeating: 0, count: cap + 1)
             out[0] = 1
-            let n = out.withUnsafeMutableBytes { o in b.withUnsafeBytes { i in ZSTD_compress(o.baseAddress! + 1, cap, i.baseAddress, i.count, 19) } }
+            let n = out.withUnsafeMutableBytes { o in b.withUnsafeBytes { i in ZSTD_compress(o.baseAddress! + 1, cap, i.baseAddress, i.count, level) } }
             if ZSTD_isError(n) == 0 && n + 1 < b.count { return Array(out.prefix(n + 1)) }
         }
         return [0] + b
@@ -828,7 +923,28 @@ public final class Archive: @unchecked Sendable {
             guard UInt64(out.count) == e.size else { throw VoxError(.corrupt, "\(e.path): rebuilt size differs from the recorded size") }
             if Checksum.sha256(out) != sp.sha256 { throw VoxError(.corrupt, "\(e.path): rebuilt file differs from the original (SHA-256 mismatch)") }
             return out
+        case .special: return []
+        case .chunks(let shift, let hs):
+            var out: [UInt8] = []
+            out.reserveCapacity(Int(e.size))
+            for (i, h) in hs.enumerated() {
+                out += try chunk(h, size: Archive.chunkLength(i, shift: shift, size: e.size), path: e.path)
+            }
+            return out
         }
+    }
+
+    /// Bytes in chunk i of a chunked file of `size` bytes.
+    public static func chunkLength(_ i: Int, shift: UInt8, size: UInt64) -> Int {
+        Int(min(UInt64(1) << shift, size - (UInt64(i) << shift)))
+    }
+
+    /// One chunk of a chunked file, checked against its SHA-256 (its key).
+    public func chunk(_ h: [UInt8], size: Int, path: String) throws -> [UInt8] {
+        guard let r = try read({ t in try t.get(.blobs, h) }) else { throw VoxError(.corrupt, "\(path): a chunk of its content is missing") }
+        let b = try Archive.unpackBlob(r, size: UInt64(size), path: path)
+        guard b.count == size, Checksum.sha256(b) == h else { throw VoxError(.corrupt, "\(path): a chunk of its content is damaged (SHA-256 mismatch)") }
+        return b
     }
 
     /// The stored bytes of one slab (read without touching any other record).
@@ -876,8 +992,9 @@ public final class Archive: @unchecked Sendable {
     /// that holds its own non-pixel bytes.
     public func storedSize(_ e: Entry, volumes: [UInt64: VolumeInfo]) throws -> Int {
         switch e.content {
-        case .none: return 0
+        case .none, .special: return 0
         case .blob(let h): return try read { t in try t.size(.blobs, h) ?? 0 }
+        case .chunks(_, let hs): return try read { t in try Set(hs).reduce(0) { $0 + (try t.size(.blobs, $1) ?? 0) } }
         case .volume(let id, let k):
             guard let v = volumes[id] else { return 0 }
             let rec = try read { t in try t.get(.parts, Archive.slabKey(id, Int(k))) }
@@ -897,8 +1014,9 @@ public final class Archive: @unchecked Sendable {
         try read { t in
             for e in files {
                 switch e.content {
-                case .none: break
-                case .blob(let h): if seen.insert(h).inserted { total += UInt64(try t.size(.blobs, h) ?? 0) }
+                case .none, .special: break
+                case .blob, .chunks:
+                    for h in e.content.blobKeys where seen.insert(h).inserted { total += UInt64(try t.size(.blobs, h) ?? 0) }
                 case .volume(let id, let k): total += UInt64(try t.size(.parts, Archive.slabKey(id, Int(k))) ?? 0)
                 }
             }
@@ -924,10 +1042,10 @@ public final class Archive: @unchecked Sendable {
         var byVolume: [UInt64: [Entry]] = [:]
         for e in fileEntries {
             switch e.content {
-            case .none: problems.append(Problem(path: e.path, message: "file without content"))
-            case .blob(let h):
+            case .none, .special: problems.append(Problem(path: e.path, message: "file without content"))
+            case .blob, .chunks:
                 if quick {
-                    if try read({ t in try t.size(.blobs, h) }) == nil { problems.append(Problem(path: e.path, message: "stored content missing")) }
+                    if try read({ t in try e.content.blobKeys.contains { try t.size(.blobs, $0) == nil } }) { problems.append(Problem(path: e.path, message: "stored content missing")) }
                 } else {
                     var unused: [UInt64: DecodedVolume] = [:]
                     do { _ = try contents(e, decoded: &unused) } catch let err as VoxError { problems.append(Problem(path: e.path, message: err.message)) }

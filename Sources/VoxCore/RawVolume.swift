@@ -73,8 +73,8 @@ public enum FileIO {
     /// The file gets mode 0644 less the umask, as Foundation's atomic write gave it. Errors say
     /// why in words ("no such file or directory", "no space left on device").
     public static func writeAtomically(_ path: String, _ bytes: [UInt8]) throws {
-        let dir = (path as NSString).deletingLastPathComponent
-        var template = Array(((dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).voxfs-XXXXXX").utf8CString)
+        let dir = PathName.parent(path)
+        var template = Array(((dir.isEmpty ? "." : dir) + "/.\(PathName.name(path)).voxfs-XXXXXX").utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard fd >= 0 else { throw Sys.error(path, "write") }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)

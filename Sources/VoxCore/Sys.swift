@@ -153,3 +153,19 @@ public enum Sys {
 
 /// stat(2) by a name of its own: inside `Sys`, `stat` names the struct.
 private func cStat(_ path: String, _ st: inout stat) -> Int32 { stat(path, &st) }
+
+/// Parent and name of a path, split at its last "/". Foundation's NSString
+/// `deletingLastPathComponent` traps on a one-character path ("a", and "a/") with Swift 6.3 on
+/// Linux, and an archive may hold a file named "a" at its top: never use it on such paths.
+public enum PathName {
+    /// "study/ct/IM1" -> "study/ct"; "IM1" -> ""; "/IM1" -> "/".
+    public static func parent(_ p: String) -> String {
+        guard let i = p.lastIndex(of: "/") else { return "" }
+        return i == p.startIndex ? "/" : String(p[..<i])
+    }
+    /// "study/ct/IM1" -> "IM1".
+    public static func name(_ p: String) -> String {
+        guard let i = p.lastIndex(of: "/") else { return p }
+        return String(p[p.index(after: i)...])
+    }
+}

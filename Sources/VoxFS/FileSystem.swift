@@ -9,6 +9,7 @@ import VoxFormats
 /// EIO plus a log line there.
 public enum FSError: Error, Equatable, Sendable {
     case noEntry, notDirectory, isDirectory, notLink, readOnly, noAttribute, range, badHandle
+    case exists, notEmpty, notPermitted, nameTooLong, invalid, notSupported, fileTooBig
 
     public var errno: Int32 {
         switch self {
@@ -20,6 +21,13 @@ public enum FSError: Error, Equatable, Sendable {
         case .noAttribute: ENODATA
         case .range: ERANGE
         case .badHandle: EBADF
+        case .exists: EEXIST
+        case .notEmpty: ENOTEMPTY
+        case .notPermitted: EPERM
+        case .nameTooLong: ENAMETOOLONG
+        case .invalid: EINVAL
+        case .notSupported: EOPNOTSUPP
+        case .fileTooBig: EFBIG
         }
     }
 }
@@ -40,6 +48,9 @@ public final class VoxFileSystem: @unchecked Sendable {
         public var trace = ProcessInfo.processInfo.environment["VOXFS_TRACE"] == "1"
         /// Report every file as owned by these instead of the owners recorded at pack time.
         public var uid: UInt32?, gid: UInt32?
+        /// Read-write (`-o rw`): files can be created, written, renamed and deleted; each change
+        /// is stored at once (writes when the file is flushed, closed or synced).
+        public var writable = false
         public var log: @Sendable (String) -> Void
 
         public static var defaultCacheBytes: Int {
@@ -55,18 +66,24 @@ public final class VoxFileSystem: @unchecked Sendable {
     /// What an inode is (the filesystem's own type: its users need not know the archive's).
     public enum FileKind: Sendable, Equatable {
         case directory, file, symlink
-        init(_ k: Archive.Kind) { self = switch k { case .directory: .directory; case .file: .file; case .symlink: .symlink } }
+        /// A FIFO, socket or device node (read-write mounts store them; `nodev` keeps devices inert).
+        case special
+        init(_ k: Archive.Kind) { self = switch k { case .directory: .directory; case .file: .file; case .symlink: .symlink; case .special: .special } }
     }
 
     public struct Attributes: Sendable, Equatable {
         public var ino: UInt64
         public var kind: FileKind
-        /// Permission bits with the file type (S_IFDIR, S_IFREG, S_IFLNK).
+        /// Permission bits with the file type (S_IFDIR, S_IFREG, S_IFLNK, S_IFIFO, ...).
         public var mode: UInt32
+        /// A device node's device number.
+        public var rdev: UInt64 = 0
         public var nlink: UInt32
         public var uid: UInt32, gid: UInt32
         public var size: UInt64
         public var mtimeSec: Int64, mtimeNsec: Int32
+        public var atimeSec: Int64 = 0, atimeNsec: Int32 = 0
+        public var ctimeSec: Int64 = 0, ctimeNsec: Int32 = 0
     }
 
     public struct DirEntry: Sendable, Equatable {
@@ -80,6 +97,15 @@ public final class VoxFileSystem: @unchecked Sendable {
         var parent: UInt64
         var children: [(name: String, ino: UInt64)] = []
         var index: [String: UInt64] = [:]
+        /// Folders among the children (a folder's link count is 2 + this).
+        var subdirs = 0
+        /// Unlinked while open (read-write): kept until its last handle closes.
+        var removed = false
+        /// Open handles (read-write: an unlinked file's content is dropped after the last).
+        var opens = 0
+        /// Read-write: the file's content as it is now (written and not yet stored, or stored
+        /// in chunks); nil for a file nothing has written to.
+        var data: FileData?
     }
 
     public static let rootIno: UInt64 = 1
@@ -87,10 +113,19 @@ public final class VoxFileSystem: @unchecked Sendable {
     public let archive: Archive
     public let options: Options
     public let cache: SlabCache
-    private let nodes: [Node]                 // nodes[ino - 1]
-    private let volumeInfos: [UInt64: Archive.VolumeInfo]
-    public let originalBytes: UInt64
-    public let storedBytes: UInt64
+    var nodes: [Node]                         // nodes[ino - 1]; under `tree`
+    /// Guards `nodes` and every file's `FileData` (read-write mounts change them).
+    let tree = NSRecursiveLock()
+    /// Serialises the read-write mount's transactions (one change at a time, in order).
+    let commitLock = NSRecursiveLock()
+    var volumeInfos: [UInt64: Archive.VolumeInfo]
+    /// Read-write: how many entries refer to each blob record and each volume.
+    var blobRefs: [[UInt8]: Int] = [:]
+    var volumeRefs: [UInt64: Int] = [:]
+    /// Read-write: recently read chunks (decompressed and checked).
+    let chunkCache = ChunkCache(capacity: 32)
+    public internal(set) var originalBytes: UInt64
+    public internal(set) var storedBytes: UInt64
     /// How well what the mount serves is vouched for (the root's user.voxfs.integrity).
     public let integrity: String
 
@@ -127,8 +162,9 @@ public final class VoxFileSystem: @unchecked Sendable {
 
         var st = stat()
         stat(archive.path, &st)
-        let root = Archive.Entry(path: "", kind: .directory, mode: 0o755, uid: st.st_uid, gid: st.st_gid,
+        var root = Archive.Entry(path: "", kind: .directory, mode: 0o755, uid: st.st_uid, gid: st.st_gid,
                                  mtimeSec: Int64(st.st_mtim.tv_sec), mtimeNsec: Int32(st.st_mtim.tv_nsec), size: 0, linkTarget: "", content: .none)
+        if let r = try archive.rootEntry(), r.kind == .directory { root = r }
         var nodes = [Node(entry: root, parent: VoxFileSystem.rootIno)]
         var byPath: [String: UInt64] = ["": VoxFileSystem.rootIno]
         var original: UInt64 = 0
@@ -139,8 +175,8 @@ public final class VoxFileSystem: @unchecked Sendable {
                 options.log("damaged archive record: unsafe path '\(e.path)' left out")
                 continue
             }
-            let parent = VoxFileSystem.ensureDirectory((e.path as NSString).deletingLastPathComponent, &nodes, &byPath, like: root)
-            let name = (e.path as NSString).lastPathComponent
+            let parent = VoxFileSystem.ensureDirectory(PathName.parent(e.path), &nodes, &byPath, like: root)
+            let name = PathName.name(e.path)
             if let existing = byPath[e.path] {         // a folder made up for an earlier child
                 if e.kind == .directory { nodes[Int(existing - 1)].entry = e }
                 continue
@@ -155,6 +191,7 @@ public final class VoxFileSystem: @unchecked Sendable {
             byPath[e.path] = ino
             nodes[Int(parent - 1)].children.append((name, ino))
             nodes[Int(parent - 1)].index[name] = ino
+            if e.kind == .directory { nodes[Int(parent - 1)].subdirs += 1 }
             if e.kind == .file {
                 original += e.size
                 files.append(e)
@@ -163,27 +200,35 @@ public final class VoxFileSystem: @unchecked Sendable {
         self.nodes = nodes
         originalBytes = original
         storedBytes = try archive.storedBytes(files, volumes: volumeInfos)
+        if options.writable {
+            for e in files {
+                for h in e.content.blobKeys { blobRefs[h, default: 0] += 1 }
+                if case .volume(let id, _) = e.content { volumeRefs[id, default: 0] += 1 }
+            }
+        }
     }
 
     /// The inode of folder `path`, creating folders the archive does not list (so that every
     /// entry has a parent).
     private static func ensureDirectory(_ path: String, _ nodes: inout [Node], _ byPath: inout [String: UInt64], like root: Archive.Entry) -> UInt64 {
         if let i = byPath[path] { return i }
-        let parent = ensureDirectory((path as NSString).deletingLastPathComponent, &nodes, &byPath, like: root)
+        let parent = ensureDirectory(PathName.parent(path), &nodes, &byPath, like: root)
         var e = root
         e.path = path
         nodes.append(Node(entry: e, parent: parent))
         let ino = UInt64(nodes.count)
         byPath[path] = ino
-        let name = (path as NSString).lastPathComponent
+        let name = PathName.name(path)
         nodes[Int(parent - 1)].children.append((name, ino))
         nodes[Int(parent - 1)].index[name] = ino
+        nodes[Int(parent - 1)].subdirs += 1
         return ino
     }
 
-    public var inodeCount: Int { nodes.count }
+    public var inodeCount: Int { tree.lock(); defer { tree.unlock() }; return nodes.count }
 
-    private func node(_ ino: UInt64) throws -> Node {
+    func node(_ ino: UInt64) throws -> Node {
+        tree.lock(); defer { tree.unlock() }
         guard ino >= 1, ino <= UInt64(nodes.count) else { throw FSError.noEntry }
         return nodes[Int(ino - 1)]
     }
@@ -193,11 +238,17 @@ public final class VoxFileSystem: @unchecked Sendable {
     public func attributes(_ ino: UInt64) throws -> Attributes {
         let n = try node(ino)
         let e = n.entry
-        let type: UInt32 = switch e.kind { case .directory: UInt32(S_IFDIR); case .file: UInt32(S_IFREG); case .symlink: UInt32(S_IFLNK) }
-        let nlink: UInt32 = e.kind == .directory ? 2 + UInt32(n.children.filter { nodes[Int($0.ino - 1)].entry.kind == .directory }.count) : 1
+        var rdev: UInt64 = 0
+        let type: UInt32 = switch e.content {
+        case .special(let t, let r): { rdev = r; return t }()
+        default: switch e.kind { case .directory: UInt32(S_IFDIR); case .symlink: UInt32(S_IFLNK); default: UInt32(S_IFREG) }
+        }
+        let nlink: UInt32 = n.removed ? 0 : e.kind == .directory ? 2 + UInt32(n.subdirs) : 1
         let size: UInt64 = e.kind == .symlink ? UInt64(e.linkTarget.utf8.count) : e.size
-        return Attributes(ino: ino, kind: FileKind(e.kind), mode: type | (e.mode & 0o7777), nlink: nlink,
-                          uid: options.uid ?? e.uid, gid: options.gid ?? e.gid, size: size, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec)
+        let t = e.times ?? Archive.Times(atimeSec: e.mtimeSec, atimeNsec: e.mtimeNsec, ctimeSec: e.mtimeSec, ctimeNsec: e.mtimeNsec)
+        return Attributes(ino: ino, kind: FileKind(e.kind), mode: type | (e.mode & 0o7777), rdev: rdev, nlink: nlink,
+                          uid: options.uid ?? e.uid, gid: options.gid ?? e.gid, size: size, mtimeSec: e.mtimeSec, mtimeNsec: e.mtimeNsec,
+                          atimeSec: t.atimeSec, atimeNsec: t.atimeNsec, ctimeSec: t.ctimeSec, ctimeNsec: t.ctimeNsec)
     }
 
     public func lookup(parent: UInt64, name: String) throws -> Attributes {
@@ -205,12 +256,14 @@ public final class VoxFileSystem: @unchecked Sendable {
         guard p.entry.kind == .directory else { throw FSError.notDirectory }
         if name == "." { return try attributes(parent) }
         if name == ".." { return try attributes(p.parent) }
+        guard name.utf8.count <= 255 else { throw FSError.nameTooLong }
         guard let ino = p.index[name] else { throw FSError.noEntry }
         return try attributes(ino)
     }
 
     /// The folder's entries, "." and ".." first, in a stable order (offsets index into it).
     public func list(_ ino: UInt64) throws -> [DirEntry] {
+        tree.lock(); defer { tree.unlock() }
         let n = try node(ino)
         guard n.entry.kind == .directory else { throw FSError.notDirectory }
         var out = [DirEntry(name: ".", ino: ino, kind: .directory), DirEntry(name: "..", ino: n.parent, kind: .directory)]
@@ -261,14 +314,17 @@ public final class VoxFileSystem: @unchecked Sendable {
         }
         let e = n.entry
         guard e.kind == .file else { return [] }
+        if options.writable, let d = n.data, d.pending { return [("user.voxfs.storage", "pending (written, not yet stored)")] }
         let stored = try archive.storedSize(e, volumes: volumeInfos)
         var out: [(String, String)] = [("user.voxfs.stored_size", "\(stored)"),
                                        ("user.voxfs.ratio", String(format: "%.3f", Double(e.size) / Double(max(1, stored))))]
         switch e.content {
-        case .none: break
+        case .none, .special: break
         case .blob(let h):
             out.append(("user.voxfs.storage", "blob (zstd)"))
             out.append(("user.voxfs.sha256", Checksum.hex(h)))
+        case .chunks(let shift, let hs):
+            out.append(("user.voxfs.storage", "stored as is (zstd, \(hs.count) chunks of \(1 << Int(shift)) bytes)"))
         case .volume(let id, let k):
             out.append(("user.voxfs.storage", "volume"))
             out.append(("user.voxfs.volume", "\(id)"))
@@ -434,56 +490,76 @@ public final class VoxFileSystem: @unchecked Sendable {
             case bytes(BlobBox)
             case volume(VoxelMap)
             case stream(StreamedFile)
+            /// Read-write: the file's current content (its `FileData`), read afresh on every read.
+            case live
         }
         let ino: UInt64
         let entry: Archive.Entry
         let layout: Layout
-        init(ino: UInt64, entry: Archive.Entry, layout: Layout) { self.ino = ino; self.entry = entry; self.layout = layout }
+        let write: Bool
+        init(ino: UInt64, entry: Archive.Entry, layout: Layout, write: Bool = false) {
+            self.ino = ino; self.entry = entry; self.layout = layout; self.write = write
+        }
     }
 
-    /// Opens a file for reading; returns a handle for `read` and `release`. An opaque file's
-    /// content is unpacked (and its SHA-256 checked) here; a volume-backed file reads only its
-    /// part record (its header bytes come without decoding any voxels).
+    /// Opens a file; returns a handle for `read` and `release` (and, read-write, `write`). An
+    /// opaque file's content is unpacked (and its SHA-256 checked) here; a volume-backed file
+    /// reads only its part record (its header bytes come without decoding any voxels).
     public func open(_ ino: UInt64, write: Bool = false) throws -> UInt64 {
         let n = try node(ino)
         guard n.entry.kind != .directory else { throw FSError.isDirectory }
-        guard n.entry.kind == .file else { throw FSError.noEntry }
-        guard !write else { throw FSError.readOnly }
+        guard n.entry.kind == .file else { throw n.entry.kind == .special ? FSError.notSupported : FSError.noEntry }
+        guard !write || options.writable else { throw FSError.readOnly }
         let layout: Handle.Layout
-        switch n.entry.content {
-        case .none: layout = .bytes(BlobBox([]))
+        if options.writable, write || n.data != nil || { if case .chunks = n.entry.content { true } else { false } }() {
+            layout = .live
+        } else {
+            layout = try self.layout(of: n.entry, ino: ino)
+        }
+        tree.lock()
+        nodes[Int(ino - 1)].opens += 1
+        tree.unlock()
+        lock.lock(); defer { lock.unlock() }
+        let fh = nextHandle
+        nextHandle += 1
+        handles[fh] = Handle(ino: ino, entry: n.entry, layout: layout, write: write)
+        return fh
+    }
+
+    /// How a stored file's bytes are read: its blob, its volume's slabs, or its recompression.
+    func layout(of entry: Archive.Entry, ino: UInt64) throws -> Handle.Layout {
+        switch entry.content {
+        case .none, .special: return .bytes(BlobBox([]))
+        case .chunks: return .live
         case .blob(let sha):
-            layout = .bytes(try openBlob(sha, entry: n.entry))
+            return .bytes(try openBlob(sha, entry: entry))
         case .volume(let id, let k):
-            let p = try archive.part(volume: id, part: k, for: n.entry)
-            guard let v = volumeInfos[id] else { throw VoxError(.corrupt, "\(n.entry.path): its volume \(id) is missing or damaged") }
+            let p = try archive.part(volume: id, part: k, for: entry)
+            tree.lock()
+            let info = volumeInfos[id]
+            tree.unlock()
+            guard let v = info else { throw VoxError(.corrupt, "\(entry.path): its volume \(id) is missing or damaged") }
             let h = v.header
             if let w = p.part.wrapper {
                 // a compressed file (.nii.gz, NRRD gzip): recompressed front to back by a
                 // background thread as its slabs decode (a deflate stream cannot be cut at an
                 // arbitrary byte), each chunk served once its CRC-32C from pack time matches
-                let L = try FileLayout(p, header: h, path: n.entry.path)
-                guard n.entry.size <= UInt64(1) << 31, w.chunkCRCs.count == (Int(n.entry.size) + (1 << w.chunkShift) - 1) >> w.chunkShift else {
-                    throw VoxError(.corrupt, "\(n.entry.path): its file part does not match its volume or its size")
+                let L = try FileLayout(p, header: h, path: entry.path)
+                guard entry.size <= UInt64(1) << 31, w.chunkCRCs.count == (Int(entry.size) + (1 << w.chunkShift) - 1) >> w.chunkShift else {
+                    throw VoxError(.corrupt, "\(entry.path): its file part does not match its volume or its size")
                 }
-                layout = .stream(streamedFile(id: id, layout: L, header: h, entry: n.entry))
-            } else {
-                let L = try FileLayout(p, header: h, path: n.entry.path)
-                guard UInt64(L.size) == n.entry.size else {
-                    throw VoxError(.corrupt, "\(n.entry.path): its file part does not match its volume or its size")
-                }
-                let m = VoxelMap(id: id, header: h, L: L)
-                // schema 1: the part record's fields carry no seal, so no byte is served before the
-                // whole file's SHA-256 has matched (once per file and part record)
-                if archive.schema < 2 { try verifyWholeFile(m, entry: n.entry, ino: ino) }
-                layout = .volume(m)
+                return .stream(streamedFile(id: id, layout: L, header: h, entry: entry))
             }
+            let L = try FileLayout(p, header: h, path: entry.path)
+            guard UInt64(L.size) == entry.size else {
+                throw VoxError(.corrupt, "\(entry.path): its file part does not match its volume or its size")
+            }
+            let m = VoxelMap(id: id, header: h, L: L)
+            // schema 1: the part record's fields carry no seal, so no byte is served before the
+            // whole file's SHA-256 has matched (once per file and part record)
+            if archive.schema < 2 { try verifyWholeFile(m, entry: entry, ino: ino) }
+            return .volume(m)
         }
-        lock.lock(); defer { lock.unlock() }
-        let fh = nextHandle
-        nextHandle += 1
-        handles[fh] = Handle(ino: ino, entry: n.entry, layout: layout)
-        return fh
     }
 
     private var verifiedFiles = Set<[UInt8]>()    // schema 1: ino + part SHA-256 checked whole
@@ -513,8 +589,13 @@ public final class VoxFileSystem: @unchecked Sendable {
         lock.lock()
         let h = handles.removeValue(forKey: fh)
         lock.unlock()
-        if let h, case .stream(let f) = h.layout { f.releaseHandle() }
+        guard let h else { return }
+        if case .stream(let f) = h.layout { f.releaseHandle() }
+        if options.writable { closed(h) }
+        else { tree.lock(); nodes[Int(h.ino - 1)].opens -= 1; tree.unlock() }
     }
+
+    func handle(_ fh: UInt64) -> Handle? { lock.lock(); defer { lock.unlock() }; return handles[fh] }
 
     public var openHandles: Int { lock.lock(); defer { lock.unlock() }; return handles.count }
 
@@ -549,10 +630,16 @@ public final class VoxFileSystem: @unchecked Sendable {
         let h = handles[fh]
         lock.unlock()
         guard let h else { throw FSError.badHandle }
-        let size = h.entry.size
+        if isLive(h) { return try liveRead(h.ino, offset: offset, length: length).withUnsafeBytes { body($0) } }
+        return try withRead(h.layout, size: h.entry.size, path: h.entry.path, offset: offset, length: length, body)
+    }
+
+    /// Bytes of a stored file through its layout (see `withRead(_:offset:length:_:)`).
+    func withRead<R>(_ layout: Handle.Layout, size: UInt64, path: String, offset: UInt64, length: Int, _ body: (UnsafeRawBufferPointer) -> R) throws -> R {
         guard offset < size, length > 0 else { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
         let lo = Int(offset), hi = Int(min(size, offset + UInt64(length)))
-        switch h.layout {
+        switch layout {
+        case .live: throw VoxError(.io, "\(path): internal error: a live file read through a stored layout")
         case .bytes(let b):
             return b.bytes.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[lo..<hi])) }
         case .stream(let f):
@@ -561,13 +648,13 @@ public final class VoxFileSystem: @unchecked Sendable {
         case .volume(let m):
             let s = (m.base + lo) / m.slabBytes
             if !m.swap, lo >= m.preEnd, hi <= m.pixEnd, s == (m.base + hi - 1) / m.slabBytes {
-                notePosition(m, first: s, last: s, path: h.entry.path)
+                notePosition(m, first: s, last: s, path: path)
                 let from = m.base + lo - s * m.slabBytes, to = m.base + hi - s * m.slabBytes
-                let slab = try slabData(volume: m.id, slab: s, header: m.header, need: to, path: h.entry.path)
-                guard to <= slab.count else { throw VoxError(.corrupt, "\(h.entry.path): volume \(m.id) slab \(s) is shorter than its slices") }
+                let slab = try slabData(volume: m.id, slab: s, header: m.header, need: to, path: path)
+                guard to <= slab.count else { throw VoxError(.corrupt, "\(path): volume \(m.id) slab \(s) is shorter than its slices") }
                 return slab.withUnsafeBytes(from..<to) { body($0) }
             }
-            return try assemble(m, lo, hi, path: h.entry.path).withUnsafeBytes { body($0) }
+            return try assemble(m, lo, hi, path: path).withUnsafeBytes { body($0) }
         }
     }
 
@@ -669,10 +756,20 @@ public final class VoxFileSystem: @unchecked Sendable {
     public struct FSStats: Sendable {
         public var blockSize: UInt64 = 4096
         public var blocks: UInt64, files: UInt64
+        public var free: UInt64 = 0, available: UInt64 = 0, freeFiles: UInt64 = 0
     }
 
-    /// statfs: the original bytes as used space (nothing free: the filesystem is read-only).
+    /// statfs: read-only, the original bytes as used space and nothing free; read-write, the
+    /// disk the archive is on (its size, and what is free on it).
     public func fsStats() -> FSStats {
-        FSStats(blocks: (originalBytes + 4095) / 4096, files: UInt64(nodes.count))
+        tree.lock(); let files = UInt64(nodes.count); tree.unlock()
+        if options.writable {
+            var v = statvfs()
+            if statvfs(PathName.parent(archive.path).isEmpty ? "." : PathName.parent(archive.path), &v) == 0 {
+                return FSStats(blockSize: UInt64(v.f_frsize), blocks: UInt64(v.f_blocks), files: files,
+                               free: UInt64(v.f_bfree), available: UInt64(v.f_bavail), freeFiles: UInt64(v.f_ffree))
+            }
+        }
+        return FSStats(blocks: (originalBytes + 4095) / 4096, files: files)
     }
 }

@@ -9,8 +9,12 @@ import VoxFS
 public final class FuseMount: @unchecked Sendable {
     public let fs: VoxFileSystem
     let log: @Sendable (String) -> Void
-    /// Attributes and entries never change while mounted: the kernel may cache them this long.
+    /// Read-only, attributes and entries never change while mounted: the kernel may cache them
+    /// this long. Read-write, every change comes through the kernel, which keeps its cache in
+    /// step; a second still bounds what a missed invalidation could show.
     static let timeout: Double = 86400
+    static let writableTimeout: Double = 1
+    var timeout: Double { fs.options.writable ? FuseMount.writableTimeout : FuseMount.timeout }
     private var session: OpaquePointer?
     public let mountpoint: String
 
@@ -39,14 +43,14 @@ public final class FuseMount: @unchecked Sendable {
                 // a missing name is a negative entry (inode 0) the kernel may cache too
                 let a: VoxFileSystem.Attributes?
                 do { a = try m.fs.lookup(parent: parent, name: String(cString: name!)) } catch FSError.noEntry { a = nil }
-                var e = FuseMount.entryParam(a)
+                var e = m.entryParam(a)
                 fuse_reply_entry(req, &e)
             }
         }
         ops.getattr = { req, ino, _ in
             FuseMount.with(req, "getattr") { m in
                 var st = FuseMount.stat(try m.fs.attributes(ino))
-                fuse_reply_attr(req, &st, FuseMount.timeout)
+                fuse_reply_attr(req, &st, m.timeout)
             }
         }
         ops.readlink = { req, ino in
@@ -59,6 +63,8 @@ public final class FuseMount: @unchecked Sendable {
             FuseMount.with(req, "open", ino: ino) { m in
                 let flags = fi!.pointee.flags
                 let write = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0
+                // libfuse offers atomic O_TRUNC: the kernel leaves the truncation to the open
+                if flags & O_TRUNC != 0 && m.fs.options.writable { _ = try m.fs.setAttributes(ino, VoxFileSystem.AttributeChange(size: 0)) }
                 let fh = try m.fs.open(ino, write: write)
                 fi!.pointee.fh = fh
                 voxfs_fi_set_keep_cache(fi)         // immutable: keep the page cache across opens
@@ -92,7 +98,7 @@ public final class FuseMount: @unchecked Sendable {
         ops.readdirplus = { req, ino, size, off, _ in
             FuseMount.with(req, "readdirplus", ino: ino) { m in
                 try FuseMount.replyDirectory(req, m.fs.list(ino), size: size, from: Int(off)) { buf, room, e, next in
-                    var p = FuseMount.entryParam(try m.fs.attributes(e.ino))
+                    var p = m.entryParam(try m.fs.attributes(e.ino))
                     return fuse_add_direntry_plus(req, buf, room, e.name, &p, next)
                 }
             }
@@ -102,8 +108,8 @@ public final class FuseMount: @unchecked Sendable {
                 let s = m.fs.fsStats()
                 var v = statvfs()
                 v.f_bsize = UInt(s.blockSize); v.f_frsize = UInt(s.blockSize)
-                v.f_blocks = fsblkcnt_t(s.blocks); v.f_bfree = 0; v.f_bavail = 0
-                v.f_files = fsfilcnt_t(s.files); v.f_ffree = 0; v.f_favail = 0
+                v.f_blocks = fsblkcnt_t(s.blocks); v.f_bfree = fsblkcnt_t(s.free); v.f_bavail = fsblkcnt_t(s.available)
+                v.f_files = fsfilcnt_t(s.files + s.freeFiles); v.f_ffree = fsfilcnt_t(s.freeFiles); v.f_favail = fsfilcnt_t(s.freeFiles)
                 v.f_namemax = 255
                 fuse_reply_statfs(req, &v)
             }
@@ -120,6 +126,8 @@ public final class FuseMount: @unchecked Sendable {
                 FuseMount.replyXattr(req, size: size, v)
             }
         }
+
+        if fs.options.writable { FuseMount.addWriteOps(&ops) }
 
         var args = ["voxfs"] + (debug ? ["-d"] : [])
         if !options.isEmpty { args += ["-o", options.joined(separator: ",")] }
@@ -163,6 +171,10 @@ public final class FuseMount: @unchecked Sendable {
             try body(m)
         } catch let e as FSError {
             fuse_reply_err(req, e.errno)
+        } catch let e as VoxError where e.errno == ENOSPC || e.errno == EDQUOT {
+            let path = (try? m.fs.path(of: UInt64(ino))) ?? "inode \(ino)"
+            m.log("\(op) \(path): \(e.message)")
+            fuse_reply_err(req, e.errno!)
         } catch let e as VoxError {
             let path = (try? m.fs.path(of: UInt64(ino))) ?? "inode \(ino)"
             m.log("\(op) \(path): \(e.message) -> EIO")
@@ -175,15 +187,15 @@ public final class FuseMount: @unchecked Sendable {
     }
 
     /// An entry for lookup and readdirplus (nil: a negative entry), with day-long timeouts.
-    static func entryParam(_ a: VoxFileSystem.Attributes?) -> fuse_entry_param {
+    func entryParam(_ a: VoxFileSystem.Attributes?) -> fuse_entry_param {
         var e = fuse_entry_param()
         if let a {
             e.ino = fuse_ino_t(a.ino)
             e.attr = FuseMount.stat(a)
         }
         e.generation = 1
-        e.attr_timeout = FuseMount.timeout
-        e.entry_timeout = FuseMount.timeout
+        e.attr_timeout = timeout
+        e.entry_timeout = timeout
         return e
     }
 
@@ -210,7 +222,7 @@ public final class FuseMount: @unchecked Sendable {
     }
 
     static func typeBits(_ k: VoxFileSystem.FileKind) -> mode_t {
-        switch k { case .directory: mode_t(Glibc.S_IFDIR); case .file: mode_t(Glibc.S_IFREG); case .symlink: mode_t(Glibc.S_IFLNK) }
+        switch k { case .directory: mode_t(Glibc.S_IFDIR); case .file: mode_t(Glibc.S_IFREG); case .symlink: mode_t(Glibc.S_IFLNK); case .special: 0 }
     }
 
     static func stat(_ a: VoxFileSystem.Attributes) -> Glibc.stat {
@@ -218,12 +230,14 @@ public final class FuseMount: @unchecked Sendable {
         st.st_ino = ino_t(a.ino)
         st.st_mode = mode_t(a.mode)
         st.st_nlink = nlink_t(a.nlink)
+        st.st_rdev = dev_t(a.rdev)
         st.st_uid = a.uid; st.st_gid = a.gid
         st.st_size = off_t(a.size)
         st.st_blksize = 4096
         st.st_blocks = blkcnt_t((a.size + 511) / 512)
-        let t = timespec(tv_sec: Int(a.mtimeSec), tv_nsec: Int(a.mtimeNsec))
-        st.st_mtim = t; st.st_atim = t; st.st_ctim = t
+        st.st_mtim = timespec(tv_sec: Int(a.mtimeSec), tv_nsec: Int(a.mtimeNsec))
+        st.st_atim = timespec(tv_sec: Int(a.atimeSec), tv_nsec: Int(a.atimeNsec))
+        st.st_ctim = timespec(tv_sec: Int(a.ctimeSec), tv_nsec: Int(a.ctimeNsec))
         return st
     }
 }

@@ -121,6 +121,7 @@ public struct Packer {
 
     func walk(_ path: String, _ e: Archive.Entry, _ run: Run) throws {
         switch e.kind {
+        case .special: return       // pack skips special files (a read-write mount stores them)
         case .symlink:
             try run.archive.putEntry(e); run.sum.symlinks += 1
         case .file:
@@ -314,7 +315,7 @@ public struct Packer {
             case (.directory, _): return (0, 0, 0, e.path)
             case (.file, .volume(let id, let k)): return (1, id, k, e.path)
             case (.file, _): return (1, 0, 0, e.path)
-            case (.symlink, _): return (2, 0, 0, e.path)
+            case (.symlink, _), (.special, _): return (2, 0, 0, e.path)
             }
         }
         let ordered = all.sorted { rank($0) < rank($1) }
@@ -333,6 +334,14 @@ public struct Packer {
             guard safe else { fail(e, "not restored: \(parent) is not a folder (a file or a symlink is in the way)"); continue }
             let p = dest + "/" + e.path
             switch e.kind {
+            case .special:
+                // FIFOs, sockets and device nodes (devices need root, as with tar)
+                guard case .special(let type, let rdev) = e.content else { continue }
+                do {
+                    if !isDirectory(p) { try Sys.unlinkIfExists(p) }
+                    guard mknod(p, mode_t(type) | modeBits(e), dev_t(rdev)) == 0 else { throw Sys.error(p, "create the special file") }
+                } catch let err as VoxError { fail(e, err.message); continue }
+                setAttributes(p, e)
             case .directory:
                 if !isDirectory(p) { do { try Sys.mkdir(p) } catch let err as VoxError { fail(e, err.message) } }
             case .symlink:

@@ -118,7 +118,10 @@ struct Ls: ParsableCommand {
         let fmt = DateFormatter()
         fmt.dateFormat = "yyyy-MM-dd HH:mm"
         for e in entries {
-            let kind = e.kind == .directory ? "d" : (e.kind == .symlink ? "l" : "-")
+            let kind: String = switch e.content {
+            case .special(let t, _): t == UInt32(S_IFIFO) ? "p" : t == UInt32(S_IFSOCK) ? "s" : t == UInt32(S_IFCHR) ? "c" : "b"
+            default: e.kind == .directory ? "d" : (e.kind == .symlink ? "l" : "-")
+            }
             var perms = ""
             for (i, c) in "rwxrwxrwx".enumerated() { perms.append(e.mode & (0o400 >> UInt32(i)) != 0 ? c : "-") }
             var how = "", stored = "", ratio = ""
@@ -129,7 +132,8 @@ struct Ls: ParsableCommand {
                 switch e.content {
                 case .volume(let id, _): how = "volume \(id)"
                 case .blob: how = "blob"
-                case .none: how = ""
+                case .chunks(_, let hs): how = "stored (\(hs.count) chunks)"
+                case .none, .special: how = ""
                 }
             }
             let date = fmt.string(from: Date(timeIntervalSince1970: TimeInterval(e.mtimeSec)))

@@ -18,8 +18,10 @@ struct MountOptions {
     var gid: UInt32?
     var threads = 8
     var readahead = 0
+    /// `-o rw`: a read-write mount (the archive is created when the path does not exist).
+    var writable = false
 
-    static let known = "allow_other, allow_root, default_permissions, ro, nosuid (default), suid, nodev (default), dev, noexec, exec, uid=N, gid=N, cache_size=SIZE (K/M/G), workers=N, slice_threads=N, threads=N, readahead=SIZE, fsname=NAME"
+    static let known = "allow_other, allow_root, default_permissions, ro (default), rw, nosuid (default), suid, nodev (default), dev, noexec, exec, uid=N, gid=N, cache_size=SIZE (K/M/G), workers=N, slice_threads=N, threads=N, readahead=SIZE, fsname=NAME"
 
     static func size(_ s: String) -> Int? {
         let u = s.uppercased()
@@ -44,11 +46,12 @@ struct MountOptions {
                 func bad() -> VoxError { VoxError(.invalidArgument, "bad value in mount option '\(o)'") }
                 switch (key, value) {
                 case ("allow_other", nil), ("allow_root", nil): fuse.append(key)
-                case ("ro", nil), ("default_permissions", nil), ("nosuid", nil), ("nodev", nil), ("exec", nil): break
+                case ("ro", nil): if writable { writable = false; fuse.insert("ro", at: 0) }
+                case ("default_permissions", nil), ("nosuid", nil), ("nodev", nil), ("exec", nil): break
                 case ("suid", nil): fuse.removeAll { $0 == "nosuid" }
                 case ("dev", nil): fuse.removeAll { $0 == "nodev" }
                 case ("noexec", nil): if !fuse.contains("noexec") { fuse.append("noexec") }
-                case ("rw", nil): throw VoxError(.invalidArgument, "a VoxFS mount is read-only: mount option 'rw' cannot be honoured")
+                case ("rw", nil): writable = true; fuse.removeAll { $0 == "ro" }
                 case ("fsname", let v?): fuse.removeAll { $0.hasPrefix("fsname=") }; fuse.append("fsname=" + v)
                 case ("uid", let v?): guard let n = UInt32(v) else { throw bad() }; uid = n
                 case ("gid", let v?): guard let n = UInt32(v) else { throw bad() }; gid = n
@@ -89,8 +92,12 @@ final class MountLog: @unchecked Sendable {
 
 struct Mount: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show an archive as a read-only folder (FUSE3): files read back byte for byte, decoded on demand.",
+        abstract: "Show an archive as a folder (FUSE3): files read back byte for byte, decoded on demand; -o rw also takes writes.",
         discussion: """
+        Read-only by default. With -o rw files can be created, written, renamed and deleted; each file's bytes \
+        are stored (zstd, as they are) when it is closed, flushed or synced, and every other change at once; an \
+        archive path that does not exist becomes a new, empty archive. Pack, unpack and verify are refused while \
+        an archive is mounted read-write.
         Returns once the mount is ready (the daemon runs on in the background); -f stays in the foreground.
         Unmount with `fusermount3 -u MOUNTPOINT` (or umount, or SIGTERM to the daemon).
         Options (-o, comma-separated): \(MountOptions.known).
@@ -129,17 +136,27 @@ struct Mount: ParsableCommand {
 
         let logPath = self.log.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
         if daemonChild { _ = chdir("/") }        // its own session already (POSIX_SPAWN_SETSID)
-        let a = try Archive.reader(archivePath)
+        let a: Archive
+        if opts.writable {
+            a = try Archive(path: archivePath, create: true)
+            guard a.schema >= 2 else {
+                throw VoxError(.badFormat, "\(archivePath) has archive schema \(a.schema) (an older voxfs): it can be mounted read-only, not read-write; unpack it and pack it again")
+            }
+            try a.lock(exclusive: true)
+        } else {
+            a = try Archive.reader(archivePath)
+        }
         // memory beside the cache: with glibc's defaults 32 readers took the daemon to 282 MiB
         // with a 64 MiB cache (make soak); see vox_tune_malloc
         _ = vox_tune_malloc(2, 256 << 10)
         let log = try MountLog(path: logPath, foreground: !daemonChild)
         var fsOptions = VoxFileSystem.Options(cacheBytes: opts.cacheBytes, workers: opts.workers, uid: opts.uid, gid: opts.gid, log: { log($0) })
         fsOptions.sliceThreads = opts.sliceThreads
+        fsOptions.writable = opts.writable
         let fs = try VoxFileSystem(archive: a, options: fsOptions)
         let m = FuseMount(fs: fs, mountpoint: mp, readahead: opts.readahead, log: { log($0) })
         try m.mount(options: opts.fuse, debug: debug)
-        log("mounted \(archivePath) on \(mp): \(fs.inodeCount) entries, cache \(opts.cacheBytes) bytes, \(opts.workers) prefetch workers")
+        log("mounted \(archivePath) on \(mp)\(opts.writable ? " read-write" : ""): \(fs.inodeCount) entries, cache \(opts.cacheBytes) bytes, \(opts.workers) prefetch workers")
         if daemonChild {
             // tell the waiting parent, then let go of its pipe; a parent that has gone (Ctrl-C)
             // gets no mount left behind
