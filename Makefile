@@ -8,18 +8,23 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages the build, the tests, the data fetch and the benchmarks need.
 DEB_PACKAGES := pkg-config fuse3 libfuse3-dev libopenblas-dev liblmdb-dev libzstd-dev zlib1g-dev pigz pristine-tar \
-                xz-utils zstd python3 python3-venv python3-pip ca-certificates
+                xz-utils zstd python3 python3-venv python3-pip ca-certificates \
+                autoconf automake perl gcc make rsync tar dcmtk dcm2niix
+
+# pjdfstest's runner (../shared/tools/pjdfstest.sh builds and runs the suite in ../shared/pjdfstest)
+PJDFSTEST ?= $(firstword $(wildcard ../shared/tools/pjdfstest.sh /work/shared/tools/pjdfstest.sh))
 
 # golden streams the reference decoder (written from docs/format.md alone) checks in `make test`
 CONFORMANCE_STREAMS = ct.classical ct.fast ct.classical.v2 ct.classical-par.v2 ct.fast.v2 ct.fast-rows5.v2 mr.fast.v2 emri.default.v2 ct.classical.v3 mr.fast.v3 emri.default.v3 ct24.default-m2.v3 ct24.fast-m2.v3 ct24.default.v4 icbm8.classical.v4 icbm8.default-nofb.v4
 
-.PHONY: conformance all deps build data test demo install uninstall bench-codec bench-pack bench-mount compare fuzz fuzz-archive fuzz-long fuzz-slab fuzz-swift soak model experiments clean help
+.PHONY: conformance all deps build data test pjdfstest demo install uninstall bench-codec bench-pack bench-mount compare fuzz fuzz-archive fuzz-long fuzz-slab fuzz-swift soak model experiments clean help
 
 all: build
 
 help:
 	@echo "make demo         install what is missing, build, fetch a real CT scan, compress it and show the result"
 	@echo "make test         install what is missing, build, fetch the real test data, run every test"
+	@echo "make pjdfstest    the POSIX filesystem test suite on a read-write mount (Tests/pjdfstest/known-failures.txt: what does not apply)"
 	@echo "make conformance  the reference decoder (docs/format.md alone, Python) on golden v1 to v4 streams"
 	@echo "make bench-codec  bpp and speed of every preset on the real volumes, beside xz -9 and zstd -19"
 	@echo "make bench-pack   pack/unpack throughput and ratio of the real data tree, beside tar | zstd -19 and tar | xz -9"
@@ -73,10 +78,17 @@ test: deps data
 	set -o pipefail; targets=$$(.build/release/voxfuzz --list) && [ -n "$$targets" ] && for t in $$targets; do \
 	  .build/release/voxfuzz $$t .build/fuzz-seeds/$$t $$([ -d Tests/Fuzz/corpus/swift/$$t ] && echo Tests/Fuzz/corpus/swift/$$t) || exit 1; \
 	done 2>&1 | tee .build/fuzz-replay.log
+	$(MAKE) --no-print-directory pjdfstest
 	@awk '/Executed [0-9]+ tests?, with [0-9]+ failures?/ { n = $$2; f = $$5 } \
 	  /[0-9]+ checks ok, [0-9]+ failed/ { for (i = 1; i <= NF; i++) { if ($$(i+1) == "checks" && $$(i+2) == "ok,") c += $$i; if ($$(i+1) == "failed" || $$(i+1) == "failed,") cf += $$i } } \
 	  END { if (n == "") exit 1; printf "%d passed, %d failed\n", n - f + c, f + cf }' .build/test.log .build/compare-selftest.log .build/fuzz-archive.log .build/fuzz-archive-v3.log .build/conformance.log \
-	  .build/fuzz-replay.log
+	  .build/fuzz-replay.log .build/pjdfstest.log
+
+# The POSIX filesystem test suite on `voxfs mount -o rw` (about 3 minutes); part of `make test`.
+pjdfstest: build
+	@if [ -z "$(PJDFSTEST)" ]; then echo "pjdfstest: the suite's runner is not here (PJDFSTEST=.../tools/pjdfstest.sh); not run" | tee .build/pjdfstest.log; \
+	else set -o pipefail; $(PYTHON) scripts/pjdfstest_rw.py --voxfs .build/release/voxfs --suite "$(PJDFSTEST)" \
+	  --log .build/pjdfstest-prove.log 2>&1 | tee .build/pjdfstest.log; fi
 
 demo: build data
 	@scripts/demo.sh .build/release/voxfs "$(CACHE)"
