@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the build, the tests, the data fetch and the benchmarks need.
 DEB_PACKAGES := pkg-config fuse3 libfuse3-dev libopenblas-dev liblmdb-dev libzstd-dev zlib1g-dev pigz pristine-tar \
                 xz-utils zstd python3 python3-venv python3-pip ca-certificates \
-                autoconf automake perl gcc make rsync tar dcmtk dcm2niix
+                autoconf automake perl gcc make rsync tar attr dcmtk dcm2niix
 
 # pjdfstest's runner (../shared/tools/pjdfstest.sh builds and runs the suite in ../shared/pjdfstest)
 PJDFSTEST ?= $(firstword $(wildcard ../shared/tools/pjdfstest.sh /work/shared/tools/pjdfstest.sh))
