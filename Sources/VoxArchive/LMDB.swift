@@ -131,7 +131,7 @@ public final class LMDBEnvironment: @unchecked Sendable {
     /// On MDB_MAP_FULL the map is doubled and `body` runs again, so it must not have effects
     /// outside the transaction.
     public func write<T>(_ body: (Transaction) throws -> T) throws -> T {
-        precondition(!readOnly, "write transaction on a read-only environment")
+        guard !readOnly else { throw LMDBError(EROFS, "a write transaction on an archive opened read-only") }
         while true {
             var t: OpaquePointer?
             try check(mdb_txn_begin(env, nil, 0, &t), "mdb_txn_begin (write)")

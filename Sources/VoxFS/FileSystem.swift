@@ -324,7 +324,7 @@ public final class VoxFileSystem: @unchecked Sendable {
             out.append(("user.voxfs.storage", "blob (zstd)"))
             out.append(("user.voxfs.sha256", Checksum.hex(h)))
         case .chunks(let shift, let hs):
-            out.append(("user.voxfs.storage", "stored as is (zstd, \(hs.count) chunks of \(1 << Int(shift)) bytes)"))
+            out.append(("user.voxfs.storage", "stored as is (zstd, \(hs.count) chunk\(hs.count == 1 ? "" : "s") of \(1 << Int(shift)) bytes)"))
         case .volume(let id, let k):
             out.append(("user.voxfs.storage", "volume"))
             out.append(("user.voxfs.volume", "\(id)"))

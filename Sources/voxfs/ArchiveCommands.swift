@@ -132,7 +132,7 @@ struct Ls: ParsableCommand {
                 switch e.content {
                 case .volume(let id, _): how = "volume \(id)"
                 case .blob: how = "blob"
-                case .chunks(_, let hs): how = "stored (\(hs.count) chunks)"
+                case .chunks(_, let hs): how = "stored (\(hs.count) chunk\(hs.count == 1 ? "" : "s"))"
                 case .none, .special: how = ""
                 }
             }
@@ -157,6 +157,19 @@ struct Verify: ParsableCommand {
         for p in r.problems { print("DAMAGED \(p)") }
         print("\(archive): \(r.files) files, \(r.volumes) volumes checked\(quick ? " (quick)" : ""): \(r.problems.isEmpty ? "sound" : "\(r.problems.count) problems")")
         if !r.problems.isEmpty { throw ExitCode(1) }
+    }
+}
+
+struct Compact: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Drop stored data no file refers to any more (a read-write mount reclaims most of it on the fly).",
+                                                    discussion: "Runs under the archive's exclusive lock: unmount it first. One transaction; LMDB reuses the freed pages for later writes (the file does not shrink).")
+    @Argument(help: "Archive.") var archive: String
+    func run() throws {
+        guard FileManager.default.fileExists(atPath: archive) else { throw VoxError(.invalidArgument, "\(archive): no such archive") }
+        let a = try Archive(path: archive, create: true)
+        try a.lock(exclusive: true)
+        let r = try a.compact()
+        print("\(archive): \(r.blobs) unreferenced blobs and \(r.volumes) unreferenced volumes dropped")
     }
 }
 

@@ -10,7 +10,7 @@ struct VoxFSCommand: ParsableCommand {
         commandName: "voxfs",
         abstract: "Lossless LSTM compression of 3D medical volumes.",
         version: "0.1.0",
-        subcommands: [Compress.self, Decompress.self, Info.self, Train.self, Eval.self, Probe.self, Pack.self, Unpack.self, Ls.self, Verify.self, Stats.self, Mount.self, Presets.self, ModelCommand.self]
+        subcommands: [Compress.self, Decompress.self, Info.self, Train.self, Eval.self, Probe.self, Pack.self, Unpack.self, Ls.self, Verify.self, Compact.self, Stats.self, Mount.self, Presets.self, ModelCommand.self]
     )
 }
 

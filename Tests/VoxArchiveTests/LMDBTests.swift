@@ -32,6 +32,8 @@ final class LMDBTests: ScratchTestCase {
         let ro = try LMDBEnvironment(path: path, readOnly: true)
         let files = try ro.database("files")
         try ro.read { t in XCTAssertEqual(try t.count(files), 99) }
+        // a write on it is an error (EROFS), not a trap
+        XCTAssertThrowsError(try ro.write { _ in }) { XCTAssertEqual(($0 as? LMDBError)?.code, EROFS) }
     }
 
     func testAThrowAbortsTheTransaction() throws {

@@ -256,6 +256,30 @@ final class WritableTests: ScratchTestCase {
         XCTAssertEqual(v.problems.count, 0, "\(v.problems)")
     }
 
+    /// `voxfs compact` drops stored data no entry refers to (here a chunk committed without its
+    /// entry, as an older writer could leave), and nothing that is referred to.
+    func testCompactDropsOnlyUnreferencedData() throws {
+        let path = dir.appendingPathComponent("c.voxfs").path
+        do {
+            let fs = try open(path)
+            let fh = try fs.open(try create(fs, "", "kept"), write: true)
+            try write(fs, fh, at: 0, Array("kept bytes".utf8))
+            fs.release(fh)
+        }
+        let a = try Archive(path: path, create: true)
+        var c = Archive.Change()
+        c.blobs = [Archive.chunkRecord(Array("orphan".utf8))]
+        try a.apply(c)
+        XCTAssertEqual(try a.rawRecords(.blobs).records.count, 2)
+        let r = try a.compact()
+        XCTAssertEqual(r.blobs, 1); XCTAssertEqual(r.volumes, 0)
+        XCTAssertEqual(try a.rawRecords(.blobs).records.count, 1)
+        XCTAssertEqual(try a.compact().blobs, 0)
+        var cache: [UInt64: Archive.DecodedVolume] = [:]
+        XCTAssertEqual(try a.contents(try XCTUnwrap(a.entry("kept")), decoded: &cache), Array("kept bytes".utf8))
+        XCTAssertEqual(try a.verify(quick: false).problems.count, 0)
+    }
+
     func testAReadOnlyMountRefusesEveryChange() throws {
         let path = dir.appendingPathComponent("ro.voxfs").path
         do {
