@@ -21,7 +21,7 @@ struct MountOptions {
     /// `-o rw`: a read-write mount (the archive is created when the path does not exist).
     var writable = false
 
-    static let known = "allow_other, allow_root, default_permissions, ro (default), rw, nosuid (default), suid, nodev (default), dev, noexec, exec, uid=N, gid=N, cache_size=SIZE (K/M/G), workers=N, slice_threads=N, threads=N, readahead=SIZE, fsname=NAME"
+    static let known = "allow_other, allow_root, default_permissions, ro (default), rw (also writable, for fstab), nosuid (default), suid, nodev (default), dev, noexec, exec, uid=N, gid=N, cache_size=SIZE (K/M/G), workers=N, slice_threads=N, threads=N, readahead=SIZE, fsname=NAME"
 
     static func size(_ s: String) -> Int? {
         let u = s.uppercased()
@@ -51,7 +51,7 @@ struct MountOptions {
                 case ("suid", nil): fuse.removeAll { $0 == "nosuid" }
                 case ("dev", nil): fuse.removeAll { $0 == "nodev" }
                 case ("noexec", nil): if !fuse.contains("noexec") { fuse.append("noexec") }
-                case ("rw", nil): writable = true; fuse.removeAll { $0 == "ro" }
+                case ("rw", nil), ("writable", nil): writable = true; fuse.removeAll { $0 == "ro" }
                 case ("fsname", let v?): fuse.removeAll { $0.hasPrefix("fsname=") }; fuse.append("fsname=" + v)
                 case ("uid", let v?): guard let n = UInt32(v) else { throw bad() }; uid = n
                 case ("gid", let v?): guard let n = UInt32(v) else { throw bad() }; gid = n
