@@ -50,7 +50,7 @@ final class IntegrityTests: ScratchTestCase {
 
     func testGoldenArchivesOfEverySchemaStayReadableAndExact() throws {
         // seed-v3: compressed volumes (a CPython-gzip .nii.gz, ITK's gzip NRRD) rebuilt by recompressing
-        // seed-v4: seed-v2 changed through a read-write mount (scripts in the commit that added it):
+        // seed-v4: seed-v2 changed through `voxfs mount -o rw` with cp, dd, truncate, mv, rm, mkfifo, mkdir -p and touch:
         // a copied slice and a patched one stored as chunks, a truncated NIfTI (its volume
         // reclaimed), a rename, a deletion, a FIFO, a path past LMDB's 511-byte key limit, times
         for (name, schema) in [("seed-v1", UInt32(1)), ("seed-v2", UInt32(2)), ("seed-v3", UInt32(3)), ("seed-v4", UInt32(4))] {
