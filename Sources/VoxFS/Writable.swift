@@ -236,8 +236,12 @@ extension VoxFileSystem {
         return out
     }
 
+    /// Whether a handle reads the file's live state (written, or stored in chunks) instead of
+    /// its stored layout. A read-only mount never writes, so its stored layouts stay valid and
+    /// its reads take no tree lock here.
     func isLive(_ h: Handle) -> Bool {
         if case .live = h.layout { return true }
+        guard options.writable else { return false }
         tree.lock(); defer { tree.unlock() }
         return nodes[Int(h.ino - 1)].data != nil
     }
