@@ -136,6 +136,7 @@ final class FileSystemTests: ScratchTestCase {
         XCTAssertEqual(failures.value, 0)
         let vols = Set(try files.map { f -> String in String(decoding: try fs.xattr(f.0, "user.voxfs.volume"), as: UTF8.self) })
         XCTAssertEqual(vols.count, 1)
+        fs.cache.waitIdle()     // readers return once their bytes verify; the decodes end just after
         XCTAssertEqual(fs.cache.snapshot.decodes, 2, "16 slices in slabs of 8: two decodes, whatever the readers")
     }
 
@@ -231,7 +232,9 @@ extension FileSystemTests {
         }
         // a read that spans the last good slice and the damaged one is an error, not a short read
         XCTAssertThrowsError(try fs.read(fh, offset: UInt64(10 * sliceBytes - 10), length: 20))
-        // remembered: the slab is not decoded again for later reads of either kind
+        // remembered: the slab is not decoded again for later reads of either kind (a reader
+        // returns once its slices verify, while its slab may still be decoding: count from idle)
+        fs.cache.waitIdle()
         let decodes = fs.cache.snapshot.decodes
         XCTAssertEqual(try fs.read(fh, offset: UInt64(9 * sliceBytes), length: 64), Array(slice(9).prefix(64)))
         XCTAssertThrowsError(try fs.read(fh, offset: UInt64(12 * sliceBytes), length: 64))
@@ -276,6 +279,7 @@ extension FileSystemTests {
         for k in [8, 9, 10, 11, 8, 9, 10, 11] { reader(k) }
         XCTAssertEqual(group.wait(timeout: .now() + 120), .success)
         XCTAssertEqual(heldUntilSlice8Served.value, true, "slice 8 was served while slice 9 was still unchecked")
+        fs.cache.waitIdle()
         XCTAssertEqual(fs.cache.snapshot.decodes, 1, "one decode for all readers")
         for (k, rs) in results.value {
             for r in rs {
