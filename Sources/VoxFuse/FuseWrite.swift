@@ -24,11 +24,9 @@ extension FuseMount {
                 let type = mode & S_IFMT
                 guard [S_IFREG, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK].contains(type) else { throw FSError.invalid }
                 let c = fuse_req_ctx(req)!.pointee
-                let name = String(cString: name!)
-                let a = type == S_IFREG
-                    ? try m.fs.create(parent: parent, name: name, kind: .file, mode: UInt32(mode), uid: c.uid, gid: c.gid)
-                    : try m.fs.create(parent: parent, name: name, kind: .special, mode: UInt32(mode), uid: c.uid, gid: c.gid, special: (UInt32(type), UInt64(rdev)))
-                var e = m.entryParam(a)
+                let regular = type == S_IFREG
+                var e = m.entryParam(try m.fs.create(parent: parent, name: String(cString: name!), kind: regular ? .file : .special, mode: UInt32(mode),
+                                                      uid: c.uid, gid: c.gid, special: regular ? nil : (UInt32(type), UInt64(rdev))))
                 fuse_reply_entry(req, &e)
             }
         }
