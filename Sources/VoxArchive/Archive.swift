@@ -721,8 +721,10 @@ public final class Archive: @unchecked Sendable {
             }
             var w = ByteWriter(); w.u64(id + 1)
             try t.put(.meta, nextKey, seal("meta", nextKey, w.bytes))
-            if files.contains(where: { $0.part.wrapper != nil }) {
-                // wrapped parts are schema 3: an older voxfs must refuse the archive, not misread it
+            if files.contains(where: { $0.part.wrapper != nil }), schema < 3 {
+                // wrapped parts are schema 3: an older voxfs must refuse the archive, not misread
+                // it (a schema 4 archive stays 4: writing 3 would make its v4 entries unreadable)
+                raiseSchema(to: 3)
                 var sv = ByteWriter(); sv.u32(3)
                 try t.put(.meta, Array("schema".utf8), sv.bytes)
             }

@@ -280,6 +280,38 @@ final class WritableTests: ScratchTestCase {
         XCTAssertEqual(try a.verify(quick: false).problems.count, 0)
     }
 
+    /// A pack of a compressed volume (a schema 3 feature) into an archive a read-write mount
+    /// changed keeps it schema 4: its chunked files stay readable.
+    func testPackingAWrappedVolumeIntoASchema4ArchiveKeepsIt4() throws {
+        let path = dir.appendingPathComponent("v4.voxfs").path
+        do {
+            let fs = try open(path)
+            let fh = try fs.open(try create(fs, "", "written.txt"), write: true)
+            try write(fs, fh, at: 0, Array("written through the mount\n".utf8))
+            fs.release(fh)
+        }
+        let raw = try FileIO.read(try RealData.require("volumes/mr_brain1.raw"))
+        let vals = (0..<(256 * 256 * 5)).map { Int16(bitPattern: UInt16(raw[2 * $0]) | UInt16(raw[2 * $0 + 1]) << 8) }
+        let src = dir.appendingPathComponent("gz").path
+        try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
+        let nii = dir.appendingPathComponent("brain.nii").path
+        try FileIO.writeAtomically(nii, TestFiles.nifti1(vals, x: 256, y: 256, z: 5, big: false))
+        let py = try run("/usr/bin/env", ["python3", "-c", "import gzip,sys; d=open(sys.argv[1],'rb').read(); open(sys.argv[2],'wb').write(gzip.compress(d, compresslevel=6, mtime=0))", nii, src + "/brain.nii.gz"])
+        XCTAssertEqual(py.status, 0, py.err)
+        do {
+            let a = try Archive(path: path, create: true)
+            XCTAssertEqual(a.schema, 4)
+            let sum = try Packer(preset: try Preset.named("classical-par")).pack([src], into: a, archivePath: path)
+            XCTAssertEqual(sum.recompressed, 1, "the .nii.gz is coded as a wrapped volume")
+        }
+        let a = try Archive(path: path, create: false)
+        XCTAssertEqual(a.schema, 4)
+        var cache: [UInt64: Archive.DecodedVolume] = [:]
+        XCTAssertEqual(try a.contents(try XCTUnwrap(a.entry("written.txt")), decoded: &cache), Array("written through the mount\n".utf8))
+        XCTAssertEqual(try a.contents(try XCTUnwrap(a.entry("gz/brain.nii.gz")), decoded: &cache), try FileIO.read(src + "/brain.nii.gz"))
+        XCTAssertEqual(try a.verify(quick: false).problems.count, 0)
+    }
+
     func testAReadOnlyMountRefusesEveryChange() throws {
         let path = dir.appendingPathComponent("ro.voxfs").path
         do {
